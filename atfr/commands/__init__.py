@@ -1,0 +1,1 @@
+"""Subcommands of the atfr CLI: each has add_arguments(parser) and run(args) -> int."""
