@@ -1,0 +1,1 @@
+"""Built-in demo: procedural action videos and a small trained ATFR model."""

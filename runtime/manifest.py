@@ -1,0 +1,157 @@
+"""The export manifest (``atfr.json``): what the graphs are and how to feed them. Torch-free.
+
+Tensor names are fixed by convention so every tool can connect the pieces:
+
+* front inputs ``clip{p}`` [N,3,T_p,H,W] (p = pathway; SlowFast: 0 = slow, 1 = fast);
+* front outputs ``feat{p}`` (pre-ReLU output of the SGS stage) and ``dist{p}`` [N,T_p] for
+  pathways with SGS;
+* SGS (plugin node or fallback) reads ``feat{p}``, ``dist{p}`` and writes ``sgs{p}``
+  [N,C,B',H,W] plus ``bprime{p}`` (int32 scalar);
+* back inputs ``sgs{p}`` (SGS pathways) or ``feat{p}`` (pass-through); output ``logits``.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from atfr.errors import ATFRError
+from atfr.fileio import sha256_file
+from atfr.spec import InputSpec, SGSSpec
+
+FORMAT = "atfr-export"
+VERSION = 1
+MANIFEST_NAME = "atfr.json"
+
+
+@dataclass
+class TensorSpec:
+    name: str
+    shape: list[Any]  # ints or symbolic names ("N", "T1")
+    dtype: str = "float32"
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "TensorSpec":
+        return cls(d["name"], list(d["shape"]), d.get("dtype", "float32"))
+
+
+@dataclass
+class GraphSpec:
+    file: str
+    inputs: list[TensorSpec]
+    outputs: list[TensorSpec]
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "GraphSpec":
+        return cls(d["file"], [TensorSpec.from_dict(t) for t in d["inputs"]],
+                   [TensorSpec.from_dict(t) for t in d["outputs"]])
+
+
+@dataclass
+class SGSLayer:
+    """An SGS layer as exported: its spec plus the T it sees and B it bins into."""
+
+    spec: SGSSpec
+    frames: int  # T entering SGS
+    bins: int  # B (upper bound of B')
+    channels: int
+    height: int
+    width: int
+
+    @property
+    def pathway(self) -> int:
+        return self.spec.pathway
+
+
+@dataclass
+class Manifest:
+    root: Path
+    name: str
+    arch: str
+    num_classes: int
+    labels: list[str]
+    input: InputSpec
+    num_pathways: int
+    sgs: list[SGSLayer]
+    graphs: dict[str, GraphSpec]
+    split_shapes: list[list[int]]  # per pathway: [C,T,H,W] of feat{p} (batch excluded)
+    opset: int
+    bprime_stats: dict[str, Any] = field(default_factory=dict)
+    gflops: dict[str, Any] = field(default_factory=dict)
+    raw: dict[str, Any] = field(default_factory=dict)
+
+    def sgs_for(self, pathway: int) -> SGSLayer | None:
+        for s in self.sgs:
+            if s.pathway == pathway:
+                return s
+        return None
+
+    def back_input_name(self, pathway: int) -> str:
+        return f"sgs{pathway}" if self.sgs_for(pathway) else f"feat{pathway}"
+
+    def path(self, graph: str) -> Path:
+        if graph not in self.graphs:
+            raise ATFRError(f"{self.root}: the export has no '{graph}' graph")
+        return self.root / self.graphs[graph].file
+
+    def label(self, i: int) -> str:
+        return self.labels[i] if 0 <= i < len(self.labels) else str(i)
+
+    def clip_shapes(self, batch: int = 1) -> list[tuple[int, ...]]:
+        """Front input shapes [N,3,T_p,S,S] per pathway."""
+        s = self.input.crop_size
+        t = self.input.num_frames
+        if self.num_pathways == 2:
+            return [(batch, 3, t // self.input.slowfast_alpha, s, s), (batch, 3, t, s, s)]
+        return [(batch, 3, t, s, s)]
+
+    def verify_checksums(self) -> None:
+        for fname, digest in self.raw.get("checksums", {}).items():
+            p = self.root / fname
+            if not p.exists():
+                raise ATFRError(f"{self.root}: {fname} is missing from the export; re-run 'atfr export'")
+            if sha256_file(p) != digest:
+                raise ATFRError(f"{self.root}: {fname} does not match its checksum in {MANIFEST_NAME} "
+                                "(modified or corrupt); re-run 'atfr export --force'")
+
+
+def load_manifest(outdir: str | Path, check: bool = False) -> Manifest:
+    root = Path(outdir)
+    mpath = root / MANIFEST_NAME
+    if not root.exists():
+        raise ATFRError(f"{root} does not exist")
+    if not mpath.exists():
+        raise ATFRError(f"{root} is not an atfr export (no {MANIFEST_NAME}); create one with 'atfr export'")
+    try:
+        d = json.loads(mpath.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise ATFRError(f"{mpath}: corrupt manifest ({e})") from None
+    if d.get("format") != FORMAT:
+        raise ATFRError(f"{mpath}: not an atfr export manifest")
+    if int(d.get("version", 0)) > VERSION:
+        raise ATFRError(f"{mpath}: manifest version {d['version']} is newer than this atfr-deploy ({VERSION})")
+    try:
+        m = Manifest(
+            root=root,
+            name=d["model"]["name"],
+            arch=d["model"]["arch"],
+            num_classes=int(d["model"]["num_classes"]),
+            labels=list(d["model"].get("labels", [])),
+            input=InputSpec.from_dict(d["input"]),
+            num_pathways=int(d["num_pathways"]),
+            sgs=[SGSLayer(SGSSpec.from_dict(s["spec"]), int(s["frames"]), int(s["bins"]), int(s["channels"]),
+                          int(s["height"]), int(s["width"])) for s in d["sgs"]],
+            graphs={k: GraphSpec.from_dict(v) for k, v in d["graphs"].items()},
+            split_shapes=[list(map(int, s)) for s in d["split_shapes"]],
+            opset=int(d["opset"]),
+            bprime_stats=dict(d.get("bprime_stats", {})),
+            gflops=dict(d.get("gflops", {})),
+            raw=d,
+        )
+    except (KeyError, TypeError, ValueError) as e:
+        raise ATFRError(f"{mpath}: incomplete manifest ({type(e).__name__}: {e})") from None
+    if check:
+        m.verify_checksums()
+    return m
