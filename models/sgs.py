@@ -145,7 +145,10 @@ class TSLayer(nn.Module):
         """Z [N,L,T]: spatial mean per frame -> fc over channels -> BatchNorm1d."""
         # adaptive_avg_pool3d, not mean(): same value, but its summation order is the official
         # one, which keeps Z bit-identical to the reference (B' is a threshold on Z).
-        g = nn.functional.adaptive_avg_pool3d(x, (x.shape[2], 1, 1)).flatten(2)
+        if torch.jit.is_tracing() or torch.onnx.is_in_onnx_export():
+            g = x.mean(dim=(3, 4))  # ReduceMean in ONNX; adaptive pooling needs a constant size
+        else:
+            g = nn.functional.adaptive_avg_pool3d(x, (x.shape[2], 1, 1)).flatten(2)
         z = self.fc(g.transpose(1, 2)).transpose(1, 2)
         return self.bn(z)
 

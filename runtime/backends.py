@@ -1,0 +1,70 @@
+"""Graph runners: one object per graph (ONNX file or TensorRT engine), one ``run`` method.
+
+Polygraphy-style: the pipeline only sees ``GraphRunner``; backends are chosen by name and
+loaded lazily so a missing optional package fails with one clear line, not at import time.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Protocol
+
+import numpy as np
+
+from atfr.errors import ATFRError, DependencyError
+
+
+class GraphRunner(Protocol):
+    input_names: list[str]
+    output_names: list[str]
+
+    def run(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]: ...
+
+
+class OrtRunner:
+    """ONNX Runtime session over one graph (CPU by default; CUDA EP when asked and present)."""
+
+    def __init__(self, path: str | Path, threads: int | None = None, providers: list[str] | None = None):
+        try:
+            import onnxruntime as ort
+        except ImportError:
+            raise DependencyError("onnxruntime is not installed (pip install onnxruntime)") from None
+        p = Path(path)
+        if not p.exists():
+            raise ATFRError(f"{p} is missing; re-run 'atfr export'")
+        so = ort.SessionOptions()
+        so.log_severity_level = 3
+        if threads:
+            so.intra_op_num_threads = int(threads)
+        elif os.environ.get("ATFR_ORT_THREADS"):
+            so.intra_op_num_threads = int(os.environ["ATFR_ORT_THREADS"])
+        avail = ort.get_available_providers()
+        prov = [x for x in (providers or ["CPUExecutionProvider"]) if x in avail] or ["CPUExecutionProvider"]
+        try:
+            self.session = ort.InferenceSession(str(p), so, providers=prov)
+        except Exception as e:  # ORT raises its own Fail/InvalidGraph types
+            raise ATFRError(f"{p}: ONNX Runtime cannot load this graph ({str(e).splitlines()[0][:160]})") from None
+        self.path = p
+        self.input_names = [i.name for i in self.session.get_inputs()]
+        self.output_names = [o.name for o in self.session.get_outputs()]
+
+    def run(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        outs = self.session.run(self.output_names, {k: feeds[k] for k in self.input_names})
+        return dict(zip(self.output_names, outs))
+
+
+BACKENDS = ("onnxruntime", "tensorrt")
+
+
+def resolve_backend(name: str) -> str:
+    """'auto' picks TensorRT where it imports, else ONNX Runtime."""
+    if name == "auto":
+        try:
+            import tensorrt  # noqa: F401
+            return "tensorrt"
+        except ImportError:
+            return "onnxruntime"
+    if name not in BACKENDS:
+        raise ATFRError(f"unknown backend {name!r}; choose one of: auto, {', '.join(BACKENDS)}")
+    return name

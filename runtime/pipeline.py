@@ -1,0 +1,178 @@
+"""front -> SGS -> back, batch-independent and exact. Torch-free.
+
+The pipeline runs the fixed-shape front graph on the whole batch, samples each clip alone
+(its own B', no zero padding from batch-mates), then runs the dynamic-T back graph once per
+group of clips with equal B'. Stage functions are public so benchmarks can time them.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+
+from atfr.errors import ATFRError
+
+from .backends import GraphRunner, OrtRunner, resolve_backend
+from .manifest import Manifest, load_manifest
+from .sgs_numpy import sgs_step
+
+
+def softmax(x: np.ndarray, axis: int = -1) -> np.ndarray:
+    z = x - x.max(axis=axis, keepdims=True)
+    e = np.exp(z)
+    return e / e.sum(axis=axis, keepdims=True)
+
+
+@dataclass
+class ClipResult:
+    logits: np.ndarray  # [K]
+    probs: np.ndarray  # [K]
+    bprime: tuple[int, ...]  # one per SGS layer
+    timings_ms: dict[str, float] = field(default_factory=dict)
+
+    def top(self, k: int = 5) -> list[int]:
+        return [int(i) for i in np.argsort(-self.probs, kind="stable")[:k]]
+
+    def to_json(self, labels: list[str] | None = None, k: int = 5) -> dict[str, Any]:
+        idx = self.top(k)
+        lab = labels or []
+        return {
+            "logits": [float(v) for v in self.logits],
+            "probs": [float(v) for v in self.probs],
+            "bprime": list(self.bprime),
+            "top5": [{"index": i, "label": lab[i] if i < len(lab) else str(i), "prob": float(self.probs[i])}
+                     for i in idx],
+        }
+
+
+class SGSStep:
+    """The SGS step for one clip at a time: numpy reference or the ONNX fallback graph."""
+
+    def __init__(self, manifest: Manifest, impl: str = "numpy", runner_factory: Callable | None = None):
+        self.m = manifest
+        self.impl = impl
+        self.runner: GraphRunner | None = None
+        if impl == "fallback":
+            self.runner = (runner_factory or OrtRunner)(manifest.path("sgs_fallback"))
+        elif impl != "numpy":
+            raise ATFRError(f"unknown SGS implementation {impl!r} (numpy, fallback)")
+
+    def __call__(self, feats: dict[str, np.ndarray]) -> tuple[dict[str, np.ndarray], tuple[int, ...]]:
+        """feats holds feat{p}/dist{p} for ONE clip (N=1); returns sgs{p} and B' per layer."""
+        out: dict[str, np.ndarray] = {}
+        bp: list[int] = []
+        if self.runner is not None:
+            res = self.runner.run(feats)
+            for layer in self.m.sgs:
+                p = layer.pathway
+                out[f"sgs{p}"] = res[f"sgs{p}"]
+                bp.append(int(res[f"sgs{p}"].shape[2]))
+            return out, tuple(bp)
+        for layer in self.m.sgs:
+            p, s = layer.pathway, layer.spec
+            r = sgs_step(feats[f"feat{p}"], _guard(feats[f"dist{p}"]), s.num_bins, s.kernel, s.drop_bins)
+            out[f"sgs{p}"] = r.output
+            bp.append(r.b_prime)
+        return out, tuple(bp)
+
+
+def _guard(d: np.ndarray) -> np.ndarray:
+    """All-zero distances (only possible with degenerate embeddings) -> constant distances.
+
+    The official code would compute 2B/0 and produce NaN; constant positive distances give the
+    official single-bin result instead, so B' is never 0 and never NaN.
+    """
+    m = d.max(axis=1, keepdims=True)
+    return np.where(m == 0, np.float32(1), d).astype(np.float32)
+
+
+class Pipeline:
+    def __init__(self, manifest: Manifest, front: GraphRunner, back: GraphRunner, sgs: SGSStep | None,
+                 backend: str = "onnxruntime"):
+        self.manifest = manifest
+        self.front = front
+        self.back = back
+        self.sgs = sgs
+        self.backend = backend
+
+    # -- construction --------------------------------------------------------------------------
+    @classmethod
+    def load(cls, outdir: str | Path, backend: str = "onnxruntime", sgs: str = "numpy",
+             threads: int | None = None, **trt_options: Any) -> "Pipeline":
+        m = load_manifest(outdir, check=True)
+        backend = resolve_backend(backend)
+        if backend == "tensorrt":
+            from .tensorrt_backend import load_trt_pipeline  # imports tensorrt lazily
+            return load_trt_pipeline(m, **trt_options)
+        front = OrtRunner(m.path("front"), threads)
+        back = OrtRunner(m.path("back"), threads)
+        step = SGSStep(m, sgs, lambda p: OrtRunner(p, threads)) if m.sgs else None
+        return cls(m, front, back, step, backend)
+
+    # -- input checks --------------------------------------------------------------------------
+    def check_inputs(self, clips: list[np.ndarray]) -> list[np.ndarray]:
+        m = self.manifest
+        if len(clips) != m.num_pathways:
+            raise ATFRError(f"expected {m.num_pathways} input pathway(s), got {len(clips)}")
+        n = clips[0].shape[0] if clips[0].ndim == 5 else -1
+        out = []
+        for p, (x, want) in enumerate(zip(clips, m.clip_shapes(max(n, 1)))):
+            if x.ndim != 5 or tuple(x.shape[1:]) != tuple(want[1:]) or x.shape[0] != n:
+                raise ATFRError(f"pathway {p}: clip shape {tuple(x.shape)} does not match the export "
+                                f"[N,{','.join(map(str, want[1:]))}]")
+            x = np.ascontiguousarray(x, dtype=np.float32)
+            if not np.isfinite(x).all():
+                raise ATFRError(f"pathway {p}: the clip contains NaN or Inf values")
+            out.append(x)
+        return out
+
+    # -- stages (timed by benchmarks) ----------------------------------------------------------
+    def run_front(self, clips: list[np.ndarray]) -> dict[str, np.ndarray]:
+        return self.front.run({f"clip{p}": x for p, x in enumerate(clips)})
+
+    def run_sgs(self, front_out: dict[str, np.ndarray]) -> list[tuple[dict[str, np.ndarray], tuple[int, ...]]]:
+        """Per clip: (back feeds for N=1, B' per SGS layer)."""
+        m = self.manifest
+        n = front_out["feat0"].shape[0]
+        results = []
+        for i in range(n):
+            one = {k: v[i:i + 1] for k, v in front_out.items()}
+            for layer in m.sgs:
+                d = one[f"dist{layer.pathway}"]
+                if not np.isfinite(d).all():
+                    raise ATFRError("SGS distances are NaN/Inf (non-finite features from the front graph)")
+            if self.sgs is not None:
+                sg, bp = self.sgs(one)
+            else:
+                sg, bp = {}, ()
+            feeds = {}
+            for p in range(m.num_pathways):
+                name = m.back_input_name(p)
+                feeds[name] = sg[name] if name in sg else one[f"feat{p}"]
+            results.append((feeds, bp))
+        return results
+
+    def run_back(self, feeds: dict[str, np.ndarray]) -> np.ndarray:
+        return self.back.run(feeds)["logits"]
+
+    # -- end to end ----------------------------------------------------------------------------
+    def infer(self, clips: list[np.ndarray]) -> list[ClipResult]:
+        clips = self.check_inputs(clips)
+        front_out = self.run_front(clips)
+        per_clip = self.run_sgs(front_out)
+        groups: dict[tuple[int, ...], list[int]] = defaultdict(list)
+        for i, (_, bp) in enumerate(per_clip):
+            groups[bp].append(i)
+        results: list[ClipResult | None] = [None] * len(per_clip)
+        for bp, idx in groups.items():
+            names = per_clip[idx[0]][0].keys()
+            feeds = {k: np.concatenate([per_clip[i][0][k] for i in idx], 0) for k in names}
+            logits = self.run_back(feeds)
+            for j, i in enumerate(idx):
+                lg = logits[j].astype(np.float32)
+                results[i] = ClipResult(lg, softmax(lg), bp)
+        return results  # type: ignore[return-value]
