@@ -227,6 +227,8 @@ def export_model(loaded: LoadedModel, outdir: str | Path, opts: ExportOptions) -
             "graphs": {k: {"file": f"{k}.onnx", "inputs": _tensor_specs(g.graph.input),
                            "outputs": _tensor_specs(g.graph.output)} for k, g in graphs.items()},
             "opset": opset,
+            "source": {"checkpoint": str(Path(loaded.meta["source"]).resolve()) if loaded.meta.get("source") else None,
+                       "format": loaded.source_format},
             "bprime_stats": bstats,
             "gflops": gflops,
             "producer": {"atfr-deploy": __version__, "torch": torch.__version__, "onnx": onnx.__version__,

@@ -64,8 +64,10 @@ def plugin_graph(layers: list[SGSLayer], opset: int) -> onnx.ModelProto:
     """A graph holding only the SGS custom node(s): what the TensorRT plugin implements."""
     ins, outs = _io(layers)
     g = helper.make_graph(plugin_nodes(layers), "atfr_sgs_plugin", ins, outs)
+    # IR 8 (ONNX 1.12 era): what opset 17 needs, and old enough for TensorRT 10.3's parser and
+    # every ONNX Runtime in use; onnx's default would be the newest IR this onnx package knows.
     return helper.make_model(g, opset_imports=[helper.make_opsetid("", opset), helper.make_opsetid(PLUGIN_DOMAIN, 1)],
-                             producer_name="atfr-deploy")
+                             producer_name="atfr-deploy", ir_version=8)
 
 
 class _Fallback(nn.Module):

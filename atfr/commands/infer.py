@@ -1,0 +1,76 @@
+"""atfr infer SOURCE --input CLIP.npy: one clip through a checkpoint (torch) or an export."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+
+from atfr.errors import ATFRError
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("source", help="checkpoint (.pyth/.pt: torch backend) or export folder (runtime backend)")
+    p.add_argument("--input", required=True, help="clip: .npy uint8 RGB [T,H,W,3]")
+    p.add_argument("--config", help="config YAML for an official checkpoint without an embedded cfg")
+    p.add_argument("--backend", default="auto", help="torch (checkpoint), onnxruntime, tensorrt, auto")
+    p.add_argument("--size", type=int, help="model input size for a checkpoint (default: its test crop)")
+    p.add_argument("--json", action="store_true", help="print JSON: logits, probs, bprime, top5")
+
+
+def run(args: argparse.Namespace) -> int:
+    from atfr.runtime.clips import frames_to_inputs, load_clip_npy
+
+    src = Path(args.source)
+    frames = load_clip_npy(args.input)
+    t0 = time.perf_counter()
+    if src.is_dir():
+        if args.backend == "torch":
+            raise ATFRError(f"{src} is an export folder; --backend torch needs a checkpoint")
+        from atfr.runtime.pipeline import Pipeline
+        pl = Pipeline.load(src, backend=args.backend)
+        inputs = frames_to_inputs(frames, pl.manifest.input, args.input)
+        result = pl.infer(inputs)[0]
+        labels, backend = pl.manifest.labels, pl.backend
+    else:
+        if args.backend not in ("auto", "torch"):
+            raise ATFRError(f"{src} is a checkpoint: it runs on the torch backend (export it for {args.backend})")
+        result, labels = _torch_infer(src, args.config, frames, args)
+        backend = "torch"
+    ms = (time.perf_counter() - t0) * 1e3
+    if args.json:
+        out = result.to_json(labels)
+        out["backend"] = backend
+        print(json.dumps(out))
+    else:
+        print(f"backend {backend}, B' {list(result.bprime)}, {ms:.0f} ms (including load)")
+        for i in result.top(5):
+            name = labels[i] if i < len(labels) else str(i)
+            print(f"  {result.probs[i]:.4f}  {name}")
+    return 0
+
+
+def _torch_infer(path: Path, config, frames: np.ndarray, args):
+    import torch
+
+    from atfr.models.checkpoint import load_checkpoint
+    from atfr.runtime.clips import frames_to_inputs
+    from atfr.runtime.pipeline import ClipResult, softmax
+
+    lm = load_checkpoint(path, config)
+    spec = lm.model.input_spec
+    if args.size:
+        spec = dataclasses.replace(spec, crop_size=args.size, short_side=args.size)
+    inputs = frames_to_inputs(frames, spec, args.input)
+    model = lm.model.eval()
+    model.batch_independent = True
+    with torch.inference_mode():
+        logits, bp = model.forward_with_bprime([torch.from_numpy(x) for x in inputs], guard=True)
+    if not torch.isfinite(logits).all():
+        raise ATFRError("the model produced NaN/Inf logits for this clip")
+    lg = logits[0].numpy().astype(np.float32)
+    return ClipResult(lg, softmax(lg), tuple(int(v) for v in bp[0].tolist())), lm.labels

@@ -1,0 +1,199 @@
+"""atfr predict OUTDIR VIDEO|FOLDER|LIST.txt: offline multi-view prediction (the official test protocol).
+
+Per video: ``--views TxS`` = T temporal views (start = max(n - clip, 0) * k / T) times S spatial
+crops (S = 1: centre; S = 3: left/centre/right or top/centre/bottom), each through the official
+transform; the softmax probabilities of the T*S views are SUMMED (PySlowFast TestMeter) and
+ranked. Reported scores are that sum divided by the number of views (a mean probability, same
+ranking). Videos shorter than a clip are padded by repeating their last frame (official clamp).
+
+A single video that cannot be read is an error; in a folder or list each failure is reported,
+counted and skipped, and the command fails only if every video failed. Torch-free.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import io
+import json
+import re
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from atfr.errors import ATFRError, SourceError
+
+VIDEO_EXTS = (".mp4", ".avi", ".mkv", ".mov", ".webm", ".m4v", ".mpg", ".mpeg", ".wmv", ".flv", ".3gp")
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("outdir", help="export folder (atfr export)")
+    p.add_argument("input", help="a video, a folder of videos (searched recursively), or a .txt list "
+                                 "(one path per line, relative to the list's folder; '#' comments)")
+    p.add_argument("--views", default="10x3", help="temporal x spatial views: 10x3 (official), 1x1, NxM with M in {1,3}")
+    p.add_argument("--json", action="store_true", help="print one JSON object per video (JSON lines)")
+    p.add_argument("--csv", help="write a CSV summary here (atomic)")
+    p.add_argument("--backend", default="auto", choices=["auto", "tensorrt", "onnxruntime"])
+    p.add_argument("--force", action="store_true", help="overwrite --csv")
+
+
+def parse_views(s: str) -> tuple[int, int]:
+    m = re.fullmatch(r"\s*(\d+)\s*[xX]\s*(\d+)\s*", s or "")
+    if not m:
+        raise ATFRError(f"--views {s!r}: expected TEMPORALxSPATIAL, e.g. 10x3 or 1x1")
+    t, sp = int(m.group(1)), int(m.group(2))
+    if t < 1:
+        raise ATFRError(f"--views {s!r}: need at least one temporal view")
+    if sp not in (1, 3):
+        raise ATFRError(f"--views {s!r}: spatial views must be 1 (centre) or 3 (the official uniform crops)")
+    return t, sp
+
+
+def spatial_indices(n: int) -> tuple[int, ...]:
+    return (1,) if n == 1 else (0, 1, 2)
+
+
+def collect_videos(arg: str) -> tuple[list[Path], bool]:
+    """(videos, is_batch). A missing single path is a SourceError; an empty folder/list an ATFRError."""
+    p = Path(arg)
+    if p.is_dir():
+        vids = sorted(f for f in p.rglob("*") if f.is_file() and f.suffix.lower() in VIDEO_EXTS)
+        if not vids:
+            raise ATFRError(f"{p}: no videos in this folder ({', '.join(VIDEO_EXTS[:4])}, ...)")
+        return vids, True
+    if p.suffix.lower() == ".txt":
+        if not p.exists():
+            raise ATFRError(f"{p}: no such list file")
+        vids = []
+        for line in p.read_text(encoding="utf-8", errors="replace").splitlines():
+            line = line.strip()
+            if not line or line.startswith("#"):
+                continue
+            q = Path(line)
+            if not q.exists() and "," in line:  # "path,label" lines (Kinetics CSV style)
+                q = Path(line.rsplit(",", 1)[0].strip())
+            vids.append(q if q.is_absolute() else p.parent / q)
+        if not vids:
+            raise ATFRError(f"{p}: the list names no videos")
+        return vids, True
+    if not p.exists():
+        raise SourceError(f"{p}: no such file")
+    return [p], False
+
+
+@dataclass
+class VideoPrediction:
+    video: str
+    frames: int
+    fps: float
+    views: int
+    prob_sum: np.ndarray  # [K] sum of the views' softmax probabilities
+    bprime: list[tuple[int, ...]] = field(default_factory=list)  # per view, per SGS layer
+
+    @property
+    def scores(self) -> np.ndarray:
+        return self.prob_sum / self.views
+
+    def top(self, k: int = 5) -> list[int]:
+        return [int(i) for i in np.argsort(-self.prob_sum, kind="stable")[:k]]
+
+    @property
+    def mean_bprime(self) -> list[float]:
+        return [float(v) for v in np.mean(np.asarray(self.bprime, np.float64), 0)] if self.bprime and self.bprime[0] else []
+
+    def to_json(self, labels: Any) -> dict[str, Any]:
+        top = self.top(5)
+        sc = self.scores
+        return {"video": self.video, "frames": self.frames, "fps": self.fps, "views": self.views,
+                "top1": {"index": top[0], "label": labels(top[0]), "score": float(sc[top[0]])},
+                "top5": [{"index": i, "label": labels(i), "score": float(sc[i])} for i in top],
+                "mean_bprime": self.mean_bprime, "bprime": [list(b) for b in self.bprime],
+                "prob_sum": [float(v) for v in self.prob_sum]}
+
+
+def predict_video(pipeline: Any, pre: Any, path: str | Path, temporal: int, spatial: int) -> VideoPrediction:
+    """The official multi-view protocol on one video; frames decoded once, only those needed kept."""
+    from atfr.runtime.sampling import clip_indices
+    from atfr.runtime.video import read_selected
+
+    spec = pipeline.manifest.input
+
+    def wanted(n: int, fps: float) -> set[int]:
+        return {int(i) for k in range(temporal) for i in clip_indices(n, spec, fps, k, temporal)}
+
+    kept, n, fps = read_selected(path, wanted, fallback_fps=spec.target_fps)
+    prob_sum = np.zeros(pipeline.manifest.num_classes, np.float64)
+    bps: list[tuple[int, ...]] = []
+    sp = spatial_indices(spatial)
+    for k in range(temporal):
+        idx = clip_indices(n, spec, fps, k, temporal)
+        frames = np.stack([kept[int(i)] for i in idx], 0)
+        for r in pipeline.infer(pre.inputs(frames, sp)):
+            prob_sum += r.probs
+            bps.append(tuple(int(b) for b in r.bprime))
+    return VideoPrediction(str(path), n, float(fps), temporal * len(sp), prob_sum, bps)
+
+
+def _csv_text(rows: list[VideoPrediction], labels: Any, layer_names: list[str]) -> str:
+    buf = io.StringIO()
+    w = csv.writer(buf)
+    w.writerow(["video", "top1_label", "top1_score", "top5"] + [f"mean_bprime_{n}" for n in layer_names])
+    for r in rows:
+        top = r.top(5)
+        sc = r.scores
+        mb = r.mean_bprime
+        w.writerow([r.video, labels(top[0]), f"{sc[top[0]]:.6f}",
+                    ";".join(f"{labels(i)}:{sc[i]:.6f}" for i in top)]
+                   + [f"{mb[i]:.3f}" if i < len(mb) else "" for i in range(len(layer_names))])
+    return buf.getvalue()
+
+
+def run(args: argparse.Namespace) -> int:
+    from tqdm import tqdm
+
+    from atfr.fileio import check_writable, write_text_atomic
+    from atfr.runtime.pipeline import Pipeline
+    from atfr.runtime.preprocess import Preprocessor
+
+    temporal, spatial = parse_views(args.views)
+    if args.csv:
+        check_writable(args.csv, args.force)
+    videos, batch = collect_videos(args.input)
+    pipeline = Pipeline.load(args.outdir, args.backend)
+    m = pipeline.manifest
+    pre = Preprocessor(m.input)
+    results: list[VideoPrediction] = []
+    failures: list[tuple[str, str]] = []
+    bar = tqdm(videos, desc="predict", unit="video", disable=None, file=sys.stderr)
+    for v in bar:
+        try:
+            r = predict_video(pipeline, pre, v, temporal, spatial)
+        except ATFRError as e:
+            if not batch:
+                raise
+            failures.append((str(v), str(e)))
+            tqdm.write(f"atfr predict: skipped {v}: {e}", file=sys.stderr)
+            continue
+        results.append(r)
+        if args.json:
+            tqdm.write(json.dumps(r.to_json(m.label)), file=sys.stdout)
+        else:
+            top = r.top(5)
+            bp = " ".join(f"{b:.1f}" for b in r.mean_bprime)
+            tqdm.write(f"{v}: {m.label(top[0])} ({r.scores[top[0]]:.3f})"
+                       + (f"  mean B' {bp}" if bp else ""), file=sys.stdout)
+    bar.close()
+    if args.csv and results:
+        write_text_atomic(args.csv, _csv_text(results, m.label, [f"{s.spec.name}" for s in m.sgs]))
+    if failures:
+        print(f"atfr predict: {len(failures)} of {len(videos)} video(s) failed", file=sys.stderr)
+        if not results:
+            raise SourceError(f"all {len(videos)} video(s) failed (first: {failures[0][0]}: {failures[0][1]})")
+    if not args.json and batch:
+        print(f"{len(results)} video(s) predicted with {temporal}x{spatial} views"
+              + (f", {len(failures)} failed" if failures else "")
+              + (f"; CSV: {args.csv}" if args.csv else ""))
+    return 0

@@ -1,0 +1,61 @@
+"""atfr verify OUTDIR: PyTorch reference vs each available backend, stage by stage."""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+from atfr.errors import ATFRError, VerificationError
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("outdir", help="export folder")
+    p.add_argument("--checkpoint", help="reference checkpoint (default: the one recorded in the manifest)")
+    p.add_argument("--config", help="config for an official checkpoint without an embedded cfg")
+    p.add_argument("--clips", type=int, default=4, help="random clips on top of the structured ones")
+    p.add_argument("--input", action="append", default=[], help="extra clip .npy (uint8 [T,H,W,3]); repeatable")
+    p.add_argument("--backend", default="all", help="onnxruntime, tensorrt, or all available")
+    p.add_argument("--sgs", default="numpy", choices=["numpy", "fallback"], help="SGS step for onnxruntime")
+    p.add_argument("--logits-atol", type=float, default=5e-3)
+    p.add_argument("--back-atol", type=float, default=1e-4)
+    p.add_argument("--json", action="store_true")
+
+
+def run(args: argparse.Namespace) -> int:
+    from atfr.export.verify import Tolerances, format_report, require_match, verification_clips, verify_backend
+    from atfr.models.checkpoint import load_checkpoint
+    from atfr.runtime.clips import frames_to_inputs, load_clip_npy
+    from atfr.runtime.manifest import load_manifest
+    from atfr.runtime.pipeline import Pipeline
+
+    m = load_manifest(args.outdir, check=True)
+    ckpt = args.checkpoint or m.raw.get("source", {}).get("checkpoint")
+    if not ckpt:
+        raise ATFRError("no reference checkpoint: pass --checkpoint CKPT")
+    lm = load_checkpoint(ckpt, args.config)
+    require_match(lm, m)
+    extra = [frames_to_inputs(load_clip_npy(p), m.input, p) for p in args.input]
+    clips = verification_clips(lm, m, args.clips, extra)
+    if args.backend == "all":
+        backends = ["onnxruntime"]
+        try:
+            import tensorrt  # noqa: F401
+            backends.append("tensorrt")
+        except ImportError:
+            print("tensorrt: not installed here, skipped")
+    else:
+        backends = [b.strip() for b in args.backend.split(",") if b.strip()]
+    tol = Tolerances(back_atol=args.back_atol, logits_atol=args.logits_atol)
+    reports = []
+    for b in backends:
+        pl = Pipeline.load(args.outdir, backend=b, sgs=args.sgs)
+        rep = verify_backend(lm, pl, clips, tol)
+        reports.append(rep)
+        if not args.json:
+            print(format_report(rep))
+    if args.json:
+        print(json.dumps([r.to_json() for r in reports], indent=2))
+    bad = [r.backend for r in reports if not r.ok]
+    if bad:
+        raise VerificationError(f"verification failed for: {', '.join(bad)}")
+    return 0

@@ -1,0 +1,438 @@
+"""Build the front and back TensorRT engines of an export (``atfr build``).
+
+Written against the documented TensorRT Python API of 10.3 (JetPack 6.1/6.2) through 11.x and
+NOT executed in this repository's CI (TensorRT cannot be installed there); the version choices
+it applies come from :mod:`atfr.runtime.trt_compat`, which is tested without TensorRT.
+
+Outputs, next to the export (or in ``engine_dir``):
+
+* ``front.engine`` / ``back.engine``: the raw serialized plans (nothing prepended, so trtexec
+  and Polygraphy can load them too), written atomically;
+* ``front.engine.json`` / ``back.engine.json``: sidecars with the TensorRT version, GPU, compute
+  capability, precision plan, profiles, plugin and ONNX sha256, creation time. The runtime
+  checks them before deserializing and prints one line telling the user to rebuild.
+
+Torch-free. ``tensorrt`` is imported only inside the functions that need it.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import datetime as _dt
+import os
+import platform
+import sys
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+from atfr import __version__
+from atfr.errors import ATFRError, DependencyError
+from atfr.fileio import atomic_path, check_writable, sha256_file, write_json_atomic
+
+from .manifest import Manifest, load_manifest
+from .trt_compat import (BuildOptions, PrecisionPlan, Profile, TRange, capabilities, check_supported,
+                         choose_precision_plan, default_profiles, fp32_layers, graph_has_sgs, parse_profiles,
+                         parse_version, resolve_graphs, sm_name, validate_build_options)
+
+ENGINE_NAMES = ("front.engine", "back.engine")
+PLUGIN_NAME, PLUGIN_VERSION = "SGS", "1"
+TRT_MISSING = ("TensorRT is not installed here (pip install tensorrt on x86_64; JetPack ships python3-libnvinfer); "
+               "'atfr build' needs it (the ONNX Runtime backend needs no build)")
+
+
+def import_tensorrt():
+    try:
+        import tensorrt as trt  # noqa: PLC0415
+    except ImportError:
+        raise DependencyError(TRT_MISSING) from None
+    return trt
+
+
+# -- plugin library loading ------------------------------------------------------------------------
+
+_LOADED_PLUGINS: dict[str, tuple[str, Any]] = {}  # realpath -> (variant, handle)
+
+
+def plugin_variant(path: str | os.PathLike, variant: str = "auto") -> str:
+    """'static' (REGISTER_TENSORRT_PLUGIN, loaded with ctypes.CDLL) or 'dynamic' (getCreators,
+    IPluginRegistry.load_library). 'auto': libatfr_sgs_vc.so -> dynamic, anything else -> static."""
+    if variant in ("static", "dynamic"):
+        return variant
+    if variant != "auto":
+        raise ATFRError(f"unknown plugin variant {variant!r} (auto, static, dynamic)")
+    return "dynamic" if Path(path).stem.split(".")[0].endswith("_vc") else "static"
+
+
+def load_plugin_library(trt: Any, path: str | os.PathLike, namespace: str = "atfr", variant: str = "auto",
+                        flag: str = "--plugin") -> str:
+    """Load the SGS plugin from an explicit path (never a search path); return its sha256.
+
+    Only one flavour may be loaded per process: loading a library whose creators are already
+    registered fails in TensorRT (IPluginRegistry::loadLibrary), and so would mixing the static
+    and the getCreators variants.
+    """
+    p = Path(path)
+    if not p.is_file():
+        raise DependencyError(f"SGS plugin library not found: {p} (pass {flag} PATH to libatfr_sgs.so built "
+                              "from plugins/sgs)")
+    real = os.path.realpath(p)
+    kind = plugin_variant(p, variant)
+    if real in _LOADED_PLUGINS:
+        return sha256_file(real)
+    if _LOADED_PLUGINS:
+        other = next(iter(_LOADED_PLUGINS))
+        raise ATFRError(f"an SGS plugin library is already loaded in this process ({other}); TensorRT cannot "
+                        f"register a second one ({real}): use one library per process")
+    try:
+        if kind == "static":
+            handle: Any = ctypes.CDLL(real, mode=getattr(ctypes, "RTLD_GLOBAL", 0))
+        else:
+            handle = trt.get_plugin_registry().load_library(real)
+            if handle is None:
+                raise OSError("IPluginRegistry.load_library returned nothing (missing getCreators export, or "
+                              "its plugins are already registered)")
+    except OSError as e:
+        raise DependencyError(f"cannot load SGS plugin library {real}: {str(e).splitlines()[0][:200]} "
+                              "(built for another TensorRT/CUDA version or architecture?)") from None
+    _LOADED_PLUGINS[real] = (kind, handle)
+    reg = trt.get_plugin_registry()
+    creator = None
+    try:
+        creator = reg.get_creator(PLUGIN_NAME, PLUGIN_VERSION, namespace)
+    except Exception:  # noqa: BLE001 - older bindings: fall through to the list below
+        creator = None
+    if creator is None:
+        names = []
+        for attr in ("all_creators", "plugin_creator_list"):
+            for c in getattr(reg, attr, None) or []:
+                names.append((getattr(c, "name", ""), getattr(c, "plugin_version", ""),
+                              getattr(c, "plugin_namespace", "")))
+        if (PLUGIN_NAME, PLUGIN_VERSION, namespace) not in names:
+            raise DependencyError(f"{real} loaded but did not register plugin {PLUGIN_NAME} v{PLUGIN_VERSION} in "
+                                  f"namespace {namespace!r} (wrong library or variant? try the other of "
+                                  "libatfr_sgs.so / libatfr_sgs_vc.so)")
+    return sha256_file(real)
+
+
+# -- GPU facts (cuda-python; TensorRT does not expose the device name) ----------------------------
+
+def gpu_info() -> dict[str, Any]:
+    """name, compute capability 'X.Y', CUDA runtime version; {} entries unknown when cuda-python is absent."""
+    try:
+        from .tensorrt_backend import Cuda  # noqa: PLC0415
+
+        return Cuda.get().device_info()
+    except DependencyError:
+        return {"gpu_name": None, "compute_capability": None, "cuda_runtime": None}
+
+
+# -- progress ------------------------------------------------------------------------------------
+
+def _make_progress_monitor(trt: Any, report: Callable[[str], None]):
+    """A trt.IProgressMonitor printing phase starts and step progress (TensorRT >= 10.0)."""
+    if not hasattr(trt, "IProgressMonitor"):
+        return None
+
+    class _Progress(trt.IProgressMonitor):  # type: ignore[misc, name-defined]
+        def __init__(self) -> None:
+            trt.IProgressMonitor.__init__(self)
+            self.steps: dict[str, int] = {}
+            self.depth: dict[str, int] = {}
+            self.last = 0.0
+
+        def phase_start(self, phase_name, parent_phase, num_steps):
+            self.depth[phase_name] = self.depth.get(parent_phase, -1) + 1 if parent_phase else 0
+            self.steps[phase_name] = int(num_steps)
+            if self.depth[phase_name] <= 1:
+                report(f"{'  ' * self.depth[phase_name]}{phase_name} ({num_steps} steps)")
+
+        def step_complete(self, phase_name, step):
+            now = time.monotonic()
+            if self.depth.get(phase_name, 0) <= 1 and now - self.last > 2.0:
+                self.last = now
+                report(f"{'  ' * self.depth.get(phase_name, 0)}{phase_name}: {step + 1}/{self.steps.get(phase_name, '?')}")
+            return True  # False would cancel the build
+
+        def phase_finish(self, phase_name):
+            self.steps.pop(phase_name, None)
+
+    return _Progress()
+
+
+class _Logger:
+    """trt.ILogger that keeps the last errors (for one-line failures) and prints warnings when verbose."""
+
+    @staticmethod
+    def make(trt: Any, verbose: bool = False):
+        class L(trt.ILogger):  # type: ignore[misc, name-defined]
+            def __init__(self):
+                trt.ILogger.__init__(self)
+                self.errors: list[str] = []
+
+            def log(self, severity, msg):
+                if int(severity) <= int(trt.ILogger.Severity.ERROR):
+                    self.errors.append(str(msg).strip())
+                elif verbose and int(severity) <= int(trt.ILogger.Severity.WARNING):
+                    print(f"[TensorRT] {msg}", file=sys.stderr)
+
+        return L()
+
+
+def _first_line(s: str, n: int = 220) -> str:
+    s = " ".join(str(s).split())
+    return s if len(s) <= n else s[: n - 3] + "..."
+
+
+# -- network construction ------------------------------------------------------------------------
+
+def _parse_onnx(trt: Any, builder: Any, logger: Any, onnx_path: Path, strongly_typed: bool):
+    flags = 0
+    st = getattr(trt.NetworkDefinitionCreationFlag, "STRONGLY_TYPED", None)
+    if strongly_typed and st is not None:
+        flags |= 1 << int(st)
+    network = builder.create_network(flags)
+    parser = trt.OnnxParser(network, logger)
+    ok = parser.parse_from_file(str(onnx_path))
+    if not ok:
+        errs = [parser.get_error(i).desc() for i in range(parser.num_errors)]
+        hint = ""
+        if any("plugin" in e.lower() or "SGS" in e for e in errs):
+            hint = " (is the SGS plugin library loaded with --plugin, and built for this TensorRT?)"
+        raise ATFRError(f"TensorRT cannot parse {onnx_path.name}: {_first_line(errs[0] if errs else 'unknown error')}"
+                        f"{hint}")
+    return network, parser
+
+
+def _pin_fp32(trt: Any, network: Any, feat: list[str], dist: list[str]) -> int:
+    """Weakly typed fp16: keep SGS and the embedding/distance branch in fp32 (precision constraints)."""
+    layers = []
+    for i in range(network.num_layers):
+        ly = network.get_layer(i)
+        ins = [ly.get_input(j).name for j in range(ly.num_inputs) if ly.get_input(j) is not None]
+        outs = [ly.get_output(k).name for k in range(ly.num_outputs)]
+        layers.append((ly.name, ins, outs))
+    keep = fp32_layers(layers, feat, dist)
+    floats = (trt.float32, trt.float16)
+    n = 0
+    for i in range(network.num_layers):
+        ly = network.get_layer(i)
+        if ly.name not in keep:
+            continue
+        if all(ly.get_output(k).dtype in floats for k in range(ly.num_outputs)):
+            ly.precision = trt.float32
+        for k in range(ly.num_outputs):
+            if ly.get_output(k).dtype in floats:
+                ly.set_output_type(k, trt.float32)
+        n += 1
+    return n
+
+
+def _set_flags(trt: Any, config: Any, plan: PrecisionPlan) -> None:
+    for name in plan.builder_flags:
+        flag = getattr(trt.BuilderFlag, name, None)
+        if flag is None:  # TensorRT 11 removed the weak-typing flags; the plan should not ask for them
+            raise ATFRError(f"this TensorRT ({trt.__version__}) has no BuilderFlag.{name}; "
+                            f"plan '{plan.describe()}' does not apply")
+        config.set_flag(flag)
+
+
+def _io_specs(network: Any) -> list[dict[str, Any]]:
+    out = []
+    for i in range(network.num_inputs):
+        t = network.get_input(i)
+        out.append({"name": t.name, "mode": "input", "dtype": str(t.dtype).split(".")[-1], "shape": list(t.shape)})
+    for i in range(network.num_outputs):
+        t = network.get_output(i)
+        out.append({"name": t.name, "mode": "output", "dtype": str(t.dtype).split(".")[-1], "shape": list(t.shape)})
+    return out
+
+
+# -- profiles --------------------------------------------------------------------------------------
+
+def front_profile_shapes(m: Manifest, max_batch: int) -> dict[str, tuple[tuple[int, ...], ...]]:
+    """clip{p}: N in [1, max_batch], opt 1 (the pipeline runs SGS fronts clip by clip)."""
+    lo, hi = m.clip_shapes(1), m.clip_shapes(max_batch)
+    return {f"clip{p}": (tuple(lo[p]), tuple(lo[p]), tuple(hi[p])) for p in range(m.num_pathways)}
+
+
+def back_profile_shapes(m: Manifest, profiles: list[Profile], max_batch: int) -> list[dict[str, tuple[tuple[int, ...], ...]]]:
+    """Per profile, per back input: (min, opt, max) with N in [1, max_batch] and T' from the profile."""
+    out = []
+    sgs_paths = [l.pathway for l in m.sgs]
+    for prof in profiles:
+        shapes = {}
+        for p in range(m.num_pathways):
+            c, t, h, w = m.split_shapes[p]
+            name = m.back_input_name(p)
+            if p in sgs_paths:
+                layer = m.sgs_for(p)
+                assert layer is not None
+                r: TRange = prof[sgs_paths.index(p)]
+                c, h, w = layer.channels, layer.height, layer.width
+                shapes[name] = ((1, c, r.lo, h, w), (1, c, r.opt, h, w), (max_batch, c, r.hi, h, w))
+            else:
+                shapes[name] = ((1, c, t, h, w), (1, c, t, h, w), (max_batch, c, t, h, w))
+        out.append(shapes)
+    return out
+
+
+def resolve_profiles(m: Manifest, profiles: str | None, opt_bprime: int | None) -> list[Profile]:
+    bins = [l.bins for l in m.sgs]
+    if not bins:
+        return [()]
+    if profiles:
+        return parse_profiles(profiles, bins)
+    stats = {int(x["pathway"]): x.get("opt") for x in m.bprime_stats.get("layers", [])}
+    opts = [opt_bprime or stats.get(l.pathway) for l in m.sgs]
+    return default_profiles(bins, opts)
+
+
+# -- the build -------------------------------------------------------------------------------------
+
+def _build_one(trt: Any, logger: Any, onnx_path: Path, shapes: list[dict[str, tuple]], plan: PrecisionPlan,
+               workspace_mb: int | None, cache_bytes: bytes | None, progress: Callable[[str], None] | None,
+               pin: tuple[list[str], list[str]] | None) -> tuple[bytes, bytes | None, list[dict[str, Any]], int]:
+    builder = trt.Builder(logger)
+    network, _parser = _parse_onnx(trt, builder, logger, onnx_path, plan.strongly_typed)
+    config = builder.create_builder_config()
+    if workspace_mb:
+        config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, int(workspace_mb) << 20)
+    _set_flags(trt, config, plan)
+    pinned = _pin_fp32(trt, network, *pin) if (plan.pin_fp32 and pin and (pin[0] or pin[1])) else 0
+    for shp in shapes:
+        prof = builder.create_optimization_profile()
+        for name, (mn, op, mx) in shp.items():
+            prof.set_shape(name, mn, op, mx)
+        if config.add_optimization_profile(prof) < 0:
+            raise ATFRError(f"{onnx_path.name}: TensorRT rejected optimization profile {shp}")
+    cache = config.create_timing_cache(cache_bytes or b"")
+    config.set_timing_cache(cache, ignore_mismatch=False)
+    monitor = _make_progress_monitor(trt, progress) if progress else None
+    if monitor is not None:
+        config.progress_monitor = monitor
+    plan_mem = builder.build_serialized_network(network, config)
+    if plan_mem is None:
+        err = logger.errors[-1] if logger.errors else "no error message"
+        raise ATFRError(f"TensorRT failed to build {onnx_path.name}: {_first_line(err)}")
+    new_cache = config.get_timing_cache()
+    cache_out = bytes(memoryview(new_cache.serialize())) if new_cache is not None else None
+    return bytes(memoryview(plan_mem)), cache_out, _io_specs(network), pinned
+
+
+def engine_paths(engine_dir: Path) -> list[Path]:
+    return [engine_dir / n for n in ENGINE_NAMES] + [engine_dir / (n + ".json") for n in ENGINE_NAMES]
+
+
+def build_engines(outdir: str | os.PathLike, precision: str = "fp32", sgs: str = "plugin",
+                  workspace_mb: int | None = None, timing_cache: str | None = None, profiles: str | None = None,
+                  plugin_path: str | None = None, opt_bprime: int | None = None, max_batch: int = 1,
+                  progress: Callable[[str], None] | bool | None = True, force: bool = False,
+                  engine_dir: str | os.PathLike | None = None, plugin_variant_: str = "auto",
+                  verbose: bool = False, opts: BuildOptions | None = None) -> list[Path]:
+    """Build front.engine and back.engine (+ sidecars) for the export in ``outdir``.
+
+    Returns the written paths. Raises ATFRError/DependencyError with one-line messages.
+    """
+    m = load_manifest(outdir, check=True)
+    edir = Path(engine_dir) if engine_dir else m.root
+    report: Callable[[str], None] | None
+    if progress is True:
+        report = lambda s: print(s, file=sys.stderr, flush=True)  # noqa: E731
+    else:
+        report = progress or None
+    if opts is None:  # called from Python rather than the CLI: validate here
+        opts = validate_build_options(
+            BuildOptions(precision, sgs, plugin_path, workspace_mb, timing_cache, profiles, opt_bprime, max_batch,
+                         force), [l.bins for l in m.sgs], m.graphs)
+        for w in opts.warnings:
+            print(w, file=sys.stderr)
+    for p in engine_paths(edir):
+        check_writable(p, opts.force)
+
+    trt = import_tensorrt()
+    version = parse_version(trt.__version__)
+    check_supported(version, opts.sgs)
+    plan = choose_precision_plan(version, opts.precision,
+                                 int8_graph_present="back_int8" in m.graphs,
+                                 fp16_graph_present="back_fp16" in m.graphs)
+    outs = {k: [t.name for t in g.outputs] for k, g in m.graphs.items()}
+    choice = resolve_graphs(plan, outs, opts.sgs, has_sgs_layers=bool(m.sgs))
+    for w in plan.warnings + choice.warnings:
+        print(f"WARNING ⚠️ {w}", file=sys.stderr)
+    if report:
+        report(f"building {m.name}: {plan.describe()}; front={choice.front}.onnx back={choice.back}.onnx")
+
+    logger = _Logger.make(trt, verbose)
+    if hasattr(trt, "init_libnvinfer_plugins"):
+        trt.init_libnvinfer_plugins(logger, "")
+    front_has_sgs = graph_has_sgs(outs[choice.front])
+    plugin_meta = None
+    if opts.sgs == "plugin" and front_has_sgs and m.sgs:
+        ns = (m.raw.get("sgs", [{}])[0].get("plugin") or {}).get("namespace", "atfr")
+        assert opts.plugin_path
+        digest = load_plugin_library(trt, opts.plugin_path, ns, plugin_variant_)
+        plugin_meta = {"file": Path(opts.plugin_path).name, "path": os.path.abspath(opts.plugin_path),
+                       "sha256": digest, "variant": plugin_variant(opts.plugin_path, plugin_variant_),
+                       "name": PLUGIN_NAME, "version": PLUGIN_VERSION, "namespace": ns}
+
+    cache_bytes = None
+    if opts.timing_cache and Path(opts.timing_cache).is_file():
+        cache_bytes = Path(opts.timing_cache).read_bytes()
+    gpu = gpu_info()
+    t_profiles = resolve_profiles(m, opts.profiles, opts.opt_bprime)
+    sgs_feat = [f"feat{l.pathway}" for l in m.sgs]
+    sgs_dist = [f"dist{l.pathway}" for l in m.sgs]
+    jobs = [
+        ("front", choice.front, [front_profile_shapes(m, opts.max_batch)], (sgs_feat, sgs_dist),
+         plugin_meta if front_has_sgs else None),
+        ("back", choice.back, back_profile_shapes(m, t_profiles, opts.max_batch), None, None),
+    ]
+    written: list[Path] = []
+    common = {
+        "format": "atfr-engine", "version": 1, "atfr_deploy": __version__,
+        "tensorrt_version": str(trt.__version__), "gpu_name": gpu.get("gpu_name"),
+        "compute_capability": gpu.get("compute_capability"),
+        "sm": sm_name(gpu.get("compute_capability")) if gpu.get("compute_capability") else None,
+        "cuda_runtime": gpu.get("cuda_runtime"), "platform": f"{platform.system()}-{platform.machine()}",
+        "precision": plan.precision, "strongly_typed": plan.strongly_typed, "builder_flags": list(plan.builder_flags),
+        "model": m.name, "max_batch": opts.max_batch, "workspace_mb": opts.workspace_mb,
+    }
+    for role, key, shapes, pin, plug in jobs:
+        onnx_path = m.path(key)
+        t0 = time.perf_counter()
+        if report:
+            report(f"[{role}] parsing {onnx_path.name} and building ({len(shapes)} profile(s)) ...")
+        data, cache_bytes_new, io, pinned = _build_one(trt, logger, onnx_path, shapes, plan, opts.workspace_mb,
+                                                       cache_bytes, report, pin if role == "front" else None)
+        if cache_bytes_new:
+            cache_bytes = cache_bytes_new  # the back build reuses what the front learned
+        eng = edir / f"{role}.engine"
+        with atomic_path(eng) as tmp:
+            tmp.write_bytes(data)
+        side = dict(common)
+        side.update({
+            "engine": eng.name, "engine_sha256": sha256_file(eng), "engine_bytes": len(data), "role": role,
+            "graph": key, "onnx_file": onnx_path.name, "onnx_sha256": sha256_file(onnx_path),
+            "sgs": opts.sgs if m.sgs else None, "contains_sgs": bool(role == "front" and graph_has_sgs(outs[key])),
+            "plugin": plug, "fp32_pinned_layers": pinned, "io": io,
+            "profiles": [{n: [list(s) for s in mmo] for n, mmo in shp.items()} for shp in shapes],
+            "tprime_profiles": [[str(r) for r in pr] for pr in t_profiles] if role == "back" else None,
+            "build_seconds": round(time.perf_counter() - t0, 1),
+            "created_utc": _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        })
+        write_json_atomic(edir / f"{role}.engine.json", side)
+        written += [eng, edir / f"{role}.engine.json"]
+        if report:
+            report(f"[{role}] wrote {eng} ({len(data) / 2**20:.1f} MiB) in {side['build_seconds']} s")
+    if opts.timing_cache and cache_bytes:
+        with atomic_path(opts.timing_cache) as tmp:
+            tmp.write_bytes(cache_bytes)
+        written.append(Path(opts.timing_cache))
+    return written
+
+
+def caps_summary(version: str) -> str:
+    c = capabilities(version)
+    return (f"TensorRT {c.version}: fp16 flag={'yes' if c.has_fp16_flag else 'no'}, strongly typed "
+            f"{'always' if c.strongly_typed_default else ('complete' if c.strongly_typed_available else 'partial')}")

@@ -1,0 +1,475 @@
+"""Frame sources for streaming inference: cameras, files, URLs, GStreamer pipelines. Torch-free.
+
+* ``open_reader(src)`` opens a source (SourceError one-liners when it cannot) and returns a
+  ``FrameReader``: ``read()`` gives RGB uint8 [H,W,3] or None (EOF / lost), ``reopen()`` retries.
+* ``FrameStream`` runs a reader on its own thread into a bounded ring buffer
+  (``collections.deque(maxlen)``): a slow consumer never blocks a live capture, the oldest
+  frames are dropped and counted instead. Live sources (cameras, streams) reconnect with
+  exponential backoff for a bounded number of attempts; files end cleanly at EOF.
+* ``SimulatedSource`` is a reader that produces frames at a set fps, then disconnects: tests
+  and soak runs use it in place of a camera.
+"""
+
+from __future__ import annotations
+
+import collections
+import contextlib
+import math
+import os
+import re
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Iterable, Iterator, Protocol
+
+import numpy as np
+
+from atfr.errors import ATFRError, SourceError
+
+# Reported fps outside this range is treated as "unknown" (cameras report 0, some RTSP servers
+# report the 90 kHz clock rate).
+_FPS_RANGE = (1.0, 240.0)
+URL_SCHEMES = ("rtsp://", "rtsps://", "rtmp://", "http://", "https://", "udp://", "tcp://", "srt://")
+
+
+@dataclass(frozen=True)
+class SourceSpec:
+    kind: str  # camera | file | url | gstreamer
+    target: str | int
+    label: str
+
+
+def parse_source(src: str | int) -> SourceSpec:
+    """Classify a --source string. Digits or /dev/videoN = camera; '... ! appsink' = GStreamer."""
+    if isinstance(src, int):
+        return SourceSpec("camera", src, f"camera {src}")
+    s = str(src).strip()
+    if not s:
+        raise SourceError("empty --source")
+    if s.isdigit():
+        return SourceSpec("camera", int(s), f"camera {s}")
+    if re.fullmatch(r"/dev/video\d+", s):
+        return SourceSpec("camera", s, s)
+    if "!" in s and re.search(r"\bappsink\b[^!]*$", s):
+        return SourceSpec("gstreamer", s, "GStreamer pipeline")
+    if s.lower().startswith(URL_SCHEMES):
+        return SourceSpec("url", s, _redact(s))
+    return SourceSpec("file", s, s)
+
+
+def _redact(url: str) -> str:
+    """Hide credentials in rtsp://user:pass@host URLs before printing them."""
+    return re.sub(r"//[^/@]*@", "//***@", url)
+
+
+class FrameReader(Protocol):
+    name: str
+    live: bool  # True: camera/stream (pace given by the device, reconnect on loss); False: file
+    fps: float
+    fps_reported: bool  # False: fps is the fallback value
+
+    def read(self) -> np.ndarray | None: ...
+
+    def reopen(self) -> bool: ...
+
+    def close(self) -> None: ...
+
+
+@contextlib.contextmanager
+def _quiet_opencv() -> Iterator[None]:
+    """OpenCV prints multi-line WARN logs for unopenable devices; errors here are ours to word."""
+    import cv2
+
+    logging = getattr(getattr(cv2, "utils", None), "logging", None)
+    if logging is None:
+        yield
+        return
+    old = logging.getLogLevel()
+    logging.setLogLevel(logging.LOG_LEVEL_SILENT)
+    try:
+        yield
+    finally:
+        logging.setLogLevel(old)
+
+
+def _valid_fps(v: float) -> bool:
+    return math.isfinite(v) and _FPS_RANGE[0] <= v <= _FPS_RANGE[1]
+
+
+class CvReader:
+    """cv2.VideoCapture over one source; frames come out RGB."""
+
+    def __init__(self, spec: SourceSpec, fallback_fps: float = 30.0):
+        import cv2
+
+        self._cv2 = cv2
+        self.spec = spec
+        self.name = spec.label
+        self.live = spec.kind != "file"
+        self._pending: np.ndarray | None = None
+        self._cap = self._open()
+        if self._cap is None:
+            raise SourceError(self._open_error())
+        if spec.kind == "file":
+            # A container that opens but whose codec cannot decode shows up only at the first read.
+            first = self._read_raw()
+            if first is None:
+                self._cap.release()
+                raise SourceError(f"{spec.label}: cannot decode any frame (unsupported codec, corrupt or empty video)")
+            self._pending = first
+        fps = float(self._cap.get(cv2.CAP_PROP_FPS) or 0.0)
+        self.fps_reported = _valid_fps(fps)
+        self.fps = fps if self.fps_reported else float(fallback_fps)
+        count = int(self._cap.get(cv2.CAP_PROP_FRAME_COUNT) or 0) if spec.kind == "file" else 0
+        self.frame_count_hint = count if count > 0 else None
+
+    def _open(self):  # -> cv2.VideoCapture | None
+        cv2 = self._cv2
+        k, t = self.spec.kind, self.spec.target
+        if k == "file":
+            p = Path(str(t))
+            if not p.exists():
+                raise SourceError(f"{t}: no such file")
+            if p.is_dir():
+                raise SourceError(f"{t}: is a directory, not a video")
+        if k == "gstreamer" and "GStreamer:                   YES" not in cv2.getBuildInformation():
+            raise SourceError("this OpenCV build has no GStreamer support (install OpenCV built with "
+                              "GStreamer, e.g. the JetPack python3-opencv)")
+        with _quiet_opencv():
+            if k == "camera":
+                cap = cv2.VideoCapture(t)
+            elif k == "gstreamer":
+                cap = cv2.VideoCapture(str(t), cv2.CAP_GSTREAMER)
+            else:
+                cap = cv2.VideoCapture(str(t), cv2.CAP_FFMPEG)
+        if not cap.isOpened():
+            cap.release()
+            return None
+        return cap
+
+    def _open_error(self) -> str:
+        k, label = self.spec.kind, self.spec.label
+        if k == "camera":
+            return f"cannot open {label} (no such device, busy, or no permission)"
+        if k == "file":
+            return f"{label}: cannot open video (not a video, unsupported container, or corrupt)"
+        if k == "url":
+            return f"cannot open stream {label} (unreachable, wrong URL or unsupported protocol)"
+        return "cannot open the GStreamer pipeline (check that it ends in appsink and its elements exist)"
+
+    def _read_raw(self) -> np.ndarray | None:
+        ok, frame = self._cap.read()
+        if not ok or frame is None:
+            return None
+        if frame.ndim == 2:
+            return self._cv2.cvtColor(frame, self._cv2.COLOR_GRAY2RGB)
+        return self._cv2.cvtColor(frame, self._cv2.COLOR_BGR2RGB)
+
+    def read(self) -> np.ndarray | None:
+        if self._pending is not None:
+            f, self._pending = self._pending, None
+            return f
+        if self._cap is None:
+            return None
+        return self._read_raw()
+
+    def reopen(self) -> bool:
+        if not self.live:
+            return False
+        if self._cap is not None:
+            self._cap.release()
+        try:
+            self._cap = self._open()
+        except SourceError:
+            self._cap = None
+        return self._cap is not None
+
+    def close(self) -> None:
+        if self._cap is not None:
+            self._cap.release()
+            self._cap = None
+
+
+class SimulatedSource:
+    """A fake camera: ``num_frames`` frames of HxW at ``fps`` (paced in ``read``), then it disconnects.
+
+    ``reconnects`` successful reopen()s are allowed after a disconnect (each gives another
+    ``num_frames`` frames), so reconnect logic can be tested without hardware. Frames are a moving
+    gradient so consecutive clips differ (SGS B' is content-dependent).
+    """
+
+    def __init__(self, num_frames: int = 300, fps: float = 30.0, size: tuple[int, int] = (120, 160),
+                 reconnects: int = 0, pace: bool = True, seed: int = 0):
+        if fps <= 0:
+            raise ATFRError("SimulatedSource fps must be > 0")
+        self.name = f"simulated {size[1]}x{size[0]}@{fps:g}"
+        self.live = True
+        self.fps = float(fps)
+        self.fps_reported = True
+        self.num_frames = int(num_frames)
+        self.pace = pace
+        self._reconnects_left = int(reconnects)
+        h, w = size
+        rng = np.random.default_rng(seed)
+        yy, xx = np.mgrid[0:h, 0:w]
+        base = np.stack([(xx * 255 // max(w - 1, 1)), (yy * 255 // max(h - 1, 1)),
+                         rng.integers(0, 256, (h, w))], -1)
+        self._base = base.astype(np.uint8)
+        self._i = 0
+        self._t0: float | None = None
+        self.opened = True
+
+    def read(self) -> np.ndarray | None:
+        if not self.opened or self._i >= self.num_frames:
+            self.opened = False
+            return None
+        if self.pace:
+            now = time.monotonic()
+            if self._t0 is None:
+                self._t0 = now
+            due = self._t0 + self._i / self.fps
+            if due > now:
+                time.sleep(due - now)
+        # Shift by a varying amount so the motion (and the frame-to-frame distance) varies.
+        shift = (self._i * 3 + (self._i // 7) ** 2) % self._base.shape[1]
+        self._i += 1
+        return np.roll(self._base, shift, axis=1)
+
+    def reopen(self) -> bool:
+        if self._reconnects_left <= 0:
+            return False
+        self._reconnects_left -= 1
+        self._i = 0
+        self._t0 = None
+        self.opened = True
+        return True
+
+    def close(self) -> None:
+        self.opened = False
+
+
+def open_reader(src: str | int | FrameReader, fallback_fps: float = 30.0) -> FrameReader:
+    """A reader for ``src`` (camera index, /dev/videoN, file, URL, GStreamer string, or a reader)."""
+    if not isinstance(src, (str, int)):
+        return src
+    return CvReader(parse_source(src), fallback_fps)
+
+
+@dataclass
+class Frame:
+    index: int  # 0-based count of frames delivered by the source (across reconnects)
+    timestamp: float  # seconds: index/fps for files, since capture start for live sources
+    image: np.ndarray  # RGB uint8 [H,W,3]
+
+
+@dataclass
+class StreamStats:
+    frames_read: int = 0
+    frames_dropped: int = 0  # overwritten in the ring buffer before the consumer took them
+    reconnects: int = 0
+    end_reason: str = ""  # eof | disconnected | stopped | error: ...
+
+
+class FrameStream:
+    """Capture thread + bounded ring buffer over a ``FrameReader``.
+
+    pace: hold file frames to the file's fps (a file then behaves like a camera).
+    lossless: the capture waits when the buffer is full instead of dropping (offline use of a
+    file: every frame reaches the consumer). Live sources should never be lossless.
+    """
+
+    def __init__(self, reader: FrameReader, buffer: int = 64, pace: bool = False, lossless: bool = False,
+                 max_retries: int = 5, backoff_s: float = 0.5, max_backoff_s: float = 8.0):
+        self.reader = reader
+        self.pace = pace and not reader.live
+        self.lossless = lossless
+        self.max_retries = max_retries
+        self.backoff_s = backoff_s
+        self.max_backoff_s = max_backoff_s
+        self.stats = StreamStats()
+        self._buf: collections.deque[Frame] = collections.deque(maxlen=max(1, buffer))
+        self._cond = threading.Condition()
+        self._stop = threading.Event()
+        self._done = False
+        self._thread: threading.Thread | None = None
+
+    @property
+    def fps(self) -> float:
+        return self.reader.fps
+
+    # -- producer -----------------------------------------------------------------------------
+    def start(self) -> "FrameStream":
+        if self._thread is None:
+            self._thread = threading.Thread(target=self._loop, name="atfr-capture", daemon=True)
+            self._thread.start()
+        return self
+
+    def _loop(self) -> None:
+        try:
+            self.stats.end_reason = self._capture()
+        except Exception as e:  # noqa: BLE001 - reported to the consumer as the end reason
+            self.stats.end_reason = f"error: {type(e).__name__}: {e}"
+        finally:
+            with self._cond:
+                self._done = True
+                self._cond.notify_all()
+
+    def _capture(self) -> str:
+        t0 = time.monotonic()
+        idx = 0
+        fps = self.reader.fps
+        while not self._stop.is_set():
+            img = self.reader.read()
+            if img is None:
+                if not self.reader.live:
+                    return "eof"
+                if not self._reconnect():
+                    return "stopped" if self._stop.is_set() else "disconnected"
+                continue
+            now = time.monotonic()
+            if self.reader.live:
+                ts = now - t0
+            else:
+                ts = idx / fps
+                if self.pace:
+                    due = t0 + ts
+                    if due > now and self._stop.wait(due - now):
+                        return "stopped"
+            frame = Frame(idx, ts, img)
+            idx += 1
+            with self._cond:
+                if self.lossless:
+                    while len(self._buf) >= (self._buf.maxlen or 1) and not self._stop.is_set():
+                        self._cond.wait(0.1)
+                elif len(self._buf) == self._buf.maxlen:
+                    self.stats.frames_dropped += 1
+                self._buf.append(frame)
+                self.stats.frames_read += 1
+                self._cond.notify_all()
+        return "stopped"
+
+    def _reconnect(self) -> bool:
+        delay = self.backoff_s
+        for _ in range(self.max_retries):
+            if self._stop.wait(delay):
+                return False
+            if self.reader.reopen():
+                self.stats.reconnects += 1
+                return True
+            delay = min(delay * 2, self.max_backoff_s)
+        return False
+
+    # -- consumer -----------------------------------------------------------------------------
+    def get(self, timeout: float | None = None) -> Frame | None:
+        """The oldest buffered frame; None when the stream has ended (or on timeout)."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        with self._cond:
+            while not self._buf:
+                if self._done:
+                    return None
+                left = None if deadline is None else deadline - time.monotonic()
+                if left is not None and left <= 0:
+                    return None
+                self._cond.wait(0.1 if left is None else min(left, 0.1))
+            f = self._buf.popleft()
+            self._cond.notify_all()
+            return f
+
+    @property
+    def ended(self) -> bool:
+        with self._cond:
+            return self._done and not self._buf
+
+    def frames(self) -> Iterator[Frame]:
+        while True:
+            f = self.get()
+            if f is None:
+                return
+            yield f
+
+    def stop(self, timeout: float = 10.0) -> None:
+        """Stop capturing and join the thread; idempotent. The reader is closed."""
+        self._stop.set()
+        with self._cond:
+            self._cond.notify_all()
+        if self._thread is not None:
+            self._thread.join(timeout)
+            if self._thread.is_alive():
+                raise ATFRError("the capture thread did not stop (the source is hung in read())")
+            self._thread = None
+        self.reader.close()
+        if not self.stats.end_reason:
+            self.stats.end_reason = "stopped"
+
+    def __enter__(self) -> "FrameStream":
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+def video_info(path: str | os.PathLike) -> tuple[float, int | None]:
+    """(fps, frame-count hint) of a video file; SourceError if it cannot be opened/decoded."""
+    r = CvReader(parse_source(str(path)))
+    try:
+        return r.fps, r.frame_count_hint
+    finally:
+        r.close()
+
+
+def read_frames(path: str | os.PathLike, fallback_fps: float = 30.0) -> tuple[np.ndarray, float]:
+    """Decode a whole file: (RGB uint8 [N,H,W,3], fps). For short clips and tests."""
+    r = CvReader(parse_source(str(path)), fallback_fps)
+    try:
+        frames = []
+        while (f := r.read()) is not None:
+            frames.append(f)
+        return np.stack(frames, 0), r.fps
+    finally:
+        r.close()
+
+
+def read_selected(path: str | os.PathLike, wanted: Callable[[int, float], Iterable[int]], fallback_fps: float = 30.0) -> tuple[dict[int, np.ndarray], int, float]:
+    """Decode a file keeping only the frames ``wanted(n_frames, fps)`` selects.
+
+    The container's frame count is only a hint (often off by a few frames), so the selection is
+    computed from it, checked against the decoded count, and recomputed with a second pass when
+    they differ. Returns ({index: RGB frame}, true frame count, fps).
+    """
+    r = CvReader(parse_source(str(path)), fallback_fps)
+    fps = r.fps
+    hint = r.frame_count_hint
+    try:
+        keep = set(int(i) for i in wanted(hint, fps)) if hint else None
+        kept: dict[int, np.ndarray] = {}
+        n = 0
+        if keep is None:
+            # No usable count: keep everything (single pass), then select.
+            allf = []
+            while (f := r.read()) is not None:
+                allf.append(f)
+            n = len(allf)
+            sel = set(int(i) for i in wanted(n, fps)) if n else set()
+            return {i: allf[i] for i in sel}, n, fps
+        while (f := r.read()) is not None:
+            if n in keep:
+                kept[n] = f
+            n += 1
+    finally:
+        r.close()
+    if n == hint:
+        return kept, n, fps
+    sel = set(int(i) for i in wanted(n, fps)) if n else set()
+    if sel <= kept.keys():
+        return {i: kept[i] for i in sel}, n, fps
+    r = CvReader(parse_source(str(path)), fallback_fps)
+    try:
+        kept, i = {}, 0
+        while (f := r.read()) is not None:
+            if i in sel:
+                kept[i] = f
+            i += 1
+    finally:
+        r.close()
+    return kept, n, fps

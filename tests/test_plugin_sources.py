@@ -1,0 +1,237 @@
+"""CPU checks of the SGS TensorRT plugin sources (plugins/sgs).
+
+(a) every ``.cu`` under ``plugins/`` compiles with nvcc (one arch, sm_87 = Jetson Orin), so a kernel
+    that does not compile fails CI; skipped only where nvcc is absent;
+(b) the kernels' per-element bin arithmetic (``plugins/sgs/sgsMath.h``, ``__host__ __device__``) is
+    built host-only into a small shared library (g++, and nvcc's host compiler where nvcc exists) and
+    called through ctypes: scaled distances, bin centres, widths, raw kernel matrix, compacted kernel,
+    per-sample k and B' must equal every golden SGS-op case BIT FOR BIT when fed the stored Δ;
+(c) the same library agrees bit for bit with ``runtime/sgs_numpy.py`` on random inputs (including
+    B not a power of two) and implements the ``guard_zero`` rule;
+(d) the plugin C++ sources compile against TensorRT headers when ``ATFR_TRT_INCLUDE`` names a
+    TensorRT include dir (never fetched here; see scripts/check_plugin_compile.sh).
+"""
+
+from __future__ import annotations
+
+import ctypes
+import os
+import shutil
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+PLUGIN_DIR = ROOT / "plugins" / "sgs"
+GOLDEN = Path(__file__).resolve().parents[2] / "shared" / "golden"
+GOLDEN_OPS = GOLDEN / "sgs_op"
+CU_FILES = sorted((ROOT / "plugins").rglob("*.cu"))
+TEST_ARCH = os.environ.get("ATFR_NVCC_ARCH", "sm_87")
+COMPILE_TIMEOUT = 900
+
+
+def find_nvcc() -> str | None:
+    env = os.environ.get("ATFR_NVCC")
+    if env:
+        return env
+    for cand in (shutil.which("nvcc"), "/usr/local/cuda/bin/nvcc", "/usr/local/bin/nvcc"):
+        if cand and Path(cand).exists():
+            return cand
+    return None
+
+
+NVCC = find_nvcc()
+
+
+def _run(cmd: list[str], cwd: Path | None = None) -> None:
+    proc = subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, timeout=COMPILE_TIMEOUT)
+    assert proc.returncode == 0, f"command failed ({proc.returncode}): {' '.join(cmd)}\n{proc.stdout}\n{proc.stderr}"
+
+
+# ---- (a) every .cu compiles -------------------------------------------------------------------
+@pytest.mark.parametrize("cu", CU_FILES, ids=[str(p.relative_to(ROOT)) for p in CU_FILES])
+def test_cu_compiles_with_nvcc(cu: Path, tmp_path: Path) -> None:
+    if NVCC is None:
+        pytest.skip("nvcc not found (PATH, /usr/local/cuda/bin, /usr/local/bin or $ATFR_NVCC): cannot compile the CUDA kernels")
+    _run([NVCC, "-std=c++17", "-O2", f"-arch={TEST_ARCH}", "-fmad=false", "-Xcompiler", "-Wall",
+          "-I", str(cu.parent), "-c", str(cu), "-o", str(tmp_path / (cu.stem + ".o"))])
+
+
+def test_there_are_cuda_sources() -> None:
+    assert any(p.name == "sgsKernel.cu" for p in CU_FILES), "plugins/sgs/sgsKernel.cu is missing"
+
+
+# ---- (b) host build of the kernel math -------------------------------------------------------
+F32P = np.ctypeslib.ndpointer(np.float32, flags="C_CONTIGUOUS")
+I32P = np.ctypeslib.ndpointer(np.int32, flags="C_CONTIGUOUS")
+HOST_COMPILERS = ["g++", "nvcc"]
+
+
+def _build_host_lib(compiler: str, out_dir: Path) -> Path:
+    src = PLUGIN_DIR / "sgsHostRef.cpp"
+    lib = out_dir / f"libatfr_sgs_host_{compiler.replace('+', 'p')}.so"
+    if compiler == "g++":
+        cxx = shutil.which("g++") or shutil.which("c++")
+        if cxx is None:
+            pytest.skip("no host C++ compiler (g++/c++) to build the kernel math for the CPU")
+        # -ffp-contract=off: never fuse a*b+c (GCC does by default where FMA exists, e.g. aarch64).
+        _run([cxx, "-std=c++17", "-O2", "-Wall", "-Wextra", "-Werror", "-ffp-contract=off", "-fno-fast-math",
+              "-shared", "-fPIC", "-I", str(PLUGIN_DIR), str(src), "-o", str(lib)])
+    else:
+        if NVCC is None:
+            pytest.skip("nvcc not found: host build of sgsMath.h through nvcc (__CUDACC__ path) skipped")
+        # -x cu: the header is seen with __CUDACC__ (__host__ __device__ functions), host side only runs.
+        _run([NVCC, "-std=c++17", "-O2", f"-arch={TEST_ARCH}", "-x", "cu", "-shared", "-Xcompiler", "-fPIC",
+              "-Xcompiler", "-ffp-contract=off", "-I", str(PLUGIN_DIR), str(src), "-o", str(lib)])
+    return lib
+
+
+@pytest.fixture(scope="module", params=HOST_COMPILERS)
+def host_lib(request, tmp_path_factory):
+    lib = ctypes.CDLL(str(_build_host_lib(request.param, tmp_path_factory.mktemp(f"sgs_host_{request.param}"))))
+    fn = lib.atfr_sgs_host_weights
+    fn.restype = ctypes.c_int
+    fn.argtypes = [F32P] + [ctypes.c_int] * 7 + [F32P] * 5 + [I32P]
+    return fn
+
+
+def host_weights(fn, delta: np.ndarray, num_bins: int, kernel: str, drop_bins: bool, guard_zero: bool = False):
+    delta = np.ascontiguousarray(delta, dtype=np.float32)
+    n, t = delta.shape
+    b = t if num_bins == -1 else int(num_bins)
+    out = dict(scaled=np.zeros((n, t), np.float32), centers=np.zeros((n, b), np.float32),
+               width=np.zeros(n, np.float32), kernel_raw=np.zeros((n, b, t), np.float32),
+               kernel_compact=np.zeros((n, b, t), np.float32), k=np.zeros(n, np.int32))
+    bp = fn(delta, n, t, int(num_bins), 1 if kernel.startswith("delta") else 0, int(kernel.endswith("_normalized")),
+            int(bool(drop_bins)), int(bool(guard_zero)), out["scaled"], out["centers"], out["width"],
+            out["kernel_raw"], out["kernel_compact"], out["k"])
+    assert bp >= 0, "atfr_sgs_host_weights rejected its arguments"
+    out["B_prime"] = bp
+    return out
+
+
+def assert_bits_equal(actual: np.ndarray, expected: np.ndarray, what: str) -> None:
+    """Bit-exact fp32 equality (sign of zero included); NaN positions must match (payloads may differ)."""
+    actual = np.asarray(actual, dtype=np.float32)
+    expected = np.asarray(expected, dtype=np.float32)
+    assert actual.shape == expected.shape, f"{what}: shape {actual.shape} != {expected.shape}"
+    na, ne = np.isnan(actual), np.isnan(expected)
+    assert np.array_equal(na, ne), f"{what}: NaN positions differ"
+    a_bits, e_bits = actual[~na].view(np.uint32), expected[~ne].view(np.uint32)
+    bad = np.nonzero(a_bits != e_bits)[0]
+    assert bad.size == 0, (f"{what}: {bad.size} of {a_bits.size} values differ in bits, first at flat index {bad[0]}: "
+                           f"{actual[~na][bad[0]]!r} vs {expected[~ne][bad[0]]!r}")
+
+
+def _golden_cases() -> list[Path]:
+    return sorted(GOLDEN_OPS.glob("*.npz")) if GOLDEN_OPS.is_dir() else []
+
+
+GOLDEN_CASES = _golden_cases()
+
+
+@pytest.mark.parametrize("case", GOLDEN_CASES or [None], ids=[p.stem for p in GOLDEN_CASES] or ["no-golden"])
+def test_host_math_bit_exact_vs_golden(host_lib, case: Path | None) -> None:
+    if case is None:
+        pytest.skip(f"golden SGS-op cases not found at {GOLDEN_OPS} (they live in ../shared/golden beside the repo)")
+    z = np.load(case, allow_pickle=False)
+    kernel = str(z["kernel_type"])
+    num_bins = int(z["num_bins_arg"])
+    drop = bool(z["drop_bins"])
+    got = host_weights(host_lib, z["distances"], num_bins, kernel, drop)
+    # Stored for every case (error cases keep what was computed before the exception).
+    assert_bits_equal(got["scaled"], z["distances_scaled"], "distances_scaled")
+    assert_bits_equal(got["centers"], z["bin_centers"], "bin_centers")
+    assert_bits_equal(got["width"], z["bin_width"], "bin_width")
+    assert_bits_equal(got["kernel_raw"], z["kernel_raw"], "kernel_raw")
+    status = str(z["status"])
+    if status != "ok":
+        # Official code raised (delta kernel, NaN Δ, no active bin). The plugin reports B' = 0 instead.
+        assert got["B_prime"] == 0 and not got["k"].any(), f"{case.name}: expected no active bin ({status})"
+        return
+    assert np.array_equal(got["k"], z["k_per_sample"].astype(np.int32)), "k_per_sample"
+    assert got["B_prime"] == int(z["B_prime"]), "B_prime"
+    bp = got["B_prime"]
+    assert_bits_equal(got["kernel_compact"][:, :bp], z["kernel"], "kernel (compacted, padded)")
+    if drop:
+        assert not got["kernel_compact"][:, bp:].any(), "rows beyond B' must be zero"
+
+
+def test_golden_cover_all_kernels() -> None:
+    if not GOLDEN_CASES:
+        pytest.skip(f"golden SGS-op cases not found at {GOLDEN_OPS}")
+    kinds = {str(np.load(p, allow_pickle=False)["kernel_type"]) for p in GOLDEN_CASES}
+    assert kinds >= {"linear", "linear_normalized", "delta", "delta_normalized"}, kinds
+
+
+# ---- (c) agreement with runtime/sgs_numpy.py on random inputs, and guard_zero ----------------
+def _sgs_numpy():
+    try:
+        from atfr.runtime import sgs_numpy
+    except ImportError:
+        import importlib.util
+        spec = importlib.util.spec_from_file_location("sgs_numpy", ROOT / "runtime" / "sgs_numpy.py")
+        sgs_numpy = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(sgs_numpy)
+    return sgs_numpy
+
+
+@pytest.mark.parametrize("kernel", ["linear", "linear_normalized", "delta", "delta_normalized"])
+def test_host_math_matches_numpy_reference_random(host_lib, kernel: str) -> None:
+    ref = _sgs_numpy()
+    rng = np.random.default_rng(20261121)
+    for trial in range(60):
+        n = int(rng.integers(1, 4))
+        t = int(rng.choice([1, 3, 4, 7, 8, 13, 16, 31, 32, 64]))
+        num_bins = int(rng.choice([-1, max(1, t // 2), max(1, t - 1), 5, 12]))
+        drop = bool(trial % 2)
+        delta = (rng.random((n, t)) * rng.choice([1e-3, 1.0, 50.0])).astype(np.float32)
+        if trial % 7 == 0:
+            delta[:, :: 2] = delta[:, :1]  # exact ties
+        scaled, centers, width, kraw = ref.bin_weights(delta, num_bins, kernel)
+        got = host_weights(host_lib, delta, num_bins, kernel, drop)
+        assert_bits_equal(got["scaled"], scaled, f"trial {trial} scaled")
+        assert_bits_equal(got["centers"], centers, f"trial {trial} centers")
+        assert_bits_equal(got["width"], width, f"trial {trial} width")
+        assert_bits_equal(got["kernel_raw"], kraw, f"trial {trial} kernel_raw")
+        if drop:
+            kmat, k = ref.drop_empty(kraw)
+        else:
+            kmat, k = kraw, (kraw.sum(axis=2) != 0).sum(axis=1)
+        assert np.array_equal(got["k"], k.astype(np.int32)), f"trial {trial} k"
+        assert got["B_prime"] == kmat.shape[1], f"trial {trial} B'"
+        assert_bits_equal(got["kernel_compact"][:, : kmat.shape[1]], kmat, f"trial {trial} compacted kernel")
+
+
+@pytest.mark.parametrize("kernel", ["linear", "delta"])
+def test_guard_zero(host_lib, kernel: str) -> None:
+    t = 8
+    delta = np.zeros((2, t), np.float32)
+    delta[1] = np.linspace(0.5, 2.0, t, dtype=np.float32)
+    on = host_weights(host_lib, delta, -1, kernel, True, guard_zero=True)
+    # Sample 0 behaves as constant distances: a single active bin, the last one.
+    assert on["k"][0] == 1
+    last_w = np.float32(2.0 ** -23) if kernel == "linear" else np.float32(1.0)
+    assert_bits_equal(on["kernel_compact"][0, 0], np.full(t, last_w, np.float32), "guarded sample row 0")
+    assert_bits_equal(on["kernel_raw"][0, -1], np.full(t, last_w, np.float32), "guarded sample, last bin")
+    # Sample 1 (max Δ != 0) is unaffected by the guard.
+    off = host_weights(host_lib, delta, -1, kernel, True, guard_zero=False)
+    assert_bits_equal(on["kernel_raw"][1], off["kernel_raw"][1], "unguarded sample")
+    # Without the guard, 2B/0 gives NaN everywhere (linear: every bin active; delta: none).
+    if kernel == "linear":
+        assert np.isnan(off["kernel_raw"][0]).all() and off["k"][0] == t
+    else:
+        assert off["k"][0] == 0
+
+
+# ---- (d) plugin sources against TensorRT headers (opt-in) --------------------------------------
+def test_plugin_compiles_against_trt_headers(tmp_path: Path) -> None:
+    inc = os.environ.get("ATFR_TRT_INCLUDE")
+    if not inc:
+        pytest.skip("set ATFR_TRT_INCLUDE=<TensorRT include dir> to compile sgsPlugin.cpp + registration files "
+                    "(TensorRT headers are not vendored; see plugins/sgs/README.md)")
+    if not (Path(inc) / "NvInferRuntime.h").exists():
+        pytest.fail(f"ATFR_TRT_INCLUDE={inc} has no NvInferRuntime.h")
+    _run(["bash", str(ROOT / "scripts" / "check_plugin_compile.sh"), inc], cwd=ROOT)
