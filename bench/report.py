@@ -268,16 +268,21 @@ def plot_latency_vs_bprime(r: dict[str, Any]) -> bytes:
             ax.plot(x, [(f["slope"] * b + f["intercept"]) / r["config"]["batch"] for b in x], ":", color="gray",
                     label=f"linear fit of back (R$^2$={f['r2']:.3f})")
     if r.get("static"):
-        ax.axhline(r["static"]["clip_ms"], color="red", label="static model (end-to-end)")
+        ax.axhline(r["static"]["clip_ms"], color="red",
+                   label=f"static model, front + back ({r['static']['clip_ms']:.1f} ms)")
     t = r.get("torch")
     if t and t.get("end_to_end"):
-        ax.axhline(t["end_to_end"]["median"] / r["config"]["batch"], color="purple", ls="--", label="PyTorch eager")
+        tv = t["end_to_end"]["median"] / r["config"]["batch"]
+        ax.axhline(tv, color="purple", ls="--", label=f"PyTorch eager ({tv:.1f} ms)")
     ax.set_xlabel("B' (bins kept by SGS)")
     ax.set_ylabel("latency per clip (ms, median)")
     ax.set_title(f"{r['model']['name']}: latency vs B' ({r['config']['backend']})")
     ax.set_ylim(bottom=0)
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
+    if ax.get_legend_handles_labels()[0]:
+        ax.legend(fontsize=8)
+    else:
+        ax.text(0.5, 0.5, "no B' curve (static export)", ha="center", va="center", transform=ax.transAxes)
     data = _png(fig)
     plt.close(fig)
     return data

@@ -168,6 +168,13 @@ def from_compact(c: dict[str, Any]) -> dict[str, Any]:
     if not isinstance(c, dict) or "arch" not in c:
         raise ATFRError("config: our compact config needs at least an 'arch' key")
     arch = str(c["arch"]).lower()
+    if arch == "x3d":
+        # X3D variants fix their own single-view input (S: 13x160, M: 16x224, ...).
+        from .x3d import X3D_VARIANTS
+        v = X3D_VARIANTS.get(str(c.get("variant", "S")).upper())
+        if v is None:
+            raise ATFRError(f"config: unknown X3D variant {c.get('variant')!r} (S, M, L, XL)")
+        c = {"num_frames": v["num_frames"], "crop_size": v["crop_size"], **c}
     over: dict[str, Any] = {
         "MODEL": {
             "ARCH": arch,

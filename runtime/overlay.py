@@ -12,6 +12,7 @@ import numpy as np
 from atfr.errors import ATFRError
 
 _FOURCC = {".mp4": "mp4v", ".m4v": "mp4v", ".mov": "mp4v", ".avi": "MJPG", ".mkv": "MJPG"}
+VIDEO_EXTS = tuple(sorted(_FOURCC))  # what AtomicVideoWriter can write
 
 
 def overlay_lines(topk: Sequence[tuple[str, float]], bprime: Sequence[int], latency_ms: float | None,
@@ -77,6 +78,7 @@ class AtomicVideoWriter:
         self.tmp = Path(tmp)
         self._writer = None
         self._size: tuple[int, int] | None = None
+        self._closed = False
         self.frames = 0
 
     def write(self, frame_bgr: np.ndarray) -> None:
@@ -95,7 +97,12 @@ class AtomicVideoWriter:
         self.frames += 1
 
     def close(self) -> Path | None:
-        """Finish and rename; returns the path, or None when no frame was written (nothing kept)."""
+        """Finish and rename; returns the path, or None when no frame was written (nothing kept).
+
+        Idempotent: a second call (e.g. the ``with`` exit after an explicit close) does nothing."""
+        if self._closed:
+            return self.path if self.frames else None
+        self._closed = True
         if self._writer is not None:
             self._writer.release()
             self._writer = None
@@ -109,6 +116,7 @@ class AtomicVideoWriter:
         return self.path
 
     def abort(self) -> None:
+        self._closed = True
         if self._writer is not None:
             self._writer.release()
             self._writer = None

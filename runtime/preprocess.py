@@ -56,15 +56,17 @@ def crop_offsets(height: int, width: int, size: int, spatial_idx: int) -> tuple[
 def linear_weights(in_size: int, out_size: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """Source indices i0, i1 and weights w0, w1 per output index (torch, align_corners=False).
 
-    Mirrors ATen's upsample_bilinear2d: scale = in/out in float32, src = scale*(dst+0.5)-0.5
+    Mirrors ATen's upsample_bilinear2d: scale = in/out in float32, src = fma(scale, dst+0.5, -0.5)
     clamped at 0, i0 = floor(src), i1 = i0 + (i0 < in-1), w1 = src - i0, w0 = 1 - w1.
     """
     if in_size == out_size:
         idx = np.arange(out_size, dtype=np.int64)
         return idx, idx, np.ones(out_size, np.float32), np.zeros(out_size, np.float32)
     scale = np.float32(in_size) / np.float32(out_size)
-    dst = np.arange(out_size, dtype=np.float32)
-    src = np.maximum(scale * (dst + np.float32(0.5)) - np.float32(0.5), np.float32(0)).astype(np.float32)
+    # ATen's CPU kernel compiles scale*(dst+0.5)-0.5 to a fused multiply-add (one float32
+    # rounding); the product is exact in float64, so this reproduces its weights bit for bit.
+    dst = np.arange(out_size, dtype=np.float64)
+    src = np.maximum((np.float64(scale) * (dst + 0.5) - 0.5).astype(np.float32), np.float32(0))
     i0 = np.minimum(src.astype(np.int64), in_size - 1)
     i1 = i0 + (i0 < in_size - 1).astype(np.int64)
     w1 = (src - i0.astype(np.float32)).astype(np.float32)
@@ -154,7 +156,9 @@ class Preprocessor:
 def slow_indices(num_frames: int, alpha: int) -> np.ndarray:
     """SlowFast slow pathway: fast frames at linspace(0, T-1, T // alpha), truncated (PySlowFast)."""
     n = num_frames // alpha
-    return np.linspace(0, num_frames - 1, n).astype(np.int64) if n > 0 else np.zeros(0, np.int64)
+    from .sampling import torch_linspace
+
+    return torch_linspace(0, num_frames - 1, n).astype(np.int64)
 
 
 def pack_pathways(clip: np.ndarray, slowfast_alpha: int = 0) -> list[np.ndarray]:

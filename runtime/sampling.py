@@ -29,7 +29,10 @@ from atfr.spec import InputSpec
 
 
 def torch_linspace(start: float, end: float, steps: int) -> np.ndarray:
-    """float32 ``torch.linspace`` (ATen CPU kernel: first half from start, second half from end)."""
+    """float32 ``torch.linspace`` (ATen CPU kernel: first half from start, second half from end).
+
+    Bit-exact matters because the indices are truncated: a value 1 ulp under an integer picks
+    the previous frame."""
     if steps <= 0:
         return np.zeros(0, np.float32)
     s, e = np.float32(start), np.float32(end)
@@ -38,8 +41,10 @@ def torch_linspace(start: float, end: float, steps: int) -> np.ndarray:
     step = np.float32((e - s) / np.float32(steps - 1))
     idx = np.arange(steps)
     half = steps // 2
-    lo = s + step * idx[:half].astype(np.float32)
-    hi = e - step * (steps - idx[half:] - 1).astype(np.float32)
+    # ATen's vectorised kernel uses fused multiply-add: one float32 rounding of start + step*i.
+    # The product is exact in float64, so computing there and rounding once reproduces it.
+    lo = np.float64(s) + np.float64(step) * idx[:half]
+    hi = np.float64(e) - np.float64(step) * (steps - idx[half:] - 1)
     return np.concatenate([lo, hi]).astype(np.float32)
 
 

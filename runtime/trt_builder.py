@@ -31,7 +31,7 @@ from atfr.errors import ATFRError, DependencyError
 from atfr.fileio import atomic_path, check_writable, sha256_file, write_json_atomic
 
 from .manifest import Manifest, load_manifest
-from .trt_compat import (BuildOptions, PrecisionPlan, Profile, TRange, capabilities, check_supported,
+from .trt_compat import (BuildOptions, PrecisionPlan, Profile, TRange, check_supported,
                          choose_precision_plan, default_profiles, fp32_layers, graph_has_sgs, parse_profiles,
                          parse_version, resolve_graphs, sm_name, validate_build_options)
 
@@ -431,8 +431,3 @@ def build_engines(outdir: str | os.PathLike, precision: str = "fp32", sgs: str =
         written.append(Path(opts.timing_cache))
     return written
 
-
-def caps_summary(version: str) -> str:
-    c = capabilities(version)
-    return (f"TensorRT {c.version}: fp16 flag={'yes' if c.has_fp16_flag else 'no'}, strongly typed "
-            f"{'always' if c.strongly_typed_default else ('complete' if c.strongly_typed_available else 'partial')}")

@@ -491,9 +491,7 @@ def validate_build_options(opts: BuildOptions, bins: Sequence[int], graph_keys: 
     if opts.sgs not in SGS_MODES:
         raise ATFRError(f"--sgs {opts.sgs!r}: choose one of {', '.join(SGS_MODES)}")
     if not bins:
-        if opts.sgs != "host":
-            w.append(f"{WARN} this export has no SGS layer; --sgs {opts.sgs} is ignored")
-            opts.sgs = "host"
+        opts.sgs = "host"  # nothing to sample: the plain front graph
         if opts.profiles or opts.opt_bprime:
             w.append(f"{WARN} this export has no SGS layer (fixed T); --profiles/--opt are ignored")
             opts.profiles, opts.opt_bprime = None, None

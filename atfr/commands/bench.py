@@ -7,7 +7,6 @@ stages.png into --out (default OUTDIR/bench). See atfr.bench.runner for what is 
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 
 
@@ -28,6 +27,19 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
+def _command_line(args: argparse.Namespace) -> list[str]:
+    """The command as parsed (reproducible from the report), defaults left out."""
+    out = ["atfr", "bench", str(args.outdir)]
+    defaults = {"backend": "onnxruntime", "warmup": 5, "iters": 30, "batch": 1, "bprime": "all", "seed": 0}
+    for k in ("backend", "warmup", "iters", "batch", "bprime", "videos", "static", "torch", "threads", "out", "seed"):
+        v = getattr(args, k, None)
+        if v is not None and defaults.get(k) != v:
+            out += [f"--{k}", str(v)]
+    if args.force:
+        out.append("--force")
+    return out
+
+
 def run(args: argparse.Namespace) -> int:
     from atfr.bench.report import check_outputs, write_report
     from atfr.bench.runner import BenchOptions, run_benchmark
@@ -45,9 +57,7 @@ def run(args: argparse.Namespace) -> int:
                         batch=args.batch, bprime=args.bprime, videos=args.videos, static=args.static,
                         torch_checkpoint=args.torch, threads=args.threads, seed=args.seed,
                         progress=False if args.no_progress else None,
-                        argv=["atfr", "bench"] + list(sys.argv[2:] if sys.argv[1:2] == ["bench"] else []))
-    if len(opts.argv) == 2:
-        opts.argv = ["atfr", "bench", args.outdir]
+                        argv=_command_line(args))
     report = run_benchmark(opts)
     files = write_report(report, out, force=args.force)
     e2e = report["stages"]["end_to_end"]

@@ -60,7 +60,7 @@ class RunOptions:
     topk: int = 5
     duration: float | None = None
     max_clips: int | None = None  # stop after this many processed clips (soak tests)
-    lossless: bool = False  # wait for the worker instead of dropping clips (offline file mode)
+    lossless: bool = False  # offline file mode: run every strided clip, in step with the frames
 
 
 @dataclass
@@ -115,6 +115,7 @@ class _Job:
     timestamp: float
     images: list[np.ndarray]
     padded: bool = False
+    done: threading.Event = field(default_factory=threading.Event)
 
 
 class _Slot:
@@ -201,8 +202,10 @@ class StreamRunner:
             except BaseException as e:  # noqa: BLE001 - handed to the main thread, which re-raises
                 self._error = e
                 self._abort.set()
+                job.done.set()
                 return
             self._record(job, res, (t2 - t0) * 1e3, (t1 - t0) * 1e3, (t2 - t1) * 1e3)
+            job.done.set()
             if self.opt.max_clips and self.summary.clips >= self.opt.max_clips:
                 self._clips_done.set()
 
@@ -269,10 +272,16 @@ class StreamRunner:
                 since_clip += 1
                 if len(window) == self.window and (submitted == 0 or since_clip >= self.opt.stride):
                     since_clip = 0
-                    if slot.put(self._job(submitted, window, False), self._abort):
+                    job = self._job(submitted, window, False)
+                    if slot.put(job, self._abort):
                         with self._lock:
                             self.summary.dropped_clips += 1
                     submitted += 1
+                    if self.opt.lossless:
+                        # Offline mode: every frame shows the result of the newest clip ending at
+                        # or before it, so the saved video does not depend on machine speed.
+                        while not job.done.wait(0.05) and not self._abort.is_set():
+                            pass
                 now = time.monotonic()
                 if last_t is not None and now > last_t:
                     inst = 1.0 / (now - last_t)
@@ -287,7 +296,8 @@ class StreamRunner:
                     if latest is not None:
                         draw_lines(bgr, overlay_lines(latest[0], latest[1], latest[2], fps_ema, bins))
                     else:
-                        draw_lines(bgr, [f"buffering {len(window)}/{self.window}"])
+                        draw_lines(bgr, [f"buffering {len(window)}/{self.window}" if len(window) < self.window
+                                         else "first clip running"])
                     if self.on_frame(bgr) is False:
                         reason = "closed"
                         break
@@ -338,8 +348,10 @@ def _display(stop_keys: tuple[int, ...] = (27, ord("q"))) -> Callable[[np.ndarra
 
 
 def run(args: argparse.Namespace) -> int:
+    import contextlib
+
     from atfr.fileio import check_writable
-    from atfr.runtime.overlay import AtomicVideoWriter
+    from atfr.runtime.overlay import VIDEO_EXTS, AtomicVideoWriter
     from atfr.runtime.pipeline import Pipeline
     from atfr.runtime.video import FrameStream, open_reader
 
@@ -349,55 +361,52 @@ def run(args: argparse.Namespace) -> int:
         raise ATFRError("--topk must be >= 1")
     if args.duration is not None and args.duration <= 0:
         raise ATFRError("--duration must be > 0")
+    if args.retries < 0:
+        raise ATFRError("--retries must be >= 0")
     if args.save:
         check_writable(args.save, args.force)
+        if Path(args.save).suffix.lower() not in VIDEO_EXTS:
+            raise ATFRError(f"{args.save}: unsupported video extension {Path(args.save).suffix or '(none)'} "
+                            f"(use one of {', '.join(VIDEO_EXTS)})")
     if args.jsonl:
         check_writable(args.jsonl, args.force)
     pipeline = Pipeline.load(args.outdir, args.backend)
-    reader = open_reader(args.source, fallback_fps=pipeline.manifest.input.target_fps)
-    try:
+    m = pipeline.manifest
+    saved = None
+    with contextlib.ExitStack() as stack:
+        reader = open_reader(args.source, fallback_fps=m.input.target_fps)
+        stack.callback(reader.close)  # FrameStream.stop closes it too; closing twice is harmless
         if not reader.fps_reported:
             print(f"atfr run: {reader.name} reports no usable fps; assuming {reader.fps:g}", file=sys.stderr)
-        stream = FrameStream(reader, pace=not args.fast, lossless=args.fast and not reader.live,
-                             max_retries=args.retries)
+        offline = args.fast and not reader.live
+        stream = FrameStream(reader, pace=not args.fast, lossless=offline, max_retries=args.retries)
         show = _display() if args.show else None
-    except BaseException:
-        reader.close()
-        raise
-    writer = AtomicVideoWriter(args.save, reader.fps) if args.save else None
-    events = open(args.jsonl, "w", encoding="utf-8") if args.jsonl else None
-
-    def on_frame(bgr: np.ndarray) -> bool:
-        if writer is not None:
-            writer.write(bgr)
-        return show(bgr) if show is not None else True
-
-    opts = RunOptions(stride=args.stride, topk=args.topk, duration=args.duration,
-                      lossless=args.fast and not reader.live)
-    m = pipeline.manifest
-    print(f"atfr run: {m.name} ({pipeline.backend}) on {reader.name} at {reader.fps:g} fps; "
-          f"clip = {m.input.num_frames} frames every {args.stride} frame(s)", file=sys.stderr)
-    ok = False
-    try:
-        runner = StreamRunner(pipeline, stream, opts, events, on_frame if (writer or show) else None)
-        summary = runner.run()
-        ok = True
-    finally:
-        if events is not None:
-            events.close()
-        if writer is not None:
-            if ok:
-                writer.close()
-            else:
-                writer.abort()
         if show is not None:
             import cv2
 
-            cv2.destroyAllWindows()
+            stack.callback(cv2.destroyAllWindows)
+        writer = stack.enter_context(AtomicVideoWriter(args.save, reader.fps)) if args.save else None
+        events = None
+        if args.jsonl:
+            Path(args.jsonl).parent.mkdir(parents=True, exist_ok=True)
+            events = stack.enter_context(open(args.jsonl, "w", encoding="utf-8"))
+
+        def on_frame(bgr: np.ndarray) -> bool:
+            if writer is not None:
+                writer.write(bgr)
+            return show(bgr) if show is not None else True
+
+        opts = RunOptions(stride=args.stride, topk=args.topk, duration=args.duration, lossless=offline)
+        print(f"atfr run: {m.name} ({pipeline.backend}) on {reader.name} at {reader.fps:g} fps; "
+              f"clip = {m.input.num_frames} frames every {args.stride} frame(s)", file=sys.stderr)
+        runner = StreamRunner(pipeline, stream, opts, events, on_frame if (writer or show) else None)
+        summary = runner.run()
+        if writer is not None:
+            saved = writer.close()  # the rename; on an exception the context aborts (temp removed)
     for line in summary.lines([f"{s.spec.name}, p{s.pathway}" for s in m.sgs]):
         print(line)
-    if args.save:
-        print(f"  annotated video: {args.save}")
+    if saved is not None:
+        print(f"  annotated video: {saved}")
     if args.jsonl:
         print(f"  events: {args.jsonl}")
     return 0

@@ -4,8 +4,8 @@ Eight classes that differ by *motion* (and, within a class, vary in appearance a
 
 ====================  ==========================================================================
 still                 a static scene with foreground objects; nothing moves
-slow_translation      one object glides across a static background at 0.35-0.9 px/frame
-fast_translation      one object moves across a static background at 2.2-4 px/frame
+slow_translation      one object glides across a static background at 0.4-1.0 px/frame
+fast_translation      one object moves across a static background at 2.5-4 px/frame
 rotation              an elongated object spins in place at 8-20 degrees/frame
 flicker               a static scene whose global brightness oscillates (sinusoid)
 camera_pan            the whole scene (background and objects) shifts at 1.2-3 px/frame
@@ -47,8 +47,8 @@ CLASSES: list[str] = [
 STILL, SLOW, FAST, ROTATION, FLICKER, PAN, CUT, BOUNCE = range(len(CLASSES))
 
 # Speed ranges in pixels per frame at size 64 (scaled with size).
-SLOW_SPEED = (0.35, 0.9)
-FAST_SPEED = (2.2, 4.0)
+SLOW_SPEED = (0.4, 1.0)
+FAST_SPEED = (2.5, 4.0)
 PAN_SPEED = (1.2, 3.0)
 ROT_SPEED_DEG = (8.0, 20.0)
 DEFAULT_NOISE = 1.5  # std of per-frame Gaussian sensor noise, in 0..255 levels
@@ -135,7 +135,7 @@ def _shape_mask(kind: str, s: int, rng: np.random.Generator) -> np.ndarray:
 
 def _sprite(rng: np.random.Generator, ref: int, shapes=_SHAPES, bg: np.ndarray | None = None):
     """(rgb float32 [s,s,3], alpha float32 [s,s]) of a random shape with colour and texture."""
-    s = int(round(rng.uniform(13, 24) * ref / 64.0)) | 1
+    s = int(round(rng.uniform(16, 26) * ref / 64.0)) | 1
     kind = shapes[int(rng.integers(0, len(shapes)))]
     alpha = _shape_mask(kind, s, rng)
     col = _colour(rng)
@@ -172,9 +172,9 @@ def _paste(img: np.ndarray, sprite, cx: float, cy: float, angle: float = 0.0) ->
 
 
 def _scene(rng: np.random.Generator, h: int, w: int, ref: int) -> np.ndarray:
-    """Static background with 0-3 distractor shapes."""
+    """Static background with 0-2 distractor shapes."""
     bg = _background(rng, h, w, ref)
-    for _ in range(int(rng.integers(0, 4))):
+    for _ in range(int(rng.integers(0, 3))):
         sp = _sprite(rng, ref, bg=bg)
         _paste(bg, sp, rng.uniform(0, w), rng.uniform(0, h), rng.uniform(0, 360))
     return bg

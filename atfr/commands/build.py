@@ -1,0 +1,58 @@
+"""atfr build OUTDIR: TensorRT engines (front.engine, back.engine + JSON sidecars) from an export.
+
+Options are validated (with warnings) before tensorrt is imported, so a wrong combination is
+reported the same way on a machine without TensorRT. Written against the TensorRT 10.3-11.x
+Python API; see atfr.runtime.trt_builder.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("outdir", help="export folder (from 'atfr export')")
+    p.add_argument("--precision", default="fp32", choices=["fp32", "fp16", "int8"],
+                   help="fp32; fp16 (builder flag on TensorRT < 10.12, fp16 graphs on >= 10.12/11.x); "
+                        "int8 (Q/DQ graphs from 'atfr calibrate' only)")
+    p.add_argument("--sgs", default="plugin", choices=["plugin", "fallback", "host"],
+                   help="SGS inside the front engine as the CUDA plugin (needs --plugin), as standard ONNX ops "
+                        "(fallback), or on the host between the engines (host)")
+    p.add_argument("--plugin", metavar="PATH", help="SGS plugin library: libatfr_sgs.so (static registration) "
+                   "or libatfr_sgs_vc.so (getCreators); loaded from this exact path only")
+    p.add_argument("--plugin-variant", default="auto", choices=["auto", "static", "dynamic"],
+                   help="how to load --plugin (auto: *_vc.so -> dynamic via IPluginRegistry.load_library)")
+    p.add_argument("--workspace", type=int, metavar="MB", help="builder workspace limit in MiB (default: TensorRT's)")
+    p.add_argument("--timing-cache", metavar="PATH", help="timing cache to read (if present) and update")
+    p.add_argument("--profiles", metavar="SPEC",
+                   help="back-engine T' profiles, e.g. '1-4:2,5-32:8' (MIN-MAX:OPT, ',' between profiles, "
+                        "'/' between SGS pathways); must cover 1..B")
+    p.add_argument("--opt", type=int, metavar="N", help="typical B' (profile opt; default from the export's B' stats)")
+    p.add_argument("--max-batch", type=int, default=1, metavar="N", help="largest batch of the engines (default 1)")
+    p.add_argument("--engine-dir", metavar="DIR", help="where to write the engines (default: OUTDIR)")
+    p.add_argument("--force", action="store_true", help="overwrite existing engines")
+    p.add_argument("--verbose", action="store_true", help="show TensorRT warnings")
+    p.add_argument("--quiet", action="store_true", help="no progress output")
+
+
+def run(args: argparse.Namespace) -> int:
+    from atfr.runtime.manifest import load_manifest
+    from atfr.runtime.trt_compat import BuildOptions, validate_build_options
+
+    m = load_manifest(args.outdir, check=True)
+    opts = validate_build_options(
+        BuildOptions(precision=args.precision, sgs=args.sgs, plugin_path=args.plugin, workspace_mb=args.workspace,
+                     timing_cache=args.timing_cache, profiles=args.profiles, opt_bprime=args.opt,
+                     max_batch=args.max_batch, force=args.force),
+        [l.bins for l in m.sgs], m.graphs)
+    for w in opts.warnings:
+        print(w, file=sys.stderr)
+
+    from atfr.runtime.trt_builder import build_engines  # imports tensorrt lazily (one-line error if absent)
+
+    written = build_engines(args.outdir, opts=opts, progress=not args.quiet, engine_dir=args.engine_dir,
+                            plugin_variant_=args.plugin_variant, verbose=args.verbose)
+    for p in written:
+        print(p)
+    return 0
