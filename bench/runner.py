@@ -435,10 +435,10 @@ def _run(o: BenchOptions, env: dict[str, Any], warnings: list[str], sampler: env
         direct = _direct_call(runner, feeds)
         harness = (lambda: pipe.run_back(feeds)) if key is not None else (lambda: pipe.run_front(clips))
         if direct is not None:
-            overhead = measure_overhead(direct, harness, iters=5, blocks=max(2, min(o.iters, 8)), warmup=1)
+            overhead = measure_overhead(direct, harness, iters=1, blocks=max(6, min(o.iters, 20)), warmup=1)
             overhead["call"] = ("back graph session.run at B'=%d" % key) if key else "front graph session.run"
         else:
-            overhead = measure_overhead(harness, harness, iters=5, blocks=max(2, min(o.iters, 8)), warmup=1)
+            overhead = measure_overhead(harness, harness, iters=1, blocks=max(6, min(o.iters, 20)), warmup=1)
             overhead["call"] = "runner.run (backend exposes no raw session)"
         if not overhead["negligible"]:
             warnings.append(f"harness overhead not negligible in this run ({overhead['overhead_pct']:+.2f}% vs "

@@ -124,20 +124,22 @@ def _noop() -> None:
 
 
 def measure_overhead(direct_fn: Callable[[], Any], harness_fn: Callable[[], Any] | None = None,
-                     iters: int = 20, blocks: int = 4, warmup: int = 2) -> dict[str, Any]:
+                     iters: int = 1, blocks: int = 20, warmup: int = 2) -> dict[str, Any]:
     """What the harness adds to a measurement.
 
     ``direct_fn`` is the raw call (e.g. ``session.run(names, feeds)`` of an ONNX Runtime
     session); ``harness_fn`` the same work as the benchmark times it (e.g. the pipeline's
     ``run_back(feeds)``, which adds the runner's feed/fetch dict handling); default: direct_fn.
-    Direct bare-loop blocks and harness blocks alternate ``blocks`` times, ``iters`` calls per
-    block. Reported:
+    ``blocks`` pairs of blocks of ``iters`` calls each -- a bare-loop block and a harness block,
+    in ABBA order (the first of a pair alternates) so neither side always runs first. Reported:
 
-    * ``direct_median_ms`` / ``harness_median_ms`` and ``overhead_pct`` = their relative
-      difference -- the end-to-end check, but at the mercy of machine noise (it can come out
-      negative on a busy machine);
-    * ``noop_ns_per_call``: harness minus bare loop around a no-op callable (median), i.e. the
-      fixed cost of the harness itself, and ``noop_pct`` = that cost relative to the direct median;
+    * ``direct_median_ms`` / ``harness_median_ms`` and ``overhead_pct`` = the median of the
+      per-pair differences of block medians relative to the direct median. Pairing cancels slow
+      drifts of the machine, but on a busy machine the result still carries noise of a few %
+      (it can come out negative);
+    * ``noop_ns_per_call``: harness minus bare loop around a no-op callable (medians), i.e. the
+      fixed cost the harness adds inside the timed region, and ``noop_pct`` = that cost relative
+      to the direct median;
     * ``negligible``: noop_pct < 2 and |overhead_pct| < 2.
     """
     harness_fn = harness_fn or direct_fn
@@ -146,10 +148,18 @@ def measure_overhead(direct_fn: Callable[[], Any], harness_fn: Callable[[], Any]
         harness_fn()
     d_all: list[np.ndarray] = []
     h_all: list[np.ndarray] = []
+    diffs: list[float] = []
     with _GCPaused():
-        for _ in range(blocks):
-            d_all.append(_direct_loop(direct_fn, iters))
-            h_all.append(run_interleaved([Candidate("h", harness_fn)], iters)["h"].samples_ns)
+        for b in range(blocks):
+            if b % 2 == 0:
+                d = _direct_loop(direct_fn, iters)
+                h = run_interleaved([Candidate("h", harness_fn)], iters)["h"].samples_ns
+            else:
+                h = run_interleaved([Candidate("h", harness_fn)], iters)["h"].samples_ns
+                d = _direct_loop(direct_fn, iters)
+            d_all.append(d)
+            h_all.append(h)
+            diffs.append(float(np.median(h)) - float(np.median(d)))
         nd = np.median(_direct_loop(_noop, 2000))
     nh = np.median(run_interleaved([Candidate("n", _noop)], 2000)["n"].samples_ns)
     d = np.concatenate(d_all)
@@ -157,10 +167,11 @@ def measure_overhead(direct_fn: Callable[[], Any], harness_fn: Callable[[], Any]
     dm = float(np.median(d)) / 1e6
     hm = float(np.median(h)) / 1e6
     noop_ns = float(max(0.0, nh - nd))
-    pct = (hm - dm) / dm * 100.0 if dm > 0 else 0.0
+    pct = float(np.median(diffs)) / (dm * 1e6) * 100.0 if dm > 0 else 0.0
     noop_pct = noop_ns / (dm * 1e6) * 100.0 if dm > 0 else 0.0
     return {
-        "method": f"{blocks} alternating blocks of {iters} calls: bare perf_counter_ns loop vs harness",
+        "method": f"{blocks} ABBA-paired blocks of {iters} call(s): bare perf_counter_ns loop vs harness; "
+                  "median of paired differences",
         "direct_median_ms": dm,
         "harness_median_ms": hm,
         "overhead_pct": float(pct),

@@ -67,13 +67,14 @@ class BackendReport:
 
 
 def _compare(a: np.ndarray, b: np.ndarray) -> tuple[float, float]:
-    from polygraphy.comparator import CompareFunc, IterationResult
+    from polygraphy.comparator import IterationResult
+    from polygraphy.comparator.compare import SimpleCompareFunc
     from polygraphy.logger import G_LOGGER
 
     G_LOGGER.module_severity = G_LOGGER.CRITICAL  # we print our own table
     if a.shape != b.shape:
         return float("inf"), float("inf")
-    r = CompareFunc.simple(atol=np.inf, rtol=np.inf, check_shapes=True)(
+    r = SimpleCompareFunc(atol=np.inf, rtol=np.inf, check_shapes=True)(
         IterationResult({"x": a}, runner_name="torch"), IterationResult({"x": b}, runner_name="backend"))["x"]
     scale = float(np.abs(a).max()) or 1.0
     return float(r.max_absdiff), float(r.max_absdiff) / scale

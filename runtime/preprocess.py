@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Sequence
 
 import numpy as np
 
@@ -116,21 +117,33 @@ class Preprocessor:
         # Same op order as PySlowFast tensor_normalize: float, /255, -mean, /std (float32).
         return (x.astype(np.float32) / np.float32(255.0) - self._mean) / self._std
 
-    def __call__(self, frames: np.ndarray, spatial_idx: int = 1) -> np.ndarray:
-        """uint8 RGB [T,H,W,3] -> float32 [3,T,S,S] (one spatial view)."""
-        frames = np.asarray(frames)
-        if frames.ndim != 4 or frames.shape[-1] != 3:
-            raise ATFRError(f"expected frames [T,H,W,3], got shape {tuple(frames.shape)}")
-        if frames.shape[0] == 0:
+    def __call__(self, frames: np.ndarray | Sequence[np.ndarray], spatial_idx: int = 1) -> np.ndarray:
+        """uint8 RGB [T,H,W,3] (or a sequence of T [H,W,3] frames) -> float32 [3,T,S,S], one spatial view.
+
+        A sequence avoids stacking T full-resolution frames: only the rows the crop needs are copied.
+        """
+        seq = not isinstance(frames, np.ndarray)
+        first = np.asarray(frames[0]) if len(frames) else None
+        shape = (len(frames),) + tuple(first.shape) if seq and first is not None else np.shape(frames)
+        if len(shape) != 4 or shape[-1] != 3:
+            raise ATFRError(f"expected frames [T,H,W,3], got shape {tuple(shape)}")
+        if shape[0] == 0:
             raise ATFRError("no frames to preprocess")
-        if self.spec.channel_order == "BGR":
-            frames = frames[..., ::-1]
-        _, h, w, _ = frames.shape
+        _, h, w, _ = shape
         plan = self._plan(h, w, spatial_idx)
         r0, r1, rw0, rw1 = plan.rows
         c0, c1, cw0, cw1 = plan.cols
-        top = frames[:, r0]  # [T,S,W,3] uint8: gather before converting to keep it cheap
-        bot = frames[:, r1]
+        # [T,S,W,3] uint8: gather the needed rows before converting to keep it cheap
+        if seq:
+            if any(np.shape(f) != shape[1:] for f in frames):
+                raise ATFRError("all frames of a clip must have the same size")
+            top = np.stack([np.asarray(f)[r0] for f in frames], 0)
+            bot = np.stack([np.asarray(f)[r1] for f in frames], 0)
+        else:
+            top = frames[:, r0]
+            bot = frames[:, r1]
+        if self.spec.channel_order == "BGR":
+            top, bot = top[..., ::-1], bot[..., ::-1]
         a = self._normalise(top[:, :, c0])
         b = self._normalise(top[:, :, c1])
         c = self._normalise(bot[:, :, c0])
@@ -147,7 +160,7 @@ class Preprocessor:
         """[3,T,S,S] -> per-pathway inputs (no batch axis): [clip] or [slow, fast] for SlowFast."""
         return pack_pathways(clip, self.spec.slowfast_alpha)
 
-    def inputs(self, frames: np.ndarray, spatial_indices: tuple[int, ...] = (1,)) -> list[np.ndarray]:
+    def inputs(self, frames: np.ndarray | Sequence[np.ndarray], spatial_indices: tuple[int, ...] = (1,)) -> list[np.ndarray]:
         """Frames of one temporal view -> per-pathway batches [V,3,T_p,S,S], one row per spatial view."""
         views = [self.pack(self(frames, s)) for s in spatial_indices]
         return [np.stack([v[p] for v in views], 0) for p in range(len(views[0]))]

@@ -78,7 +78,13 @@ class FrameReader(Protocol):
 
 @contextlib.contextmanager
 def _quiet_opencv() -> Iterator[None]:
-    """OpenCV prints multi-line WARN logs for unopenable devices; errors here are ours to word."""
+    """OpenCV prints multi-line WARN logs for unopenable devices; errors here are ours to word.
+
+    FFmpeg's own messages ("[tcp @ 0x..] Connection refused") are set once, when OpenCV first
+    initialises FFmpeg, from OPENCV_FFMPEG_LOGLEVEL: default it to quiet (-8) unless the user set
+    it (e.g. OPENCV_FFMPEG_LOGLEVEL=32 to debug a stream).
+    """
+    os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "-8")
     import cv2
 
     logging = getattr(getattr(cv2, "utils", None), "logging", None)
@@ -100,10 +106,11 @@ def _valid_fps(v: float) -> bool:
 class CvReader:
     """cv2.VideoCapture over one source; frames come out RGB."""
 
-    def __init__(self, spec: SourceSpec, fallback_fps: float = 30.0):
+    def __init__(self, spec: SourceSpec, fallback_fps: float = 30.0, timeout_ms: int = 10000):
         import cv2
 
         self._cv2 = cv2
+        self.timeout_ms = int(timeout_ms)
         self.spec = spec
         self.name = spec.label
         self.live = spec.kind != "file"
@@ -141,6 +148,10 @@ class CvReader:
                 cap = cv2.VideoCapture(t)
             elif k == "gstreamer":
                 cap = cv2.VideoCapture(str(t), cv2.CAP_GSTREAMER)
+            elif k == "url" and hasattr(cv2, "CAP_PROP_OPEN_TIMEOUT_MSEC"):
+                # Bounded open/read so an unreachable stream fails (or reconnects) in seconds, not 30 s.
+                cap = cv2.VideoCapture(str(t), cv2.CAP_FFMPEG, [cv2.CAP_PROP_OPEN_TIMEOUT_MSEC, self.timeout_ms,
+                                                                cv2.CAP_PROP_READ_TIMEOUT_MSEC, self.timeout_ms])
             else:
                 cap = cv2.VideoCapture(str(t), cv2.CAP_FFMPEG)
         if not cap.isOpened():

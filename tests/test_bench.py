@@ -136,6 +136,7 @@ def test_harness_rejects_bad_arguments():
 def test_measure_overhead_fields():
     x = np.random.default_rng(0).standard_normal((64, 64))
     ov = measure_overhead(lambda: x @ x, iters=5, blocks=2, warmup=1)
+    assert "ABBA" in ov["method"]
     for k in ("direct_median_ms", "harness_median_ms", "overhead_pct", "noop_ns_per_call", "noop_pct"):
         assert isinstance(ov[k], float) and math.isfinite(ov[k])
     assert ov["noop_ns_per_call"] >= 0

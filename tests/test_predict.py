@@ -225,3 +225,31 @@ def test_parse_views():
     for bad in ("10", "0x3", "3x2", "axb"):
         with pytest.raises(ATFRError):
             parse_views(bad)
+
+
+@pytest.mark.parametrize("hint_delta", [0, -3, 4, None])
+def test_read_selected_survives_wrong_frame_counts(videos, monkeypatch, hint_delta):
+    """Containers often report a frame count that is a few frames off: the selection must be the
+    one for the true count either way."""
+    from atfr.runtime import video as V
+    from atfr.runtime.sampling import clip_indices
+    from atfr.spec import InputSpec
+
+    frames, fps = V.read_frames(videos["landscape"])
+    real_init = V.CvReader.__init__
+
+    def init(self, *a, **k):
+        real_init(self, *a, **k)
+        self.frame_count_hint = None if hint_delta is None else len(frames) + hint_delta
+
+    monkeypatch.setattr(V.CvReader, "__init__", init)
+    spec = InputSpec(num_frames=8, sampling_rate=2, crop_size=32, short_side=40)
+
+    def wanted(n, f):
+        return {int(i) for k in range(3) for i in clip_indices(n, spec, f, k, 3)}
+
+    kept, n, f = V.read_selected(videos["landscape"], wanted)
+    assert n == len(frames) and f == fps
+    assert sorted(kept) == sorted(wanted(len(frames), fps))
+    for i, img in kept.items():
+        np.testing.assert_array_equal(img, frames[i])

@@ -158,3 +158,11 @@ def test_short_video_repeats_last_frame():
 def test_zero_frames_refused():
     with pytest.raises(SourceError, match="no frames"):
         clip_indices(0, SPEC, 30, 0, 1)
+
+
+def test_frame_list_equals_array():
+    spec = InputSpec(num_frames=3, short_side=40, crop_size=32)
+    frames = np.random.default_rng(5).integers(0, 256, (3, 50, 70, 3), dtype=np.uint8)
+    pre = Preprocessor(spec)
+    for s in (0, 1, 2):
+        np.testing.assert_array_equal(pre(list(frames), s), pre(frames, s))

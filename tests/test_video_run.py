@@ -266,3 +266,8 @@ def test_ring_buffer_drops_oldest_for_slow_consumer():
     stream.stop()
     assert [f.index for f in got] == [46, 47, 48, 49]
     assert stream.stats.frames_dropped == 46 and stream.stats.end_reason == "disconnected"
+
+
+def test_unreachable_stream_is_one_line(tiny_export, capsys):
+    rc = main(["run", str(tiny_export), "--source", "http://127.0.0.1:1/cam.mjpg"])
+    _one_line_error(capsys.readouterr(), rc, 5, r"cannot open stream http://127\.0\.0\.1:1/cam\.mjpg")

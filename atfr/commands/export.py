@@ -15,6 +15,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--size", type=int, help="crop size S (default: the model's)")
     p.add_argument("--opset", type=int, default=17)
     p.add_argument("--name", help="model name recorded in the manifest")
+    p.add_argument("--fp16", action="store_true",
+                   help="also write fp16 graphs (SGS embedding, distances and SGS stay fp32)")
     p.add_argument("--force", action="store_true", help="overwrite an existing export")
 
 
@@ -27,6 +29,9 @@ def run(args: argparse.Namespace) -> int:
     lm.meta.setdefault("source", args.source)
     out = export_model(lm, args.output, ExportOptions(args.frames, args.size, args.opset, args.force,
                                                       args.name or Path(args.source).stem))
+    if args.fp16:
+        from atfr.export.precision import write_fp16
+        write_fp16(out, force=True)
     from atfr.runtime.manifest import load_manifest
     m = load_manifest(out)
     print(f"exported {m.name} ({m.arch}, {m.num_classes} classes, {len(m.sgs)} SGS layer(s)) to {out} "

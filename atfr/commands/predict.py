@@ -130,7 +130,7 @@ def predict_video(pipeline: Any, pre: Any, path: str | Path, temporal: int, spat
     sp = spatial_indices(spatial)
     for k in range(temporal):
         idx = clip_indices(n, spec, fps, k, temporal)
-        frames = np.stack([kept[int(i)] for i in idx], 0)
+        frames = [kept[int(i)] for i in idx]
         for r in pipeline.infer(pre.inputs(frames, sp)):
             prob_sum += r.probs
             bps.append(tuple(int(b) for b in r.bprime))

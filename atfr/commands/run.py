@@ -92,7 +92,7 @@ class RunSummary:
                 "end_reason": self.end_reason, "wall_s": self.wall_s, "padded_clips": self.padded_clips}
 
     def lines(self, layer_names: list[str] | None = None) -> list[str]:
-        out = [f"summary: {self.clips} clip(s) from {self.frames} frame(s) in {self.wall_s:.1f} s "
+        out = [f"summary: {self.clips} clip(s) from {self.frames} frame(s) in {self.wall_s:.2f} s "
                f"(ended: {self.end_reason})",
                f"  latency: mean {self.mean_latency_ms:.1f} ms, p95 {self.p95_latency_ms:.1f} ms",
                f"  dropped: {self.dropped_clips} clip(s) (inference slower than real time), "
@@ -193,8 +193,7 @@ class StreamRunner:
             try:
                 t0 = time.perf_counter()
                 idx = stream_indices(self.m.input, self.stream.fps, len(job.images))
-                frames = np.stack([job.images[i] for i in idx], 0)
-                clip = self.pre(frames, 1)
+                clip = self.pre([job.images[i] for i in idx], 1)  # no full-resolution stack
                 inputs = [x[None] for x in self.pre.pack(clip)]
                 t1 = time.perf_counter()
                 res = self.pipeline.infer(inputs)[0]

@@ -18,6 +18,16 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--sgs", default="numpy", choices=["numpy", "fallback"], help="SGS step for onnxruntime")
     p.add_argument("--logits-atol", type=float, default=5e-3)
     p.add_argument("--back-atol", type=float, default=1e-4)
+    p.add_argument("--plugin", help="TensorRT: SGS plugin library (explicit path)")
+    p.add_argument("--engine-dir", help="TensorRT: folder with front.engine/back.engine (default OUTDIR)")
+    p.add_argument("--precision", help="accuracy report instead: e.g. fp32,fp16,int8 (ONNX Runtime graphs)")
+    p.add_argument("--data", help="with --precision: video folder or list .txt to sample clips from")
+    p.add_argument("--data-clips", type=int, default=64, help="with --precision: clips sampled from --data")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--min-top1", action="append", default=[], metavar="PREC=FRAC",
+                   help="top-1 agreement threshold, e.g. int8=0.97 (repeatable)")
+    p.add_argument("--min-bprime", action="append", default=[], metavar="PREC=FRAC",
+                   help="B' agreement threshold, e.g. fp16=0.99 (repeatable)")
     p.add_argument("--json", action="store_true")
 
 
@@ -29,6 +39,8 @@ def run(args: argparse.Namespace) -> int:
     from atfr.runtime.pipeline import Pipeline
 
     m = load_manifest(args.outdir, check=True)
+    if args.precision:
+        return _precision_report(args, m)
     ckpt = args.checkpoint or m.raw.get("source", {}).get("checkpoint")
     if not ckpt:
         raise ATFRError("no reference checkpoint: pass --checkpoint CKPT")
@@ -48,7 +60,8 @@ def run(args: argparse.Namespace) -> int:
     tol = Tolerances(back_atol=args.back_atol, logits_atol=args.logits_atol)
     reports = []
     for b in backends:
-        pl = Pipeline.load(args.outdir, backend=b, sgs=args.sgs)
+        trt_opts = {"plugin": args.plugin, "engine_dir": args.engine_dir} if b == "tensorrt" else {}
+        pl = Pipeline.load(args.outdir, backend=b, sgs=args.sgs, **trt_opts)
         rep = verify_backend(lm, pl, clips, tol)
         reports.append(rep)
         if not args.json:
@@ -58,4 +71,33 @@ def run(args: argparse.Namespace) -> int:
     bad = [r.backend for r in reports if not r.ok]
     if bad:
         raise VerificationError(f"verification failed for: {', '.join(bad)}")
+    return 0
+
+
+def _thresholds(args: argparse.Namespace, precs: list[str]) -> dict[str, dict[str, float]]:
+    from atfr.calibration.accuracy import DEFAULT_THRESHOLDS
+
+    th = {p: dict(DEFAULT_THRESHOLDS.get(p, {})) for p in precs}
+    for flag, metric in ((args.min_top1, "top1_agreement"), (args.min_bprime, "bprime_agreement")):
+        for item in flag:
+            prec, _, val = item.partition("=")
+            try:
+                th.setdefault(prec.strip(), {})[metric] = float(val)
+            except ValueError:
+                raise ATFRError(f"bad threshold {item!r}; expected PREC=FRACTION, e.g. int8=0.97") from None
+    return th
+
+
+def _precision_report(args: argparse.Namespace, m) -> int:
+    """Accuracy of fp32/fp16/int8 graphs vs a reference on a clip set (ONNX Runtime CPU)."""
+    from atfr.calibration.accuracy import compare_precisions, format_report
+
+    precs = [p.strip() for p in args.precision.split(",") if p.strip()]
+    ckpt = args.checkpoint or m.raw.get("source", {}).get("checkpoint")
+    res = compare_precisions(args.outdir, precs, clips=args.data, reference="torch" if args.checkpoint else "fp32",
+                             thresholds=_thresholds(args, precs), checkpoint=ckpt if args.checkpoint else None,
+                             num_clips=args.data_clips, seed=args.seed)
+    print(json.dumps(res, indent=2, default=float) if args.json else format_report(res))
+    if not res["passed"]:
+        raise VerificationError("precision report below thresholds")
     return 0

@@ -1,0 +1,186 @@
+"""The built-in demo: procedural dataset, demo videos and the committed demo model."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from atfr.demo import synth
+from atfr.errors import ATFRError
+
+ASSET = Path(__file__).resolve().parents[1] / "atfr" / "assets" / "demo_atfr.pt"
+C = {name: i for i, name in enumerate(synth.CLASSES)}
+
+
+def _clips(cls: str, n: int = 6, t: int = 16, noise: float = 0.0, split: int = 1):
+    c = C[cls]
+    return [synth.make_clip(c, synth.clip_rng(7, split, c, i), t, 64, noise=noise) for i in range(n)]
+
+
+def _diffs(clip: np.ndarray) -> np.ndarray:
+    """Mean |frame[t+1] - frame[t]| per step, [T-1]."""
+    return np.abs(np.diff(clip.astype(np.float32), axis=0)).mean(axis=(1, 2, 3))
+
+
+def _changed_centroids(clip: np.ndarray) -> np.ndarray:
+    """Centroid (x, y) of the pixels that change between consecutive frames, per step."""
+    d = np.abs(np.diff(clip.astype(np.int16), axis=0)).max(axis=3) > 8
+    out = []
+    for m in d:
+        ys, xs = np.nonzero(m)
+        out.append((xs.mean(), ys.mean()) if len(xs) else (np.nan, np.nan))
+    return np.asarray(out)
+
+
+# -- dataset ---------------------------------------------------------------------------------------
+def test_classes_and_shapes():
+    assert 6 <= len(synth.CLASSES) <= 10 and len(set(synth.CLASSES)) == len(synth.CLASSES)
+    x, y = synth.make_dataset(2, seed=3, num_frames=12, size=48)
+    assert x.shape == (2 * len(synth.CLASSES), 12, 48, 48, 3) and x.dtype == np.uint8
+    assert y.dtype == np.int64 and sorted(set(y.tolist())) == list(range(len(synth.CLASSES)))
+
+
+def test_dataset_is_deterministic_per_seed_and_split():
+    a, ya = synth.make_dataset(2, seed=11)
+    b, yb = synth.make_dataset(2, seed=11)
+    assert np.array_equal(a, b) and np.array_equal(ya, yb)
+    c, _ = synth.make_dataset(2, seed=12)
+    d, _ = synth.make_dataset(2, seed=11, split=1)
+    assert not np.array_equal(a, c) and not np.array_equal(a, d)
+    # one clip does not depend on what else is generated
+    one = synth.make_clip(3, synth.clip_rng(11, 0, 3, 1), 16, 64)
+    assert np.array_equal(one, a[1 * len(synth.CLASSES) + 3])
+
+
+def test_still_is_exactly_still_and_noise_is_the_only_change():
+    for clip in _clips("still"):
+        assert synth.mean_abs_frame_diff(clip) == 0.0
+    noisy = _clips("still", n=2, noise=1.5)
+    assert all(0.5 < synth.mean_abs_frame_diff(c) < 3.0 for c in noisy)
+
+
+def test_translation_speed_ordering():
+    # hand-checked averages (noise 0): still 0 < slow ~0.7 < fast ~2.4 mean abs frame difference
+    still = np.mean([synth.mean_abs_frame_diff(c) for c in _clips("still", 8)])
+    slow = np.mean([synth.mean_abs_frame_diff(c) for c in _clips("slow_translation", 8)])
+    fast = np.mean([synth.mean_abs_frame_diff(c) for c in _clips("fast_translation", 8)])
+    assert still == 0.0 < slow < fast
+    assert fast > 2.0 * slow
+    # every translating clip changes in every step (the object never stops)
+    for c in _clips("slow_translation", 4) + _clips("fast_translation", 4):
+        assert (_diffs(c) > 0).all()
+
+
+def test_each_class_has_its_motion_signature():
+    for c in _clips("rotation"):  # spins in place: the changing region does not travel
+        cen = _changed_centroids(c)
+        assert (_diffs(c) > 0).all()
+        assert np.nanmax(np.abs(cen - np.nanmean(cen, 0))) < 6.0
+    for c in _clips("flicker"):  # global brightness oscillates strongly
+        lum = c.astype(np.float32).mean(axis=(1, 2, 3))
+        assert lum.max() / max(lum.min(), 1.0) > 1.3
+    for c in _clips("camera_pan"):  # nearly every pixel changes in every step
+        changed = (np.abs(np.diff(c.astype(np.int16), axis=0)).max(axis=3) > 0).mean(axis=(1, 2))
+        assert (changed > 0.5).all()
+    for c in _clips("scene_cut"):  # static shots separated by >= 1 cut within the first 12 frames
+        nz = np.nonzero(_diffs(c))[0]
+        assert 1 <= len(nz) <= 3 and nz[0] < 12
+        assert (_diffs(c)[nz] > 5.0).all()
+    for c in _clips("bouncing"):  # the vertical motion reverses at least once (a bounce)
+        cy = _changed_centroids(c)[:, 1]
+        dy = np.diff(cy[~np.isnan(cy)])
+        assert (dy > 0.5).any() and (dy < -0.5).any()
+
+
+def test_bad_input_is_atfr_error():
+    rng = np.random.default_rng(0)
+    with pytest.raises(ATFRError):
+        synth.make_clip(len(synth.CLASSES), rng)
+    with pytest.raises(ATFRError):
+        synth.make_clip(0, rng, num_frames=0)
+    with pytest.raises(ATFRError):
+        synth.make_dataset(0)
+
+
+def test_write_demo_videos(tmp_path):
+    import cv2
+
+    paths = synth.write_demo_videos(tmp_path / "v", seed=0, n_per_class=1, fps=30, frames=20, size=64)
+    assert len(paths) == len(synth.CLASSES)
+    for p in paths:
+        assert p.exists() and p.suffix in (".mp4", ".avi") and p.stat().st_size > 0
+    cap = cv2.VideoCapture(str(paths[C["flicker"]]))
+    n = 0
+    while True:
+        ok, f = cap.read()
+        if not ok:
+            break
+        assert f.shape == (64, 64, 3)
+        n += 1
+    cap.release()
+    assert n == 20
+    assert not any(n.name.startswith(".") for n in (tmp_path / "v").iterdir())  # no partial files left
+    with pytest.raises(ATFRError, match="already exists"):
+        synth.write_demo_videos(tmp_path / "v", n_per_class=1, frames=4)
+    assert len(synth.write_demo_videos(tmp_path / "v", n_per_class=1, frames=4, force=True)) == len(paths)
+
+
+def test_synth_is_torch_free():
+    import subprocess
+    import sys
+
+    code = ("import sys; import atfr.demo.synth as s; s.make_dataset(1); "
+            "assert 'torch' not in sys.modules, 'torch imported'")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stderr
+
+
+# -- the committed demo model --------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def demo_model():
+    torch = pytest.importorskip("torch")
+    torch.set_num_threads(2)
+    from atfr.models.checkpoint import load_checkpoint
+
+    assert ASSET.exists(), f"{ASSET} is missing (atfr train-demo -o {ASSET})"
+    lm = load_checkpoint(ASSET)
+    lm.model.batch_independent = True
+    return lm
+
+
+def test_demo_asset_is_small_and_self_describing(demo_model):
+    assert ASSET.stat().st_size <= 10 * 1024 * 1024
+    assert demo_model.labels == synth.CLASSES
+    spec = demo_model.input_spec
+    assert (spec.num_frames, spec.crop_size, spec.short_side, spec.sampling_rate) == (16, 64, 64, 1)
+    assert spec.mean == (0.45, 0.45, 0.45) and spec.std == (0.225, 0.225, 0.225)
+    meta = demo_model.meta
+    assert meta["heldout_accuracy"] >= 0.9 and "train-demo" in meta["command"]
+    assert set(meta["per_class"]) == set(synth.CLASSES)
+    assert len(demo_model.model.sgs_specs) == 1
+
+
+def test_demo_model_accuracy_and_bprime_track_motion(demo_model):
+    import torch
+
+    from atfr.demo.train import HELD_OUT_SPLIT, preprocess
+
+    # a fixed held-out set (the split the model never trained on), 6 clips per class
+    x, y = synth.make_dataset(6, seed=0, num_frames=16, size=64, split=HELD_OUT_SPLIT)
+    with torch.no_grad():
+        logits, k = demo_model.model.forward_with_bprime([preprocess(x)])
+    pred = logits.argmax(1).numpy()
+    bp = k[:, 0].numpy().astype(float)
+    acc = float((pred == y).mean())
+    assert acc >= 0.9, f"accuracy {acc:.3f}"
+    assert ((1 <= bp) & (bp <= 16)).all()
+    still = bp[y == C["still"]].mean()
+    fast = bp[y == C["fast_translation"]].mean()
+    assert still < fast, f"mean B' still {still:.2f} vs fast {fast:.2f}"
+    # batch-independent: a clip's B' and prediction do not depend on the batch it is in
+    with torch.no_grad():
+        l1, k1 = demo_model.model.forward_with_bprime([preprocess(x[:1])])
+    assert int(k1[0, 0]) == int(k[0, 0]) and int(l1.argmax(1)[0]) == int(pred[0])
