@@ -21,7 +21,6 @@ batch > 1 the curve assumes every clip of a batch has the same B' (one back call
 
 from __future__ import annotations
 
-import os
 import resource
 import sys
 import time
@@ -32,7 +31,7 @@ from typing import Any, Callable
 import numpy as np
 
 from atfr.errors import ATFRError
-from atfr.runtime.manifest import Manifest, load_manifest
+from atfr.runtime.manifest import Manifest
 from atfr.runtime.pipeline import Pipeline
 
 from . import env as envmod

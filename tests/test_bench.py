@@ -451,3 +451,12 @@ def test_bench_errors_are_one_line(tiny_export, tmp_path, capsys):
     assert main(["bench", str(ex), "--static", str(tmp_path / "nope"), "--out", str(tmp_path / "c")]) == 2
     err = capsys.readouterr().err
     assert "does not exist" in err and "Traceback" not in err
+
+
+def test_bench_library_is_torch_free():
+    import subprocess
+    import sys
+    code = ("import sys, atfr.bench.runner, atfr.bench.report, atfr.bench.env, atfr.bench.timing, "
+            "atfr.bench.stats, atfr.commands.bench; assert 'torch' not in sys.modules, 'torch imported'")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr[-500:]

@@ -271,3 +271,18 @@ def test_ring_buffer_drops_oldest_for_slow_consumer():
 def test_unreachable_stream_is_one_line(tiny_export, capsys):
     rc = main(["run", str(tiny_export), "--source", "http://127.0.0.1:1/cam.mjpg"])
     _one_line_error(capsys.readouterr(), rc, 5, r"cannot open stream http://127\.0\.0\.1:1/cam\.mjpg")
+
+
+def test_unreadable_file_one_line_at_fd_level(tiny_export, tmp_path):
+    """In a fresh process FFmpeg's own C-level messages ("moov atom not found") are silenced too."""
+    import subprocess
+    import sys
+
+    bad = tmp_path / "random.mp4"
+    bad.write_bytes(np.random.default_rng(2).integers(0, 256, 20000, dtype=np.uint8).tobytes())
+    env = {k: v for k, v in os.environ.items() if k != "OPENCV_FFMPEG_LOGLEVEL"}
+    p = subprocess.run([sys.executable, "-m", "atfr.cli", "run", str(tiny_export), "--source", str(bad)],
+                       capture_output=True, text=True, timeout=120, env=env)
+    assert p.returncode == 5
+    assert p.stderr.strip().splitlines() == [f"atfr run: error: {bad}: cannot open video (not a video, "
+                                             "unsupported container, or corrupt)"]
