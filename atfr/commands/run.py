@@ -32,7 +32,6 @@ import numpy as np
 
 from atfr.errors import ATFRError, SourceError
 
-ANSI_CLEAR = "\r\x1b[K"
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
