@@ -416,6 +416,8 @@ def capture(threads: int | None = None) -> dict[str, Any]:
         "cpu": cpu_info(),
         "threads": threads,
         "omp_num_threads": os.environ.get("OMP_NUM_THREADS"),
+        "openblas_num_threads": os.environ.get("OPENBLAS_NUM_THREADS"),
+        "mkl_num_threads": os.environ.get("MKL_NUM_THREADS"),
         "gpu": gpu_info(),
         "versions": versions(),
         "jetson": None,

@@ -300,8 +300,12 @@ def plot_bprime_hist(r: dict[str, Any]) -> bytes:
     bins = max([s["bins"] for s in r["model"]["sgs"]] or [1])
     if d and d["counts"]:
         ks = [int(k) for k in d["counts"]]
+        from matplotlib.ticker import MaxNLocator
         ax.bar(ks, list(d["counts"].values()), color="tab:blue")
-        ax.set_title(f"B' distribution ({d['source'][:60]}, n={d['n']})", fontsize=9)
+        ax.yaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        src = d["source"].split(" (")[0]
+        ax.set_title(f"B' distribution: {src} (n={d['n']})", fontsize=9)
     else:
         ax.text(0.5, 0.5, "no B' distribution (pass --videos DIR)", ha="center", va="center",
                 transform=ax.transAxes)

@@ -6,7 +6,8 @@ noise hits every candidate alike:
 * ``atfr.front``: the fixed-shape front graph on a batch of random clips (seeded);
 * ``atfr.sgs``: the runtime's SGS step over that batch's front outputs (per clip, as the
   pipeline does);
-* ``atfr.back@B'``: the dynamic back graph fed T'=B' tensors, for each requested B'. With two
+* ``atfr.back@B'``: the dynamic back graph fed T'=B' tensors (B' frames of the real front
+  features, see :func:`back_feeds`), for each requested B'. With two
   SGS pathways (SlowFast) both vary together, proportionally: the curve's x is B' of the layer
   with the most bins (B_max) and layer p gets max(1, round(x * B_p / B_max));
 * ``atfr.e2e``: ``Pipeline.infer`` on the batch (input checks, front, SGS, grouped back);
@@ -21,6 +22,7 @@ batch > 1 the curve assumes every clip of a batch has the same B' (one back call
 
 from __future__ import annotations
 
+import os
 import resource
 import sys
 import time
@@ -95,18 +97,21 @@ def curve_x(m: Manifest, bp: tuple[int, ...] | list[int]) -> int:
     return int(bp[i])
 
 
-def back_feeds(m: Manifest, front_out: dict[str, np.ndarray], bps: list[int], rng: np.random.Generator
-               ) -> dict[str, np.ndarray]:
-    n = front_out["feat0"].shape[0]
+def back_feeds(m: Manifest, front_out: dict[str, np.ndarray], bps: list[int]) -> dict[str, np.ndarray]:
+    """Back inputs with T'=B' per SGS pathway, built from the real front features: B' frames of
+    feat{p} at linspace(0, T-1, B') (SGS outputs are weighted sums of these frames, so the values,
+    their range and any data-dependent cost such as denormals stay realistic). Pass-through
+    pathways get their front features unchanged."""
     feeds: dict[str, np.ndarray] = {}
     for p in range(m.num_pathways):
         layer = m.sgs_for(p)
+        f = front_out[f"feat{p}"]
         if layer is None:
-            feeds[f"feat{p}"] = front_out[f"feat{p}"]
+            feeds[f"feat{p}"] = f
         else:
             b = bps[m.sgs.index(layer)]
-            feeds[f"sgs{p}"] = rng.standard_normal((n, layer.channels, b, layer.height, layer.width),
-                                                   dtype=np.float32)
+            idx = np.round(np.linspace(0, f.shape[2] - 1, b)).astype(np.int64)
+            feeds[f"sgs{p}"] = np.ascontiguousarray(f[:, :, idx])
     return feeds
 
 
@@ -266,6 +271,13 @@ def gflops_table(m: Manifest, xs: list[int], torch_model: Any = None) -> dict[st
 
 # -- torch eager (lazy) ----------------------------------------------------------------------------
 def torch_candidate(checkpoint: str, clips: list[np.ndarray], threads: int | None) -> tuple[Callable, dict[str, Any], Any]:
+    """PyTorch eager on the same clips. Before torch (and its OpenMP runtime) is first imported,
+    OMP_WAIT_POLICY defaults to PASSIVE in this process: interleaved with ONNX Runtime, OpenMP
+    workers that keep spinning after each torch call would steal the cores from the next
+    candidate (and oversubscribed spin barriers slow torch itself by orders of magnitude on a
+    busy machine). Set OMP_WAIT_POLICY yourself to override; the value used is in the report."""
+    if "torch" not in sys.modules:
+        os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     import torch
 
     from atfr.models.checkpoint import load_checkpoint
@@ -276,7 +288,7 @@ def torch_candidate(checkpoint: str, clips: list[np.ndarray], threads: int | Non
     model.batch_independent = True
     xs = [torch.from_numpy(c.copy()) for c in clips]
     info: dict[str, Any] = {"checkpoint": str(checkpoint), "channels_last_3d": False, "threads": torch.get_num_threads(),
-                            "torch_version": torch.__version__}
+                            "torch_version": torch.__version__, "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY")}
     try:
         model = model.to(memory_format=torch.channels_last_3d)
         xs = [x.contiguous(memory_format=torch.channels_last_3d) for x in xs]
@@ -354,7 +366,6 @@ def _run(o: BenchOptions, env: dict[str, Any], warnings: list[str], sampler: env
     bmax = max((l.bins for l in m.sgs), default=0)
     xs = parse_bprime(o.bprime, bmax)
     clips = random_clips(m, o.batch, o.seed)
-    rng = np.random.default_rng(o.seed + 1)
     front_out = pipe.run_front(pipe.check_inputs(clips))
     per_clip = pipe.run_sgs(front_out)
     e2e_bp = [list(bp) for _, bp in per_clip]
@@ -367,7 +378,7 @@ def _run(o: BenchOptions, env: dict[str, Any], warnings: list[str], sampler: env
         cands.append(Candidate("atfr.sgs", lambda: pipe.run_sgs(front_out)))
     feeds_at: dict[int, dict[str, np.ndarray]] = {}
     for x in xs:
-        feeds = back_feeds(m, front_out, per_layer_bprime(m, x), rng)
+        feeds = back_feeds(m, front_out, per_layer_bprime(m, x))
         feeds_at[x] = feeds
         cands.append(Candidate(f"atfr.back@{x}", (lambda f=feeds: pipe.run_back(f))))
     if not m.sgs:  # a static export benchmarked on its own: back on the front's output
@@ -420,7 +431,8 @@ def _run(o: BenchOptions, env: dict[str, Any], warnings: list[str], sampler: env
         pass
     t_start = time.perf_counter()
     try:
-        res = run_interleaved(cands, o.iters, o.warmup, progress=(bar.update if bar is not None else None))
+        res = run_interleaved(cands, o.iters, o.warmup, progress=(bar.update if bar is not None else None),
+                              seed=o.seed)
     finally:
         if bar is not None:
             bar.close()
@@ -582,13 +594,13 @@ def build_report(o: BenchOptions, m: Manifest, pipe: Pipeline, env: dict[str, An
         "config": {"export": str(o.export), "backend": getattr(pipe, "backend", o.backend), "warmup": o.warmup, "iters": o.iters,
                    "batch": n, "threads": o.threads, "bprime": xs, "videos": o.videos, "static": o.static,
                    "torch": o.torch_checkpoint, "seed": o.seed, "sgs_impl": getattr(pipe.sgs, "impl", None),
-                   "inputs": "standard normal random clips (seeded); back fed random T'=B' tensors",
+                   "inputs": "standard normal random clips (seeded); back fed T'=B' frames of the real front features",
                    "wall_s": wall_s},
         "model": {"name": m.name, "arch": m.arch, "num_frames": m.input.num_frames, "crop_size": m.input.crop_size,
                   "num_pathways": m.num_pathways, "clip_shapes": [list(s) for s in m.clip_shapes(n)],
                   "sgs": [{"pathway": l.pathway, "frames": l.frames, "bins": l.bins} for l in m.sgs]},
         "harness": {"clock": "time.perf_counter_ns around each call; gc disabled while timing",
-                    "interleaving": "round-robin over all candidates each iteration, start rotated every round",
+                    "interleaving": "round-robin: every candidate once per round, in a seeded random order per round",
                     "percentile_method": "linear", "std": "population (ddof=0)",
                     "candidates": [c for c in res], "overhead": overhead},
         "stages": {"front": front, "sgs": sgs, "end_to_end": e2e, "end_to_end_bprime": e2e_bp,

@@ -2,8 +2,10 @@
 
 Every round runs each candidate once, so slow drifts of the machine (thermal throttling, other
 processes on a shared CPU, DVFS) hit every candidate alike instead of whichever happened to run
-last. The starting candidate rotates from round to round, so no candidate always follows the same
-neighbour (cache and allocator state left behind by the previous call).
+last. The order within a round is a fresh (seeded) random permutation, so no candidate always
+follows the same neighbour: what the previous call leaves behind (cache and allocator state,
+ONNX Runtime / OpenMP worker threads still spinning on other cores) is spread over all candidates
+instead of always taxing the same one.
 
 A sample is ``perf_counter_ns()`` immediately before and after the call -- nothing else inside
 the timed region. The Python garbage collector is disabled while timing (and restored after) so a
@@ -61,10 +63,12 @@ class _GCPaused:
 
 
 def run_interleaved(candidates: Sequence[Candidate], iters: int, warmup: int = 0,
-                    progress: Callable[[int], None] | None = None) -> dict[str, Timings]:
+                    progress: Callable[[int], None] | None = None, seed: int | None = 0) -> dict[str, Timings]:
     """Time every candidate ``iters`` times (after ``warmup`` untimed rounds), interleaved.
 
-    ``progress(k)`` is called once per round (warmup rounds included) with k = 1.
+    Each round runs the candidates in a random order drawn from ``seed`` (``seed=None``: the
+    given order rotated by one per round instead). ``progress(k)`` is called once per round
+    (warmup rounds included) with k = 1.
     """
     if iters < 1:
         raise ValueError("iters must be >= 1")
@@ -77,15 +81,17 @@ def run_interleaved(candidates: Sequence[Candidate], iters: int, warmup: int = 0
     bufs = [np.zeros(iters, dtype=np.int64) for _ in candidates]
     extras: list[dict[str, list[float]]] = [{} for _ in candidates]
     pc = time.perf_counter_ns
+    rng = np.random.default_rng(seed) if seed is not None else None
+    orders = [[int(j) for j in rng.permutation(n)] if rng is not None else [(r + k) % n for k in range(n)]
+              for r in range(warmup + iters)]
     with _GCPaused():
         for r in range(warmup):
-            for k in range(n):
-                fns[(r + k) % n]()
+            for j in orders[r]:
+                fns[j]()
             if progress:
                 progress(1)
         for r in range(iters):
-            for k in range(n):
-                j = (r + k) % n
+            for j in orders[warmup + r]:
                 fn = fns[j]
                 t0 = pc()
                 fn()

@@ -82,6 +82,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--no-torch", action="store_true", help="skip PyTorch eager")
     ap.add_argument("--seed", type=int, default=0)
     a = ap.parse_args(argv)
+    if a.threads:  # before numpy is imported: caps the SGS step's BLAS threads too (see atfr bench --threads)
+        import os
+        for var in ("OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+            os.environ.setdefault(var, str(a.threads))
 
     arch = a.arch
     note = None

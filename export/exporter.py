@@ -254,10 +254,12 @@ def export_model(loaded: LoadedModel, outdir: str | Path, opts: ExportOptions) -
 def _gflops(model: VideoNet, clips, sgs_layers: list[SGSLayer]) -> dict[str, Any]:
     """GFLOPs (multiply-adds) of front, SGS and back per B', when the counter is available."""
     try:
-        from atfr.models.flops import count_gflops
+        from atfr.models.flops import flops_report
     except ImportError:
         return {}
     try:
-        return count_gflops(model, [tuple(c.shape) for c in clips])
+        rep = flops_report(model, [(1,) + tuple(c.shape[1:]) for c in clips])
+        # summary at B' = B (front, sgs, back, total, static) + one row per B' (per layer).
+        return {**rep["summary"], "vs_bprime": rep["table"]}
     except Exception as e:  # the counter is informative only; never fail an export on it
         return {"error": f"{type(e).__name__}: {e}"}

@@ -115,10 +115,15 @@ def test_run_interleaved_round_robin_and_probe():
     cands[1].probe = lambda: {"gpu_compute": 1.5, "h2d": None}
     res = run_interleaved(cands, iters=4, warmup=2)
     assert len(calls) == 3 * 6
-    # every round runs each candidate once; the starting candidate rotates
+    # every round runs each candidate once, in a seeded random order
     rounds = [calls[i:i + 3] for i in range(0, len(calls), 3)]
     assert all(sorted(r) == ["a", "b", "c"] for r in rounds)
-    assert [r[0] for r in rounds[2:]] == ["a", "b", "c", "a"]
+    calls.clear()
+    run_interleaved(cands, iters=4, warmup=2)
+    assert [calls[i:i + 3] for i in range(0, len(calls), 3)] == rounds  # reproducible
+    calls.clear()
+    run_interleaved(cands, iters=4, warmup=0, seed=None)  # deterministic rotation
+    assert [calls[i] for i in range(0, 12, 3)] == ["a", "b", "c", "a"]
     assert set(res) == {"a", "b", "c"}
     assert all(len(t.samples_ns) == 4 and (t.samples_ns >= 0).all() for t in res.values())
     assert res["b"].extra_ms == {"gpu_compute": [1.5] * 4}

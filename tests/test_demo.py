@@ -63,7 +63,7 @@ def test_still_is_exactly_still_and_noise_is_the_only_change():
 
 
 def test_translation_speed_ordering():
-    # hand-checked averages (noise 0): still 0 < slow ~0.7 < fast ~2.4 mean abs frame difference
+    # hand-checked averages over these 8 clips (noise 0): still 0 < slow 0.99 < fast 4.72
     still = np.mean([synth.mean_abs_frame_diff(c) for c in _clips("still", 8)])
     slow = np.mean([synth.mean_abs_frame_diff(c) for c in _clips("slow_translation", 8)])
     fast = np.mean([synth.mean_abs_frame_diff(c) for c in _clips("fast_translation", 8)])

@@ -49,6 +49,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="video files: decode as fast as possible and infer every strided clip (no drops) "
                         "instead of playing at the file's fps")
     p.add_argument("--retries", type=int, default=5, help="reconnect attempts for cameras/streams (default 5)")
+    p.add_argument("--print", dest="print_clips", action="store_true",
+                   help="print one line per clip (top-1, B', latency)")
     p.add_argument("--force", action="store_true", help="overwrite --save/--jsonl outputs")
 
 
@@ -220,6 +222,10 @@ class StreamRunner:
                 if i < len(s.bprime_hist):
                     s.bprime_hist[i][int(b)] = s.bprime_hist[i].get(int(b), 0) + 1
             self._latest = (topk, tuple(int(b) for b in res.bprime), latency)
+        if self.status is not None:  # one human line per clip (atfr demo, atfr run --print)
+            self.status.write(f"  clip {clip_no:3d} @frame {job.frame_index:5d}: {topk[0][0]} ({topk[0][1]:.2f})  "
+                              f"B'={list(int(b) for b in res.bprime)}  {latency:.1f} ms\n")
+            self.status.flush()
         if self.events is not None:
             ev = {"clip": clip_no, "frame": job.frame_index, "timestamp": round(job.timestamp, 4),
                   "topk": [{"index": i, "label": lab, "prob": p} for i, (lab, p) in zip(top, topk)],
@@ -397,7 +403,8 @@ def run(args: argparse.Namespace) -> int:
         opts = RunOptions(stride=args.stride, topk=args.topk, duration=args.duration, lossless=offline)
         print(f"atfr run: {m.name} ({pipeline.backend}) on {reader.name} at {reader.fps:g} fps; "
               f"clip = {m.input.num_frames} frames every {args.stride} frame(s)", file=sys.stderr)
-        runner = StreamRunner(pipeline, stream, opts, events, on_frame if (writer or show) else None)
+        runner = StreamRunner(pipeline, stream, opts, events, on_frame if (writer or show) else None,
+                              status=sys.stdout if args.print_clips else None)
         summary = runner.run()
         if writer is not None:
             saved = writer.close()  # the rename; on an exception the context aborts (temp removed)

@@ -4,8 +4,8 @@ Eight classes that differ by *motion* (and, within a class, vary in appearance a
 
 ====================  ==========================================================================
 still                 a static scene with foreground objects; nothing moves
-slow_translation      one object glides across a static background at 0.4-1.0 px/frame
-fast_translation      one object moves across a static background at 2.5-4 px/frame
+slow_translation      1-3 objects glide across a static background at 0.4-1.0 px/frame
+fast_translation      1-3 objects move across a static background at 2.5-4 px/frame
 rotation              an elongated object spins in place at 8-20 degrees/frame
 flicker               a static scene whose global brightness oscillates (sinusoid)
 camera_pan            the whole scene (background and objects) shifts at 1.2-3 px/frame
@@ -78,18 +78,18 @@ def _background(rng: np.random.Generator, h: int, w: int, ref: int) -> np.ndarra
     base = _colour(rng, 40, 215)
     scale = ref / 64.0
     cells = int(rng.integers(3, 10)) * max(h, w) / ref
-    tex = _smooth_noise(rng, h, w, int(round(cells)), 3) * rng.uniform(20, 60)
+    tex = _smooth_noise(rng, h, w, int(round(cells)), 3) * rng.uniform(15, 40)
     img = base[None, None, :] + tex
     kind = rng.integers(0, 3)
     if kind == 1:  # fine blobs: gives a pan something to track
         fine = _smooth_noise(rng, h, w, int(round(rng.uniform(12, 20) * max(h, w) / ref)), 1)
-        img = img + fine * rng.uniform(15, 40)
+        img = img + fine * rng.uniform(12, 30)
     elif kind == 2:  # soft stripes
         ang = rng.uniform(0, math.pi)
         period = rng.uniform(8, 20) * scale
         yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
         s = np.sin((xx * math.cos(ang) + yy * math.sin(ang)) * 2 * math.pi / period)
-        img = img + s[:, :, None] * rng.uniform(10, 30)
+        img = img + s[:, :, None] * rng.uniform(8, 22)
     return np.clip(img, 0, 255).astype(np.float32)
 
 
@@ -192,20 +192,22 @@ def _still_with_objects(rng, size, n_obj=(1, 3)) -> np.ndarray:
 # -- motion --------------------------------------------------------------------------------------
 def _translation(rng, t: int, size: int, speed: tuple[float, float]) -> list[np.ndarray]:
     bg = _scene(rng, size, size, size)
-    sp = _sprite(rng, size, bg=bg)
-    s = sp[1].shape[0]
-    v = rng.uniform(*speed) * size / 64.0
-    th = rng.uniform(0, 2 * math.pi)
-    vx, vy = v * math.cos(th), v * math.sin(th)
-    x0, y0 = rng.uniform(0.15 * size, 0.85 * size), rng.uniform(0.15 * size, 0.85 * size)
-    ang = rng.uniform(0, 360)
-    period = size + s  # leaves fully on one side before it re-enters on the other
+    movers = []
+    for _ in range(int(rng.integers(1, 4))):  # 1-3 objects, each with its own speed and heading
+        sp = _sprite(rng, size, bg=bg)
+        v = rng.uniform(*speed) * size / 64.0
+        th = rng.uniform(0, 2 * math.pi)
+        x0, y0 = rng.uniform(0.15 * size, 0.85 * size), rng.uniform(0.15 * size, 0.85 * size)
+        movers.append((sp, v * math.cos(th), v * math.sin(th), x0, y0, rng.uniform(0, 360)))
     frames = []
     for i in range(t):
         img = bg.copy()
-        x = (x0 + vx * i + s / 2) % period - s / 2
-        y = (y0 + vy * i + s / 2) % period - s / 2
-        _paste(img, sp, x, y, ang)
+        for sp, vx, vy, x0, y0, ang in movers:
+            s = sp[1].shape[0]
+            period = size + s  # leaves fully on one side before it re-enters on the other
+            x = (x0 + vx * i + s / 2) % period - s / 2
+            y = (y0 + vy * i + s / 2) % period - s / 2
+            _paste(img, sp, x, y, ang)
         frames.append(img)
     return frames
 
