@@ -39,6 +39,10 @@ class OrtRunner:
             so.intra_op_num_threads = int(threads)
         elif os.environ.get("ATFR_ORT_THREADS"):
             so.intra_op_num_threads = int(os.environ["ATFR_ORT_THREADS"])
+        if os.environ.get("ATFR_ORT_SPIN") == "0":
+            # Idle worker threads spin by default; on shared or small CPUs (Jetson's, CI's)
+            # that steals time from whatever runs next (the SGS step, the other graph).
+            so.add_session_config_entry("session.intra_op.allow_spinning", "0")
         avail = ort.get_available_providers()
         prov = [x for x in (providers or ["CPUExecutionProvider"]) if x in avail] or ["CPUExecutionProvider"]
         try:

@@ -445,6 +445,7 @@ def test_bench_bprime_list_and_videos(tiny_export, tmp_path, capsys):
     assert all(1 <= int(k) <= 8 for k in d["counts"])
     assert d["expected"]["latency_ms"] > 0
     assert r["static"] is None and r["torch"] is None
+    assert set(r["gflops"]["per_bprime"]) == {"2", "8"}  # manifest table (or its B'/B scaling), no torch
 
 
 def test_bench_errors_are_one_line(tiny_export, tmp_path, capsys):
