@@ -12,6 +12,7 @@ unexpected key is reported in one error (the official loader silently keeps rand
 from __future__ import annotations
 
 import io
+import json
 import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -132,6 +133,10 @@ def save_checkpoint(path: str | Path, model: VideoNet, cfg: dict[str, Any], labe
                     meta: dict[str, Any] | None = None, force: bool = False) -> Path:
     """Write our self-describing checkpoint atomically (refuses to overwrite without force)."""
     p = check_writable(path, force)
+    # Only plain JSON types besides tensors: anything else (a TorchVersion, a Path, numpy scalars)
+    # would make the file unloadable with torch.load(weights_only=True).
+    cfg = json.loads(json.dumps(cfg, default=str))
+    meta = json.loads(json.dumps(dict(meta or {}), default=str))
     obj = {
         "format": FORMAT,
         "version": VERSION,
@@ -140,7 +145,7 @@ def save_checkpoint(path: str | Path, model: VideoNet, cfg: dict[str, Any], labe
         "input": model.input_spec.to_dict(),
         "sgs": [s.to_dict() for s in model.sgs_specs],
         "model_state": {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()},
-        "meta": dict(meta or {}),
+        "meta": meta,
     }
     buf = io.BytesIO()
     torch.save(obj, buf)

@@ -143,3 +143,16 @@ def test_convert_roundtrip(capsys, tmp_path, golden_ckpt):
 def test_unknown_command(capsys):
     rc, _, err = _run(capsys, "frobnicate")
     _one_line_error(rc, err, match="unknown command")
+
+
+def test_checkpoint_meta_with_non_json_objects_still_loads_safely(tmp_path, tiny_checkpoint):
+    """Meta values such as torch.__version__ (a TorchVersion object) are stored as plain strings,
+    so the file stays loadable with torch.load(weights_only=True)."""
+    import torch
+
+    from atfr.models.checkpoint import load_checkpoint, save_checkpoint
+
+    lm = load_checkpoint(tiny_checkpoint)
+    out = tmp_path / "m.pt"
+    save_checkpoint(out, lm.model, lm.cfg, lm.labels, {"torch": torch.__version__, "path": tmp_path})
+    assert load_checkpoint(out).meta == {"torch": str(torch.__version__), "path": str(tmp_path)}
