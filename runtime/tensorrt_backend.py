@@ -376,9 +376,9 @@ class TrtEngineRunner:
             outs[n] = v.copy() if copy else v
         self.runs += 1
         self.last_timings = {
-            "host_ms": (time.perf_counter() - t0) * 1e3, "enqueue_ms": enqueue_ms,
-            "h2d_ms": cuda.elapsed_ms(ev[0], ev[1]), "gpu_ms": cuda.elapsed_ms(ev[1], ev[2]),
-            "d2h_ms": cuda.elapsed_ms(ev[2], ev[3]),
+            "host_latency": (time.perf_counter() - t0) * 1e3, "enqueue": enqueue_ms,
+            "h2d": cuda.elapsed_ms(ev[0], ev[1]), "gpu_compute": cuda.elapsed_ms(ev[1], ev[2]),
+            "d2h": cuda.elapsed_ms(ev[2], ev[3]),
         }
         if self.allocator is not None:
             self.last_timings["reallocations"] = float(self.allocator.reallocations)
@@ -504,7 +504,7 @@ class TrtPipeline(Pipeline):
         return super().run_sgs(front_out)
 
     def timings(self) -> dict[str, dict[str, float]]:
-        """Last run's timings per stage (host_ms, enqueue_ms, h2d_ms, gpu_ms, d2h_ms)."""
+        """Last run's timings per stage (ms, trtexec vocabulary: host_latency, enqueue, h2d, gpu_compute, d2h)."""
         return {"front": dict(getattr(self.front, "last_timings", {})),
                 "back": dict(getattr(self.back, "last_timings", {}))}
 

@@ -184,3 +184,25 @@ def test_demo_model_accuracy_and_bprime_track_motion(demo_model):
     with torch.no_grad():
         l1, k1 = demo_model.model.forward_with_bprime([preprocess(x[:1])])
     assert int(k1[0, 0]) == int(k[0, 0]) and int(l1.argmax(1)[0]) == int(pred[0])
+
+
+def test_exported_demo_model_equals_pytorch_on_held_out_clips(demo_model, tmp_path):
+    """Issue acceptance: on held-out clips the ONNX Runtime export gives identical B' and the same
+    top-1 as PyTorch, clip for clip."""
+    import torch
+
+    from atfr.demo.train import HELD_OUT_SPLIT, preprocess
+    from atfr.export.exporter import ExportOptions, export_model
+    from atfr.runtime.clips import normalize, pack_pathways
+    from atfr.runtime.pipeline import Pipeline
+
+    out = export_model(demo_model, tmp_path / "demo_export", ExportOptions(name="demo"))
+    pl = Pipeline.load(out)
+    x, y = synth.make_dataset(10, seed=0, num_frames=16, size=64, split=HELD_OUT_SPLIT)
+    with torch.no_grad():
+        logits, k = demo_model.model.forward_with_bprime([preprocess(x)])
+    spec = pl.manifest.input
+    batch = np.concatenate([pack_pathways(normalize(f, spec), spec)[0] for f in x], 0)
+    res = pl.infer([batch])
+    assert [r.bprime[0] for r in res] == k[:, 0].tolist()
+    assert [r.top(1)[0] for r in res] == logits.argmax(1).tolist()

@@ -21,6 +21,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--heldout-per-class", type=int, default=None, metavar="N",
                    help="held-out clips per class for the reported accuracy (default: the demo recipe)")
     p.add_argument("--threads", type=int, default=2, help="torch CPU threads (default 2)")
+    p.add_argument("--kernel", choices=["linear", "linear_normalized", "delta", "delta_normalized"],
+                   help="SGS kernel (default: the demo recipe's)")
+    p.add_argument("--sgs-lr-scale", type=float, default=None,
+                   help="peak learning rate of the SGS phase relative to the first phase")
     p.add_argument("--force", action="store_true", help="overwrite OUT.pt if it exists")
 
 
@@ -49,7 +53,15 @@ def run(args: argparse.Namespace) -> int:
         kw["n_train_per_class"] = args.train_per_class
     if args.heldout_per_class is not None:
         kw["n_val_per_class"] = args.heldout_per_class
+    if args.kernel:
+        kw["overrides"] = {**kw.get("overrides", {}), "kernel": args.kernel}
+    if args.sgs_lr_scale is not None:
+        kw["sgs_lr_scale"] = args.sgs_lr_scale
     cmd = ["atfr", "train-demo", "-o", str(out), "--seed", str(args.seed), "--epochs", str(kw["epochs"])]
+    if args.kernel:
+        cmd += ["--kernel", args.kernel]
+    if args.sgs_lr_scale is not None:
+        cmd += ["--sgs-lr-scale", str(args.sgs_lr_scale)]
     if args.train_per_class is not None:
         cmd += ["--train-per-class", str(args.train_per_class)]
     if args.heldout_per_class is not None:
