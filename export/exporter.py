@@ -190,6 +190,7 @@ def export_model(loaded: LoadedModel, outdir: str | Path, opts: ExportOptions) -
 
     # 3. B' statistics on structured clips: the builder's default optimisation-profile opt.
     bstats: dict[str, Any] = {}
+    model.eval()  # belt and braces: nothing above may leave BN in train mode
     if sgs_layers:
         with torch.no_grad():
             bps = [model.forward_with_bprime(c)[1][0].tolist() for c in structured_clips(model, frames, size)]

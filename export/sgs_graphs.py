@@ -74,6 +74,7 @@ class _Fallback(nn.Module):
     def __init__(self, layers: list[SGSLayer]):
         super().__init__()
         self.layers = layers
+        self.eval()
 
     def forward(self, *args):
         outs = []

@@ -15,6 +15,9 @@ class Front(nn.Module):
         super().__init__()
         self.model = model
         self.sgs_pathways = sorted(model.ts_layer_map())
+        # A new Module starts in train mode; torch.onnx.export restores the wrapper's mode
+        # recursively after tracing, which would leave the wrapped model with train-mode BN.
+        self.eval()
 
     def forward(self, *clips: torch.Tensor):
         feats, dists = self.model.front_with_distances(list(clips))
@@ -27,6 +30,7 @@ class Back(nn.Module):
     def __init__(self, model: VideoNet):
         super().__init__()
         self.model = model
+        self.eval()  # see Front
 
     def forward(self, *xs: torch.Tensor):
         return self.model.back(list(xs))

@@ -187,3 +187,15 @@ def test_x3d_s_atfr_export_and_one_clip(tmp_path):
     assert pl.manifest.clip_shapes(1) == [(1, 3, 13, 160, 160)]
     res = pl.infer([np.random.default_rng(0).normal(size=(1, 3, 13, 160, 160)).astype(np.float32)])[0]
     assert res.probs.shape == (400,) and 1 <= res.bprime[0] <= 13
+
+
+def test_export_leaves_the_model_untouched(tiny_checkpoint, tmp_path):
+    """Regression: exporting must not switch the model to train mode or change BN statistics
+    (the export wrappers once restored train mode onto it, and the B' statistics then updated
+    running stats)."""
+    lm = load_checkpoint(tiny_checkpoint)
+    before = {k: v.clone() for k, v in lm.model.state_dict().items()}
+    export_model(lm, tmp_path / "e", ExportOptions())
+    assert not any(m.training for m in lm.model.modules())
+    after = lm.model.state_dict()
+    assert all(torch.equal(before[k], after[k]) for k in before)
