@@ -26,6 +26,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--calib-videos", type=int, default=16, help="calibration videos per class")
     ap.add_argument("--calib-clips", type=int, default=256)
     ap.add_argument("--method", default="percentile")
+    ap.add_argument("--reference", default="torch", choices=["torch", "fp32"])
     args = ap.parse_args(argv)
 
     from atfr.calibration.accuracy import compare_precisions, format_report
@@ -52,7 +53,7 @@ def main(argv: list[str] | None = None) -> int:
     calibrate(out, vids[0].parent, clips=args.calib_clips, method=args.method, seed=0)
     frames, labels = make_dataset(args.per_class, seed=0, num_frames=spec.num_frames, size=spec.crop_size, split=1)
     clips = [pack_pathways(normalize(f, spec), spec) for f in frames]
-    res = compare_precisions(out, ["fp32", "fp16", "int8"], clips, reference="torch", labels=list(labels),
+    res = compare_precisions(out, ["fp32", "fp16", "int8"], clips, reference=args.reference, labels=list(labels),
                              checkpoint=ckpt)
     print(f"command: python {' '.join(sys.argv)}")
     print(f"model: {ckpt.name}; held-out clips: {len(clips)} ({args.per_class} per class, split 1); "
