@@ -23,7 +23,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--workdir", default="atfr-demo", help="where the export and demo videos go (default ./atfr-demo)")
     p.add_argument("--checkpoint", help="demo checkpoint (default: the built-in one)")
     p.add_argument("--backend", default="onnxruntime", choices=["onnxruntime", "tensorrt", "auto"])
-    p.add_argument("--videos-per-class", type=int, default=1)
+    p.add_argument("--videos-per-class", type=int, default=3,
+                   help="demo videos per class (default 3: one clip's B' varies, a class mean is telling)")
     p.add_argument("--force", action="store_true", help="re-export and regenerate the videos")
 
 
@@ -52,7 +53,7 @@ def run(args: argparse.Namespace) -> int:
         print(f"reusing the export in {export_dir} (pass --force to redo it)")
     m = load_manifest(export_dir, check=True)
     frames = 2 * m.input.num_frames * m.input.sampling_rate
-    videos = sorted(video_dir.glob("*.mp4")) + sorted(video_dir.glob("*.avi"))
+    videos = sorted(video_dir.glob("*.avi")) + sorted(video_dir.glob("*.mp4"))
     if args.force or len(videos) < len(CLASSES) * args.videos_per_class:
         videos = write_demo_videos(video_dir, seed=0, n_per_class=args.videos_per_class, fps=m.input.target_fps,
                                    frames=frames, size=m.input.crop_size, force=True)
@@ -77,8 +78,15 @@ def run(args: argparse.Namespace) -> int:
         gfl = [table[(int(k),)] for k in hist for _ in range(hist[k]) if (int(k),) in table]
         rows.append((path.stem.rsplit("_", 1)[0], mean_bp, sum(gfl) / len(gfl) if gfl else None,
                      summ.mean_latency_ms))
-    print("\nper video: mean B', GFLOPs per clip (vs static), mean latency")
+    per_class: dict[str, list] = {}
     for name, bp, g, lat in rows:
+        per_class.setdefault(name, []).append((bp, g, lat))
+    print("\nper class: mean B', GFLOPs per clip (vs static), mean latency")
+    for name, vals in per_class.items():
+        bp = sum(v[0] for v in vals) / len(vals)
+        gs = [v[1] for v in vals if v[1] is not None]
+        g = sum(gs) / len(gs) if gs else None
+        lat = sum(v[2] for v in vals) / len(vals)
         gtxt = f"{g:.3f} ({100 * g / static:.0f}% of static)" if g and static else "-"
         print(f"  {name:18s} B'={bp:5.2f}  {gtxt:26s} {lat:6.1f} ms")
     print(f"done in {time.perf_counter() - t0:.1f} s. Try: atfr run {export_dir} --source {videos[0]} "

@@ -367,9 +367,13 @@ def mean_abs_frame_diff(clip: np.ndarray) -> float:
 
 # -- demo videos ---------------------------------------------------------------------------------
 def _write_video(path: Path, clip: np.ndarray, fps: float) -> Path | None:
-    """Write clip (RGB) with mp4v to .mp4, falling back to MJPG .avi. Atomic; None if both fail."""
+    """Write clip (RGB) losslessly (FFV1 .avi), falling back to mp4v .mp4 and MJPG .avi.
+
+    Lossless first: lossy codecs add frame-to-frame flicker (up to ~18 grey levels at 64 px), which
+    SGS rightly sees as change, and the demo's still clips would not look still. Atomic; None if
+    no codec works."""
     h, w = clip.shape[1:3]
-    for fourcc, ext in (("mp4v", ".mp4"), ("MJPG", ".avi")):
+    for fourcc, ext in (("FFV1", ".avi"), ("mp4v", ".mp4"), ("MJPG", ".avi")):
         final = path.with_suffix(ext)
         tmp = final.with_name(f".{final.stem}.partial{os.getpid()}{ext}")
         vw = cv2.VideoWriter(str(tmp), cv2.VideoWriter_fourcc(*fourcc), float(fps), (w, h))
@@ -390,7 +394,7 @@ def _write_video(path: Path, clip: np.ndarray, fps: float) -> Path | None:
 
 def write_demo_videos(outdir: str | os.PathLike, seed: int = 0, n_per_class: int = 1, fps: float = 30.0,
                       frames: int = 48, size: int = 64, force: bool = False) -> list[Path]:
-    """Write n_per_class demo videos per class into outdir as ``<class>_<i>.mp4`` (or .avi).
+    """Write n_per_class demo videos per class into outdir as ``<class>_<i>.avi`` (FFV1, lossless; .mp4 if FFV1 is missing).
 
     The clips come from split 2 (never used for training). Videos are written at the model's
     input size, so the runtime's resize and crop are identities. Existing files are not
