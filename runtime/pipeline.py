@@ -18,7 +18,7 @@ from atfr.errors import ATFRError
 
 from .backends import GraphRunner, OrtRunner, resolve_backend
 from .manifest import Manifest, load_manifest
-from .sgs_numpy import sgs_step
+from .sgs_numpy import guard_zero_max, sgs_step
 
 
 def softmax(x: np.ndarray, axis: int = -1) -> np.ndarray:
@@ -74,20 +74,10 @@ class SGSStep:
             return out, tuple(bp)
         for layer in self.m.sgs:
             p, s = layer.pathway, layer.spec
-            r = sgs_step(feats[f"feat{p}"], _guard(feats[f"dist{p}"]), s.num_bins, s.kernel, s.drop_bins)
+            r = sgs_step(feats[f"feat{p}"], guard_zero_max(feats[f"dist{p}"]), s.num_bins, s.kernel, s.drop_bins)
             out[f"sgs{p}"] = r.output
             bp.append(r.b_prime)
         return out, tuple(bp)
-
-
-def _guard(d: np.ndarray) -> np.ndarray:
-    """All-zero distances (only possible with degenerate embeddings) -> constant distances.
-
-    The official code would compute 2B/0 and produce NaN; constant positive distances give the
-    official single-bin result instead, so B' is never 0 and never NaN.
-    """
-    m = d.max(axis=1, keepdims=True)
-    return np.where(m == 0, np.float32(1), d).astype(np.float32)
 
 
 class Pipeline:

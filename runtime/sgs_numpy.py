@@ -77,6 +77,18 @@ class SGSResult:
         return flat.sum(axis=2) != 0
 
 
+def guard_zero_max(delta: np.ndarray) -> np.ndarray:
+    """All-zero distances (only possible with degenerate embeddings) -> constant distances.
+
+    The official code would compute 2B/0 and produce NaN; constant positive distances give the
+    official single-bin result instead, so B' is never 0 and never NaN. Same rule as the torch
+    ``guard_zero_max``, the fallback graph and the plugin's ``guard_zero`` field.
+    """
+    delta = np.asarray(delta, dtype=F32)
+    m = delta.max(axis=1, keepdims=True)
+    return np.where(m == 0, F32(1), delta).astype(F32)
+
+
 def bin_weights(delta: np.ndarray, num_bins: int, kernel: str = "linear"):
     """Scaled distances, bin centres/width and the raw kernel matrix [N,B,T] from Δ [N,T]."""
     delta = np.asarray(delta, dtype=F32)

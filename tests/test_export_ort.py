@@ -199,3 +199,17 @@ def test_export_leaves_the_model_untouched(tiny_checkpoint, tmp_path):
     assert not any(m.training for m in lm.model.modules())
     after = lm.model.state_dict()
     assert all(torch.equal(before[k], after[k]) for k in before)
+
+
+def test_pipeline_with_onnx_fallback_sgs_equals_numpy_sgs(golden, golden_exports):
+    """Pipeline.load(sgs="fallback") runs sgs_fallback.onnx between the graphs: same B' and
+    logits as the numpy SGS step, on both golden models (SlowFast: two SGS layers)."""
+    for name in GOLDEN_MODELS:
+        a = Pipeline.load(golden_exports[name], sgs="numpy")
+        b = Pipeline.load(golden_exports[name], sgs="fallback")
+        alpha = a.manifest.input.slowfast_alpha
+        for clip in ("b_static", "d_scenecut"):
+            xs = _golden_inputs(golden, name, clip, alpha)
+            ra, rb = a.infer(xs)[0], b.infer(xs)[0]
+            assert ra.bprime == rb.bprime
+            np.testing.assert_allclose(rb.logits, ra.logits, rtol=0, atol=1e-4)

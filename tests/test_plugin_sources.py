@@ -22,6 +22,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from cuda_tools import find_nvcc
 
 ROOT = Path(__file__).resolve().parents[1]
 PLUGIN_DIR = ROOT / "plugins" / "sgs"
@@ -30,16 +31,6 @@ GOLDEN_OPS = GOLDEN / "sgs_op"
 CU_FILES = sorted((ROOT / "plugins").rglob("*.cu"))
 TEST_ARCH = os.environ.get("ATFR_NVCC_ARCH", "sm_87")
 COMPILE_TIMEOUT = 900
-
-
-def find_nvcc() -> str | None:
-    env = os.environ.get("ATFR_NVCC")
-    if env:
-        return env
-    for cand in (shutil.which("nvcc"), "/usr/local/cuda/bin/nvcc", "/usr/local/bin/nvcc"):
-        if cand and Path(cand).exists():
-            return cand
-    return None
 
 
 NVCC = find_nvcc()

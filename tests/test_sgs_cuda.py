@@ -17,6 +17,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from cuda_tools import find_nvcc
 
 pytestmark = pytest.mark.gpu
 
@@ -42,16 +43,6 @@ def cuda_device_present() -> tuple[bool, str]:
         except (OSError, subprocess.TimeoutExpired):
             pass
     return False, "no CUDA device (torch.cuda.is_available() is False and nvidia-smi lists no GPU)"
-
-
-def find_nvcc() -> str | None:
-    env = os.environ.get("ATFR_NVCC")
-    if env:
-        return env
-    for cand in (shutil.which("nvcc"), "/usr/local/cuda/bin/nvcc", "/usr/local/bin/nvcc"):
-        if cand and Path(cand).exists():
-            return cand
-    return None
 
 
 def build_harness(out_dir: Path, nvcc: str) -> Path:

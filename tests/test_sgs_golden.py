@@ -138,8 +138,7 @@ def _register_sgs_pyop():
     def _sgs(feat, dist, **attrs):
         kernel = ("linear", "delta")[int(attrs["kernel"])] + ("_normalized" if int(attrs["normalize"]) else "")
         if int(attrs["guard_zero"]):
-            m = dist.max(axis=1, keepdims=True)
-            dist = np.where(m == 0, np.float32(1), dist).astype(np.float32)
+            dist = S.guard_zero_max(dist)
         r = S.sgs_step(feat, dist, int(attrs["num_bins"]), kernel, bool(attrs["drop_bins"]))
         return r.output, np.array(r.b_prime, dtype=np.int32)
 
