@@ -6,6 +6,8 @@ compare every precision with the PyTorch fp32 reference on held-out clips (split
 training or calibration).
 
     python benchmarks/precision_demo.py [--workdir /tmp/precision-demo] [--per-class 25] [--calib-videos 16]
+                                        [--method percentile|entropy|minmax] [--front float|int8]
+                                        [--float-stages N]
 """
 
 from __future__ import annotations
@@ -26,7 +28,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--calib-videos", type=int, default=16, help="calibration videos per class")
     ap.add_argument("--calib-clips", type=int, default=256)
     ap.add_argument("--method", default="percentile")
+    ap.add_argument("--front", default="float", choices=["float", "int8"],
+                    help="atfr calibrate --front: quantize only the back (float, default) or both graphs")
     ap.add_argument("--reference", default="torch", choices=["torch", "fp32"])
+    ap.add_argument("--float-stages", type=int, default=1, help="atfr calibrate --float-stages")
     args = ap.parse_args(argv)
 
     from atfr.calibration.accuracy import compare_precisions, format_report
@@ -50,14 +55,16 @@ def main(argv: list[str] | None = None) -> int:
     spec = lm.model.input_spec
     vids = write_demo_videos(work / "calib_videos", seed=1, n_per_class=args.calib_videos, fps=spec.target_fps,
                              frames=2 * spec.num_frames, size=spec.crop_size)
-    calibrate(out, vids[0].parent, clips=args.calib_clips, method=args.method, seed=0)
+    calibrate(out, vids[0].parent, clips=args.calib_clips, method=args.method, seed=0, front=args.front,
+              float_stages=args.float_stages)
     frames, labels = make_dataset(args.per_class, seed=0, num_frames=spec.num_frames, size=spec.crop_size, split=1)
     clips = [pack_pathways(normalize(f, spec), spec) for f in frames]
     res = compare_precisions(out, ["fp32", "fp16", "int8"], clips, reference=args.reference, labels=list(labels),
                              checkpoint=ckpt)
     print(f"command: python {' '.join(sys.argv)}")
     print(f"model: {ckpt.name}; held-out clips: {len(clips)} ({args.per_class} per class, split 1); "
-          f"INT8 calibrated on {args.calib_clips} clips from {len(vids)} demo videos ({args.method})")
+          f"INT8 calibrated on {args.calib_clips} clips from {len(vids)} demo videos ({args.method}, front {args.front}, "
+          f"float stages {args.float_stages})")
     print(format_report(res))
     (work / "precision_report.json").write_text(json.dumps(res, indent=2, default=float))
     print(f"({time.perf_counter() - t0:.0f} s)")

@@ -16,7 +16,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from atfr.errors import ATFRError
-from atfr.runtime.manifest import Manifest, load_manifest
+from atfr.runtime.manifest import Manifest, int8_front_mode, load_manifest
 
 PRECISION_GRAPHS: dict[str, tuple[str, str]] = {
     "fp32": ("front", "back"),
@@ -58,18 +58,28 @@ def _as_clip(c: Any, m: Manifest) -> list[np.ndarray]:
     return out
 
 
+def precision_graphs(m: Manifest, precision: str) -> tuple[str, str]:
+    """(front, back) graph keys that run ``precision`` on ONNX Runtime, as deployed: an INT8
+    export calibrated with ``--front float`` pairs the fp16-policy front (front_fp16, or the fp32
+    front when the export has no fp16 graphs) with back_int8."""
+    if precision not in PRECISION_GRAPHS:
+        raise ATFRError(f"unknown precision {precision!r}; choose from: {', '.join(PRECISION_GRAPHS)}")
+    fname, bname = PRECISION_GRAPHS[precision]
+    if precision == "int8" and int8_front_mode(m.raw) == "float":
+        fname = "front_fp16" if "front_fp16" in m.graphs else "front"
+    missing = [g for g in (fname, bname) if g not in m.graphs]
+    if missing:
+        raise ATFRError(f"{m.root}: the export has no {missing[0]}.onnx; create it with {HOW_TO_MAKE.get(precision, 'atfr export')}")
+    return fname, bname
+
+
 def run_precision(m: Manifest, precision: str, clips: list[list[np.ndarray]], threads: int | None = None,
                   progress: bool = False) -> tuple[np.ndarray, np.ndarray]:
     """(logits [n,K], B' [n,L]) for one precision's front/back graphs on ONNX Runtime CPU."""
     from atfr.runtime.backends import OrtRunner
     from atfr.runtime.pipeline import Pipeline, SGSStep
 
-    if precision not in PRECISION_GRAPHS:
-        raise ATFRError(f"unknown precision {precision!r}; choose from: {', '.join(PRECISION_GRAPHS)}")
-    fname, bname = PRECISION_GRAPHS[precision]
-    missing = [g for g in (fname, bname) if g not in m.graphs]
-    if missing:
-        raise ATFRError(f"{m.root}: the export has no {missing[0]}.onnx; create it with {HOW_TO_MAKE.get(precision, 'atfr export')}")
+    fname, bname = precision_graphs(m, precision)
     pipe = Pipeline(m, OrtRunner(m.path(fname), threads), OrtRunner(m.path(bname), threads),
                     SGSStep(m) if m.sgs else None)
     logits, bps = [], []
@@ -204,6 +214,7 @@ def compare_precisions(
     for p in precisions:
         out = ref if (p == "fp32" and reference == "fp32") else run_precision(m, p, clips, threads, progress)
         met = _metrics(ref[0], ref[1], out[0], out[1], lab)
+        met["graphs"] = list(precision_graphs(m, p))
         fails = check_thresholds(met, th.get(p, {}))
         met["thresholds"] = th.get(p, {})
         met["failures"] = fails
@@ -221,5 +232,6 @@ def format_report(res: dict[str, Any]) -> str:
         acc = f"{v['accuracy']:.3f}" if "accuracy" in v else "-"
         drop = f"{v['accuracy_drop']:+.3f}" if "accuracy_drop" in v else "-"
         lines.append(f"{p:<10}{v['bprime_agreement']:>9.3f}{v['top1_agreement']:>8.3f}{v['top5_overlap']:>9.3f}"
-                     f"{v['mean_kl']:>11.2e}{acc:>8}{drop:>8}  {'ok' if v['passed'] else 'FAIL: ' + '; '.join(v['failures'])}")
+                     f"{v['mean_kl']:>11.2e}{acc:>8}{drop:>8}  {'ok' if v['passed'] else 'FAIL: ' + '; '.join(v['failures'])}"
+                     + (f"  ({' + '.join(v['graphs'])})" if v.get("graphs") else ""))
     return "\n".join(lines)

@@ -352,6 +352,19 @@ def register_graphs(root: str | Path, graphs: dict[str, Path], precision_update:
     write_json_atomic(mpath, d)
 
 
+def unregister_graphs(root: str | Path, names: list[str]) -> None:
+    """Remove graphs (spec + checksum) from ``atfr.json`` atomically; the files are the caller's."""
+    import json
+
+    mpath = Path(root) / MANIFEST_NAME
+    d = json.loads(mpath.read_text(encoding="utf-8"))
+    for name in names:
+        g = d.get("graphs", {}).pop(name, None)
+        if g:
+            d.get("checksums", {}).pop(g.get("file", ""), None)
+    write_json_atomic(mpath, d)
+
+
 def _tensor_specs(values) -> list[dict[str, Any]]:
     inits = set()
     out = []

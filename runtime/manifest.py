@@ -155,3 +155,13 @@ def load_manifest(outdir: str | Path, check: bool = False) -> Manifest:
     if check:
         m.verify_checksums()
     return m
+
+
+def int8_front_mode(manifest_raw: dict[str, Any]) -> str | None:
+    """How an export's INT8 graphs treat the front: 'int8' (front_int8 + back_int8) or 'float'
+    (back_int8 only; the front keeps the fp16 policy). None: not calibrated. Exports calibrated
+    before the mode was recorded quantized both graphs."""
+    entry = (manifest_raw.get("precision") or {}).get("int8")
+    if not entry:
+        return None
+    return str(entry.get("front", "int8"))

@@ -589,6 +589,6 @@ def load_trt_pipeline(manifest: Manifest, engine_dir: str | os.PathLike | None =
         front = front_eng
         step = SGSStep(m, "numpy") if m.sgs else None
     pipe = TrtPipeline(m, front, back_eng, step, backend="tensorrt")
-    pipe.engine_info = {r: {k: s.get(k) for k in ("tensorrt_version", "gpu_name", "precision", "sgs", "graph",
+    pipe.engine_info = {r: {k: s.get(k) for k in ("tensorrt_version", "gpu_name", "precision", "engine_precision", "sgs", "graph",
                                                   "tprime_profiles")} for r, s in sides.items()}  # type: ignore[attr-defined]
     return pipe

@@ -30,10 +30,10 @@ from atfr import __version__
 from atfr.errors import ATFRError, DependencyError
 from atfr.fileio import atomic_path, check_writable, sha256_file, write_json_atomic
 
-from .manifest import Manifest, load_manifest
+from .manifest import Manifest, int8_front_mode, load_manifest
 from .trt_compat import (BuildOptions, PrecisionPlan, Profile, TRange, check_supported,
-                         choose_precision_plan, default_profiles, fp32_layers, graph_has_sgs, parse_profiles,
-                         parse_version, resolve_graphs, sm_name, validate_build_options)
+                         default_profiles, fp32_layers, graph_has_sgs, parse_profiles,
+                         parse_version, plan_engines, sm_name, validate_build_options)
 
 ENGINE_NAMES = ("front.engine", "back.engine")
 PLUGIN_NAME, PLUGIN_VERSION = "SGS", "1"
@@ -341,10 +341,11 @@ def build_engines(outdir: str | os.PathLike, precision: str = "fp32", sgs: str =
         report = lambda s: print(s, file=sys.stderr, flush=True)  # noqa: E731
     else:
         report = progress or None
+    int8_front = int8_front_mode(m.raw)
     if opts is None:  # called from Python rather than the CLI: validate here
         opts = validate_build_options(
             BuildOptions(precision, sgs, plugin_path, workspace_mb, timing_cache, profiles, opt_bprime, max_batch,
-                         force), [l.bins for l in m.sgs], m.graphs)
+                         force), [l.bins for l in m.sgs], m.graphs, int8_front=int8_front)
         for w in opts.warnings:
             print(w, file=sys.stderr)
     for p in engine_paths(edir):
@@ -353,20 +354,20 @@ def build_engines(outdir: str | os.PathLike, precision: str = "fp32", sgs: str =
     trt = import_tensorrt()
     version = parse_version(trt.__version__)
     check_supported(version, opts.sgs)
-    plan = choose_precision_plan(version, opts.precision,
-                                 int8_graph_present="back_int8" in m.graphs,
-                                 fp16_graph_present="back_fp16" in m.graphs)
     outs = {k: [t.name for t in g.outputs] for k, g in m.graphs.items()}
-    choice = resolve_graphs(plan, outs, opts.sgs, has_sgs_layers=bool(m.sgs))
-    for w in plan.warnings + choice.warnings:
+    engine_plans, plan_warnings = plan_engines(version, opts.precision, outs, opts.sgs, has_sgs_layers=bool(m.sgs),
+                                               int8_front=int8_front)
+    plans = {e.role: e for e in engine_plans}
+    for w in dict.fromkeys(plan_warnings):
         print(f"WARNING ⚠️ {w}", file=sys.stderr)
     if report:
-        report(f"building {m.name}: {plan.describe()}; front={choice.front}.onnx back={choice.back}.onnx")
+        for e in engine_plans:
+            report(f"building {m.name} {e.role}: {e.plan.describe()}; {e.graph}.onnx")
 
     logger = _Logger.make(trt, verbose)
     if hasattr(trt, "init_libnvinfer_plugins"):
         trt.init_libnvinfer_plugins(logger, "")
-    front_has_sgs = graph_has_sgs(outs[choice.front])
+    front_has_sgs = graph_has_sgs(outs[plans["front"].graph])
     plugin_meta = None
     if opts.sgs == "plugin" and front_has_sgs and m.sgs:
         ns = (m.raw.get("sgs", [{}])[0].get("plugin") or {}).get("namespace", "atfr")
@@ -384,9 +385,9 @@ def build_engines(outdir: str | os.PathLike, precision: str = "fp32", sgs: str =
     sgs_feat = [f"feat{l.pathway}" for l in m.sgs]
     sgs_dist = [f"dist{l.pathway}" for l in m.sgs]
     jobs = [
-        ("front", choice.front, [front_profile_shapes(m, opts.max_batch)], (sgs_feat, sgs_dist),
+        ("front", plans["front"].graph, [front_profile_shapes(m, opts.max_batch)], (sgs_feat, sgs_dist),
          plugin_meta if front_has_sgs else None),
-        ("back", choice.back, back_profile_shapes(m, t_profiles, opts.max_batch), None, None),
+        ("back", plans["back"].graph, back_profile_shapes(m, t_profiles, opts.max_batch), None, None),
     ]
     written: list[Path] = []
     common = {
@@ -395,14 +396,14 @@ def build_engines(outdir: str | os.PathLike, precision: str = "fp32", sgs: str =
         "compute_capability": gpu.get("compute_capability"),
         "sm": sm_name(gpu.get("compute_capability")) if gpu.get("compute_capability") else None,
         "cuda_runtime": gpu.get("cuda_runtime"), "platform": f"{platform.system()}-{platform.machine()}",
-        "precision": plan.precision, "strongly_typed": plan.strongly_typed, "builder_flags": list(plan.builder_flags),
-        "model": m.name, "max_batch": opts.max_batch, "workspace_mb": opts.workspace_mb,
+        "precision": opts.precision, "model": m.name, "max_batch": opts.max_batch, "workspace_mb": opts.workspace_mb,
     }
     for role, key, shapes, pin, plug in jobs:
         onnx_path = m.path(key)
         t0 = time.perf_counter()
         if report:
             report(f"[{role}] parsing {onnx_path.name} and building ({len(shapes)} profile(s)) ...")
+        plan = plans[role].plan
         data, cache_bytes_new, io, pinned = _build_one(trt, logger, onnx_path, shapes, plan, opts.workspace_mb,
                                                        cache_bytes, report, pin if role == "front" else None)
         if cache_bytes_new:
@@ -413,6 +414,8 @@ def build_engines(outdir: str | os.PathLike, precision: str = "fp32", sgs: str =
         side = dict(common)
         side.update({
             "engine": eng.name, "engine_sha256": sha256_file(eng), "engine_bytes": len(data), "role": role,
+            "engine_precision": plan.precision, "strongly_typed": plan.strongly_typed,
+            "builder_flags": list(plan.builder_flags),
             "graph": key, "onnx_file": onnx_path.name, "onnx_sha256": sha256_file(onnx_path),
             "sgs": opts.sgs if m.sgs else None, "contains_sgs": bool(role == "front" and graph_has_sgs(outs[key])),
             "plugin": plug, "fp32_pinned_layers": pinned, "io": io,

@@ -190,9 +190,9 @@ def choose_precision_plan(version: "str | TRTVersion", precision: str, int8_grap
         if caps.has_fp16_flag:  # 10.12 .. 10.x: deprecated but present
             return PrecisionPlan(
                 "fp16", v, "", ("FP16", "OBEY_PRECISION_CONSTRAINTS"), strongly_typed=False, pin_fp32=True,
-                warnings=(f"the export has no fp16 graphs (front_fp16/back_fp16); using the FP16 builder flag, "
-                          f"deprecated since TensorRT 10.12 and removed in 11.0 - export fp16 graphs for "
-                          f"TensorRT 11",))
+                warnings=("the export has no fp16 graphs (front_fp16/back_fp16); using the FP16 builder flag, "
+                          "deprecated since TensorRT 10.12 and removed in 11.0 - export fp16 graphs for "
+                          "TensorRT 11",))
         raise ATFRError(f"fp16 on TensorRT {v} needs fp16 ONNX graphs (TensorRT 11 removed the FP16 builder "
                         "flag; networks are strongly typed): the export has no front_fp16/back_fp16 graphs - "
                         "convert them (e.g. ModelOpt AutoCast, keeping SGS in fp32) and record them in "
@@ -205,8 +205,8 @@ def choose_precision_plan(version: "str | TRTVersion", precision: str, int8_grap
     if caps.has_int8_flag:
         warn = ()
         if caps.weak_typing_deprecated:
-            warn = (f"weakly typed INT8 (BuilderFlag INT8+FP16) is deprecated since TensorRT 10.12; "
-                    f"TensorRT 11 builds the same Q/DQ graphs strongly typed",)
+            warn = ("weakly typed INT8 (BuilderFlag INT8+FP16) is deprecated since TensorRT 10.12; "
+                    "TensorRT 11 builds the same Q/DQ graphs strongly typed",)
         return PrecisionPlan("int8", v, "_int8", ("INT8", "FP16"), strongly_typed=False, warnings=warn)
     return PrecisionPlan("int8", v, "_int8", (), strongly_typed=True)
 
@@ -475,8 +475,43 @@ class BuildOptions:
     warnings: list[str] = field(default_factory=list)
 
 
+@dataclass(frozen=True)
+class EnginePlan:
+    """What one engine (role "front" or "back") is built from and how."""
+
+    role: str
+    plan: PrecisionPlan
+    graph: str
+
+
+def plan_engines(version: "str | TRTVersion", precision: str, graphs: "dict[str, Sequence[str]] | Iterable[str]",
+                 sgs: str, has_sgs_layers: bool = True, int8_front: str | None = "int8"
+                 ) -> tuple[list[EnginePlan], tuple[str, ...]]:
+    """Per-engine plans and graphs for ``atfr build --precision``; returns (plans, warnings).
+
+    Front and back are separate engines, so they may differ: an INT8 export calibrated with
+    ``--front float`` (the default; see atfr/calibration/int8.py) builds the front with the fp16
+    plan of this TensorRT version (the features that set B' stay float; SGS stays fp32) and the
+    back from back_int8. Every other case uses one plan for both.
+    """
+    outs: dict[str, Sequence[str]] = dict(graphs) if isinstance(graphs, dict) else {k: () for k in graphs}
+    if precision == "int8" and int8_front == "float":
+        back_plan = choose_precision_plan(version, "int8", int8_graph_present="back_int8" in outs)
+        front_plan = choose_precision_plan(version, "fp16", fp16_graph_present="front_fp16" in outs
+                                           or f"{front_base_graph(sgs if has_sgs_layers else 'host')}_fp16" in outs)
+        fchoice = resolve_graphs(front_plan, outs, sgs, has_sgs_layers)
+        if "back_int8" not in outs:
+            raise ATFRError("the export has no 'back_int8' graph: run 'atfr calibrate OUTDIR'")
+        return ([EnginePlan("front", front_plan, fchoice.front), EnginePlan("back", back_plan, "back_int8")],
+                front_plan.warnings + back_plan.warnings + fchoice.warnings)
+    plan = choose_precision_plan(version, precision, int8_graph_present="back_int8" in outs,
+                                 fp16_graph_present="back_fp16" in outs)
+    choice = resolve_graphs(plan, outs, sgs, has_sgs_layers)
+    return [EnginePlan("front", plan, choice.front), EnginePlan("back", plan, choice.back)], plan.warnings + choice.warnings
+
+
 def validate_build_options(opts: BuildOptions, bins: Sequence[int], graph_keys: Iterable[str],
-                           exists=None) -> BuildOptions:
+                           exists=None, int8_front: str | None = "int8") -> BuildOptions:
     """Check option combinations per precision; append Ultralytics-style warnings; raise ATFRError.
 
     ``exists``: path predicate (os.path.exists by default; injectable for tests).
@@ -504,9 +539,11 @@ def validate_build_options(opts: BuildOptions, bins: Sequence[int], graph_keys: 
     elif opts.plugin_path:
         w.append(f"{WARN} --plugin is ignored with --sgs {opts.sgs}")
         opts.plugin_path = None
-    if opts.precision == "int8" and not ({"front_int8", f"{front_base_graph(opts.sgs)}_int8"} & keys
+    front_q = int8_front != "float"  # 'float': calibrated with --front float, only back_int8 exists
+    if opts.precision == "int8" and not ((not front_q or {"front_int8", f"{front_base_graph(opts.sgs)}_int8"} & keys)
                                          and "back_int8" in keys):
-        raise ATFRError("--precision int8 needs Q/DQ graphs (front_int8, back_int8) in the export: run "
+        need = "front_int8, back_int8" if front_q else "back_int8"
+        raise ATFRError(f"--precision int8 needs Q/DQ graphs ({need}) in the export: run "
                         "'atfr calibrate OUTDIR' first (atfr never uses implicit INT8 calibration)")
     if opts.precision == "fp16" and "back_fp16" not in keys:
         w.append(f"{WARN} the export has no fp16 graphs: fp16 uses the FP16 builder flag on TensorRT 10.x "

@@ -50,15 +50,15 @@ def test_deterministic_for_a_seed_and_cache_round_trips(tiny_export, videos, tmp
     a, b, c = (tmp_path / n for n in "abc")
     for d in (a, b, c):
         shutil.copytree(tiny_export, d)
-    ra = _calibrate(a, videos, clips=8, seed=3, cache=tmp_path / "cache_a.json")
-    rb = _calibrate(b, videos, clips=8, seed=3)
+    ra = _calibrate(a, videos, clips=8, seed=3, cache=tmp_path / "cache_a.json", front="int8")
+    rb = _calibrate(b, videos, clips=8, seed=3, front="int8")
     assert not ra.from_cache and not rb.from_cache
     for g in ("front_int8", "back_int8"):
         sa, sb = qdq_scales(a / f"{g}.onnx"), qdq_scales(b / f"{g}.onnx")
         assert sa.keys() == sb.keys() and sa
         assert all(np.array_equal(sa[k], sb[k]) for k in sa)
     # The cache alone (no data) reproduces byte-identical Q/DQ graphs.
-    rc = _calibrate(c, None, cache=tmp_path / "cache_a.json")
+    rc = _calibrate(c, None, cache=tmp_path / "cache_a.json", front="int8")
     assert rc.from_cache
     for g in ("front_int8", "back_int8"):
         assert (a / f"{g}.onnx").read_bytes() == (c / f"{g}.onnx").read_bytes()
@@ -74,7 +74,99 @@ def test_deterministic_for_a_seed_and_cache_round_trips(tiny_export, videos, tmp
     prod = {o: n for n in q.graph.node for o in n.output}
     assert not any(prod[t].op_type == "DequantizeLinear" for t in dist_in if t in prod)
     with pytest.raises(Exception, match="--force"):
-        _calibrate(a, videos, clips=8, seed=3)
+        _calibrate(a, videos, clips=8, seed=3, front="int8")
+
+
+def _producers(q: onnx.ModelProto) -> dict[str, onnx.NodeProto]:
+    return {o: n for n in q.graph.node for o in n.output}
+
+
+def test_qdq_placement_is_tensorrt_style(export_copy, videos):
+    """Q/DQ only on Conv inputs (activation + per-channel weight); nothing on Conv outputs, pooling,
+    the classifier Gemm or the logits; every Conv is quantized. (An identity shortcut shares the
+    DQ of the block's first Conv input, so a residual Add may read it: the pattern TensorRT fuses.)"""
+    r = _calibrate(export_copy, videos, clips=6, seed=0, front="int8", float_stages=0)
+    for g in ("front_int8", "back_int8"):
+        q = onnx.load(str(r.graphs[g]))
+        prod = _producers(q)
+        consumers = {}
+        for n in q.graph.node:
+            for i in n.input:
+                consumers.setdefault(i, []).append(n)
+        for n in q.graph.node:
+            if n.op_type == "QuantizeLinear":
+                # a Q's input is never a Conv output, and its DQ only feeds Convs
+                assert prod.get(n.input[0]) is None or prod[n.input[0]].op_type != "Conv", n.name
+                dqs = consumers[n.output[0]]
+                assert all(d.op_type == "DequantizeLinear" for d in dqs)
+                assert all(any(c.op_type == "Conv" for c in consumers[d.output[0]]) for d in dqs), n.name
+                assert all(c.op_type in ("Conv", "Add") for d in dqs for c in consumers[d.output[0]]), n.name
+        convs = [n for n in q.graph.node if n.op_type == "Conv"]
+        assert convs and all(prod[n.input[0]].op_type == "DequantizeLinear" and prod[n.input[1]].op_type ==
+                             "DequantizeLinear" for n in convs), g
+        for n in q.graph.node:
+            if n.op_type in ("Gemm", "GlobalAveragePool", "MaxPool", "Concat"):
+                assert all(prod.get(i) is None or prod[i].op_type != "DequantizeLinear" for i in n.input), n.name
+        out = q.graph.output[0].name
+        assert prod[out].op_type != "DequantizeLinear"
+        # per-channel weight scales: one per output channel of each Conv
+        inits = {t.name: onnx.numpy_helper.to_array(t) for t in q.graph.initializer}
+        for n in convs:
+            w_dq = prod[n.input[1]]
+            w = inits[w_dq.input[0]]
+            assert inits[w_dq.input[1]].shape == (w.shape[0],), n.name
+
+
+def test_first_stage_after_sgs_stays_float(export_copy, videos):
+    """float_stages=N leaves the convs of the first N back stages without Q/DQ, quantizes the rest,
+    records them in atfr.json, and reuses one cache for any N."""
+    from atfr.calibration.int8 import first_stage_convs
+    from atfr.runtime.manifest import load_manifest
+
+    back = onnx.load(str(export_copy / "back.onnx"))
+    convs = [n.name for n in back.graph.node if n.op_type == "Conv"]
+    stages = sorted({c.lstrip("/").split("/")[0] for c in convs})
+    assert len(stages) >= 2, stages  # the tiny model has stages after its SGS stage
+    first = first_stage_convs(back, 1)
+    assert first and {c.lstrip("/").split("/")[0] for c in first} == {stages[0]}
+    assert first_stage_convs(back, 0) == [] and set(first_stage_convs(back, 99)) == set(convs)
+    for n in (1, 0):
+        r = _calibrate(export_copy, videos if n == 1 else None, clips=6, seed=0, cache=export_copy / "c.json",
+                       float_stages=n, force=True)
+        q = onnx.load(str(r.graphs["back_int8"]))
+        prod = _producers(q)
+        quantized = {nd.name for nd in q.graph.node
+                     if nd.op_type == "Conv" and nd.input[1] in prod and prod[nd.input[1]].op_type == "DequantizeLinear"}
+        expect_float = set(first_stage_convs(back, n))
+        assert quantized == set(convs) - expect_float
+        assert load_manifest(export_copy, check=True).raw["precision"]["int8"]["float_convs"] == first_stage_convs(back, n)
+    with pytest.raises(Exception, match="--float-stages"):
+        _calibrate(export_copy, None, cache=export_copy / "c.json", float_stages=-1, force=True)
+
+
+def test_default_quantizes_only_the_back(export_copy, videos, capsys):
+    """--front float (default): back_int8 only, recorded in atfr.json; the int8 precision then runs
+    the float front with back_int8; switching from --front int8 needs --force and removes front_int8."""
+    from atfr.calibration.accuracy import precision_graphs
+    from atfr.runtime.manifest import int8_front_mode, load_manifest
+
+    r = _calibrate(export_copy, videos, clips=6, seed=0, cache=export_copy / "c.json")
+    assert set(r.graphs) == {"back_int8"} and r.front == "float"
+    assert not (export_copy / "front_int8.onnx").exists()
+    m = load_manifest(export_copy, check=True)
+    assert int8_front_mode(m.raw) == "float" and "front_int8" not in m.graphs
+    assert precision_graphs(m, "int8") == ("front_fp16" if "front_fp16" in m.graphs else "front", "back_int8")
+    # the same cache serves --front int8 (both stages are always calibrated)
+    r2 = _calibrate(export_copy, None, cache=export_copy / "c.json", front="int8", force=True)
+    assert r2.from_cache and set(r2.graphs) == {"front_int8", "back_int8"}
+    m = load_manifest(export_copy, check=True)
+    assert int8_front_mode(m.raw) == "int8" and precision_graphs(m, "int8") == ("front_int8", "back_int8")
+    with pytest.raises(Exception, match="already exists; pass --force"):
+        _calibrate(export_copy, None, cache=export_copy / "c.json")
+    _calibrate(export_copy, None, cache=export_copy / "c.json", force=True)
+    m = load_manifest(export_copy, check=True)  # checksums still consistent
+    assert "front_int8" not in m.graphs and not (export_copy / "front_int8.onnx").exists()
+    assert int8_front_mode(m.raw) == "float"
 
 
 def test_back_calibration_sees_several_bprimes(export_copy, videos):
@@ -111,7 +203,7 @@ def test_cli_errors_are_one_line(export_copy, tmp_path, capsys):
     assert rc != 0 and len(err.strip().splitlines()) == 1
     rc, _, err = _cli(["calibrate", str(export_copy)], capsys)  # no data and no cache
     assert rc != 0 and "--data" in err
-    assert not (export_copy / "front_int8.onnx").exists()
+    assert not (export_copy / "front_int8.onnx").exists() and not (export_copy / "back_int8.onnx").exists()
 
 
 def test_cli_calibrates_from_a_list_and_warns(export_copy, videos, tmp_path, capsys):
@@ -121,9 +213,14 @@ def test_cli_calibrates_from_a_list_and_warns(export_copy, videos, tmp_path, cap
                         capsys)
     assert rc == 0, err
     assert "warning" in err and "100" in err
-    assert (export_copy / "front_int8.onnx").exists() and (export_copy / "back_int8.onnx").exists()
+    assert "front: float" in out
+    assert (export_copy / "back_int8.onnx").exists() and not (export_copy / "front_int8.onnx").exists()
     rc, _, err = _cli(["calibrate", str(export_copy), "--data", str(lst), "--clips", "6"], capsys)
     assert rc != 0 and "--force" in err
+    rc, out, err = _cli(["calibrate", str(export_copy), "--data", str(lst), "--clips", "6", "--front", "int8",
+                         "--force"], capsys)
+    assert rc == 0, err
+    assert "front: int8" in out and (export_copy / "front_int8.onnx").exists()
 
 
 def test_int8_agrees_with_fp32(export_copy, videos):
@@ -132,7 +229,7 @@ def test_int8_agrees_with_fp32(export_copy, videos):
     from atfr.calibration.data import sample_clips
     from atfr.runtime.manifest import load_manifest
 
-    _calibrate(export_copy, videos, clips=16, seed=0)
+    _calibrate(export_copy, videos, clips=16, seed=0, front="int8")
     m = load_manifest(export_copy)
     clips = [c.inputs for c in sample_clips(videos, m.input, 40, seed=1)]
     res = compare_precisions(export_copy, ["fp32", "int8"], clips)

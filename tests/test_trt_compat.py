@@ -254,13 +254,40 @@ def test_normalize_cc(cc, want):
     assert tc.normalize_cc(cc) == want
 
 
+def test_plan_engines_int8_with_float_front():
+    """--front float exports (back_int8 only): the front engine gets this version's fp16 plan and
+    the back the int8 plan; one plan for both otherwise."""
+    g16 = dict(GRAPHS, front_fp16=["feat0", "dist0"], front_plugin_fp16=["sgs0", "bprime0"], back_fp16=["logits"],
+               back_int8=["logits"])
+    plans, _ = tc.plan_engines("10.3.0.26", "int8", g16, "plugin", int8_front="float")
+    (f, b) = plans
+    assert (f.role, f.graph, f.plan.precision) == ("front", "front_plugin", "fp16")
+    assert f.plan.builder_flags == ("FP16", "OBEY_PRECISION_CONSTRAINTS") and f.plan.pin_fp32
+    assert (b.role, b.graph, b.plan.precision, b.plan.builder_flags) == ("back", "back_int8", "int8", ("INT8", "FP16"))
+    plans, _ = tc.plan_engines("11.4.1", "int8", g16, "plugin", int8_front="float")
+    assert [(e.graph, e.plan.strongly_typed, e.plan.builder_flags) for e in plans] == [
+        ("front_plugin_fp16", True, ()), ("back_int8", True, ())]
+    # TensorRT 11 has no FP16 flag: a float front needs the fp16 graphs
+    with pytest.raises(ATFRError, match="fp16 ONNX graphs"):
+        tc.plan_engines("11.0", "int8", dict(GRAPHS, back_int8=["logits"]), "plugin", int8_front="float")
+    with pytest.raises(ATFRError, match="back_int8"):
+        tc.plan_engines("10.3", "int8", {k: v for k, v in g16.items() if k != "back_int8"}, "plugin",
+                        int8_front="float")
+    # both quantized (--front int8) and other precisions: one plan, graphs as resolve_graphs picks them
+    g8 = dict(GRAPHS, front_plugin_int8=["sgs0", "bprime0"], back_int8=["logits"])
+    plans, _ = tc.plan_engines("10.3", "int8", g8, "plugin", int8_front="int8")
+    assert [(e.graph, e.plan.precision) for e in plans] == [("front_plugin_int8", "int8"), ("back_int8", "int8")]
+    plans, _ = tc.plan_engines("10.3", "fp32", GRAPHS, "host")
+    assert [(e.graph, e.plan.precision) for e in plans] == [("front", "fp32"), ("back", "fp32")]
+
+
 # -- build option validation (before tensorrt is imported) ---------------------------------------
 
-def _validate(tmp_path, keys=("front", "back", "front_plugin", "front_fallback"), bins=(32,), **kw):
+def _validate(tmp_path, keys=("front", "back", "front_plugin", "front_fallback"), bins=(32,), int8_front="int8", **kw):
     lib = tmp_path / "libatfr_sgs.so"
     lib.write_bytes(b"\x7fELF")
     kw.setdefault("plugin_path", str(lib))
-    return tc.validate_build_options(tc.BuildOptions(**kw), list(bins), keys)
+    return tc.validate_build_options(tc.BuildOptions(**kw), list(bins), keys, int8_front=int8_front)
 
 
 def test_validate_ok_no_warnings(tmp_path):
@@ -282,6 +309,13 @@ def test_validate_per_precision(tmp_path):
         _validate(tmp_path, precision="int8")
     o = _validate(tmp_path, precision="int8", keys=("front", "back", "front_int8", "back_int8", "front_plugin"))
     assert o.warnings == []
+    # --front float exports have back_int8 only
+    with pytest.raises(ATFRError, match=r"\(front_int8, back_int8\)"):
+        _validate(tmp_path, precision="int8", keys=("front", "back", "back_int8", "front_plugin"))
+    o = _validate(tmp_path, precision="int8", keys=("front", "back", "back_int8", "front_plugin"), int8_front="float")
+    assert o.warnings == []
+    with pytest.raises(ATFRError, match=r"needs Q/DQ graphs \(back_int8\)"):
+        _validate(tmp_path, precision="int8", keys=("front", "back", "front_plugin"), int8_front="float")
     o = _validate(tmp_path, precision="fp16")
     assert any("no fp16 graphs" in w and "TensorRT 11" in w for w in o.warnings)
     assert all(w.startswith("WARNING ⚠️") for w in o.warnings)

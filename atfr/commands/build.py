@@ -37,7 +37,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from atfr.runtime.manifest import load_manifest
+    from atfr.runtime.manifest import int8_front_mode, load_manifest
     from atfr.runtime.trt_compat import BuildOptions, validate_build_options
 
     m = load_manifest(args.outdir, check=True)
@@ -45,7 +45,7 @@ def run(args: argparse.Namespace) -> int:
         BuildOptions(precision=args.precision, sgs=args.sgs, plugin_path=args.plugin, workspace_mb=args.workspace,
                      timing_cache=args.timing_cache, profiles=args.profiles, opt_bprime=args.opt,
                      max_batch=args.max_batch, force=args.force),
-        [l.bins for l in m.sgs], m.graphs)
+        [l.bins for l in m.sgs], m.graphs, int8_front=int8_front_mode(m.raw))
     for w in opts.warnings:
         print(w, file=sys.stderr)
 

@@ -1,4 +1,4 @@
-"""atfr calibrate OUTDIR --data VIDEOS_DIR|LIST.txt: INT8 Q/DQ graphs (front_int8/back_int8).
+"""atfr calibrate OUTDIR --data VIDEOS_DIR|LIST.txt: INT8 Q/DQ graphs (back_int8, front_int8 with --front int8).
 
 Two stages: the front graph on the clips, then the back graph on the SGS outputs of the same
 clips (fp32 front + the runtime's numpy SGS step), so the dynamic-T back sees the real B'
@@ -23,10 +23,14 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--cache", help="calibration cache JSON: reused when it exists (no data needed), else written "
                                    "(default OUTDIR/int8_calibration.json, always rewritten)")
     p.add_argument("--seed", type=int, default=0, help="clip sampling seed (default 0)")
-    p.add_argument("--keep-feat-fp32", action="store_true",
-                   help="also leave the node producing feat{p} unquantized")
+    p.add_argument("--front", choices=("float", "int8"), default="float",
+                   help="float (default): quantize only the back graph; the front runs with the fp16 policy "
+                        "(its features set B'). int8: quantize the front too (B' may change)")
+    p.add_argument("--float-stages", type=int, default=1, metavar="N",
+                   help="stages after SGS whose convs stay float (default 1: the stage reading the SGS "
+                        "output, whose range depends on bin occupancy); 0 quantizes every back conv")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
-    p.add_argument("--force", action="store_true", help="overwrite existing front_int8/back_int8 graphs")
+    p.add_argument("--force", action="store_true", help="overwrite existing int8 graphs (and remove a front_int8 when --front float)")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -36,9 +40,10 @@ def run(args: argparse.Namespace) -> int:
     res = calibrate(args.outdir, args.data, args.clips, args.method, args.cache, args.seed, args.force,
                     progress=not args.no_progress and sys.stderr.isatty(),
                     warn=lambda s: print(f"atfr calibrate: warning: {s}", file=sys.stderr),
-                    keep_feat_fp=args.keep_feat_fp32)
+                    front=args.front, float_stages=args.float_stages)
     src = f"cache {res.cache}" if res.from_cache else f"{res.clips} clip(s), ranges saved to {res.cache}"
-    print(f"calibrated ({res.method}, {src}) in {time.perf_counter() - t0:.1f} s")
+    print(f"calibrated ({res.method}, {src}) in {time.perf_counter() - t0:.1f} s; "
+          f"front: {'int8' if res.front == 'int8' else 'float (fp16 policy)'}, back: int8")
     for name, path in res.graphs.items():
         print(f"  {path}")
     for layer, hist in res.bprime_hist.items():

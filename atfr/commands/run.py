@@ -188,6 +188,8 @@ class StreamRunner:
         from atfr.runtime.sampling import stream_indices
 
         while True:
+            if self._clips_done.is_set():
+                return  # --max-clips reached: a clip queued meanwhile is not processed (exactly N)
             job = slot.get()
             if job is None:
                 return
@@ -284,7 +286,8 @@ class StreamRunner:
                     if self.opt.lossless:
                         # Offline mode: every frame shows the result of the newest clip ending at
                         # or before it, so the saved video does not depend on machine speed.
-                        while not job.done.wait(0.05) and not self._abort.is_set():
+                        while (not job.done.wait(0.05) and not self._abort.is_set()
+                               and not self._clips_done.is_set()):
                             pass
                 now = time.monotonic()
                 if last_t is not None and now > last_t:

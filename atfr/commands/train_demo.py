@@ -23,6 +23,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--threads", type=int, default=2, help="torch CPU threads (default 2)")
     p.add_argument("--kernel", choices=["linear", "linear_normalized", "delta", "delta_normalized"],
                    help="SGS kernel (default: the demo recipe's)")
+    p.add_argument("--warmup-epochs", type=int, default=None,
+                   help="first epochs with SGS bypassed (default: the demo recipe's, 10)")
+    p.add_argument("--final-kernel", choices=["none", "linear", "linear_normalized", "delta", "delta_normalized"],
+                   help="kernel of the last SGS phase, which the saved model uses ('none': no such phase; "
+                        "default: the demo recipe's, linear)")
+    p.add_argument("--final-epochs", type=int, default=None,
+                   help="epochs of the last SGS phase (default: the demo recipe's)")
     p.add_argument("--sgs-lr-scale", type=float, default=None,
                    help="peak learning rate of the SGS phase relative to the first phase")
     p.add_argument("--force", action="store_true", help="overwrite OUT.pt if it exists")
@@ -37,7 +44,7 @@ def run(args: argparse.Namespace) -> int:
     check_writable(out, args.force)  # fail before minutes of training, not after
     if out.parent != Path("") and out.parent.exists() and not out.parent.is_dir():
         raise ATFRError(f"output folder {out.parent} is not a directory")
-    for name in ("epochs", "train_per_class", "heldout_per_class", "threads"):
+    for name in ("epochs", "train_per_class", "heldout_per_class", "threads", "final_epochs"):
         v = getattr(args, name)
         if v is not None and v < 1:
             raise ATFRError(f"--{name.replace('_', '-')} must be >= 1, got {v}")
@@ -57,11 +64,28 @@ def run(args: argparse.Namespace) -> int:
         kw["overrides"] = {**kw.get("overrides", {}), "kernel": args.kernel}
     if args.sgs_lr_scale is not None:
         kw["sgs_lr_scale"] = args.sgs_lr_scale
+    if args.warmup_epochs is not None:
+        if args.warmup_epochs < 0:
+            raise ATFRError(f"--warmup-epochs must be >= 0, got {args.warmup_epochs}")
+        kw["warmup_epochs"] = args.warmup_epochs
+    if args.final_kernel is not None:
+        kw["final_kernel"] = None if args.final_kernel == "none" else args.final_kernel
+    if args.final_epochs is not None:
+        kw["final_epochs"] = args.final_epochs
+    if kw.get("final_kernel") and kw.get("final_epochs", 0) >= kw["epochs"] - kw["warmup_epochs"]:
+        raise ATFRError(f"--final-epochs {kw['final_epochs']} leaves no epochs for the first SGS phase "
+                        f"({kw['epochs']} epochs, {kw['warmup_epochs']} without SGS)")
     cmd = ["atfr", "train-demo", "-o", str(out), "--seed", str(args.seed), "--epochs", str(kw["epochs"])]
     if args.kernel:
         cmd += ["--kernel", args.kernel]
     if args.sgs_lr_scale is not None:
         cmd += ["--sgs-lr-scale", str(args.sgs_lr_scale)]
+    if args.warmup_epochs is not None:
+        cmd += ["--warmup-epochs", str(args.warmup_epochs)]
+    if args.final_kernel is not None:
+        cmd += ["--final-kernel", args.final_kernel]
+    if args.final_epochs is not None:
+        cmd += ["--final-epochs", str(args.final_epochs)]
     if args.train_per_class is not None:
         cmd += ["--train-per-class", str(args.train_per_class)]
     if args.heldout_per_class is not None:
