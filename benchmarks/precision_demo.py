@@ -7,7 +7,7 @@ training or calibration).
 
     python benchmarks/precision_demo.py [--workdir /tmp/precision-demo] [--per-class 25] [--calib-videos 16]
                                         [--method percentile|entropy|minmax] [--front float|int8]
-                                        [--float-stages N]
+                                        [--float-stages N] [--fp16-feature-block fp32|fp16]
 """
 
 from __future__ import annotations
@@ -32,6 +32,8 @@ def main(argv: list[str] | None = None) -> int:
                     help="atfr calibrate --front: quantize only the back (float, default) or both graphs")
     ap.add_argument("--reference", default="torch", choices=["torch", "fp32"])
     ap.add_argument("--float-stages", type=int, default=1, help="atfr calibrate --float-stages")
+    ap.add_argument("--fp16-feature-block", default="fp32", choices=["fp32", "fp16"],
+                    help="atfr export --fp16-feature-block")
     args = ap.parse_args(argv)
 
     from atfr.calibration.accuracy import compare_precisions, format_report
@@ -51,7 +53,7 @@ def main(argv: list[str] | None = None) -> int:
     lm = load_checkpoint(ckpt)
     lm.meta.setdefault("source", str(ckpt))
     out = export_model(lm, work / "export", ExportOptions(name="demo_atfr"))
-    write_fp16(out)
+    write_fp16(out, feature_block=args.fp16_feature_block == "fp32")
     spec = lm.model.input_spec
     vids = write_demo_videos(work / "calib_videos", seed=1, n_per_class=args.calib_videos, fps=spec.target_fps,
                              frames=2 * spec.num_frames, size=spec.crop_size)

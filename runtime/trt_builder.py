@@ -24,7 +24,7 @@ import platform
 import sys
 import time
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 from atfr import __version__
 from atfr.errors import ATFRError, DependencyError
@@ -32,7 +32,7 @@ from atfr.fileio import atomic_path, check_writable, sha256_file, write_json_ato
 
 from .manifest import Manifest, int8_front_mode, load_manifest
 from .trt_compat import (BuildOptions, PrecisionPlan, Profile, TRange, check_supported,
-                         default_profiles, fp32_layers, graph_has_sgs, parse_profiles,
+                         default_profiles, fp32_layers, graph_has_sgs, layers_matching, parse_profiles,
                          parse_version, plan_engines, sm_name, validate_build_options)
 
 ENGINE_NAMES = ("front.engine", "back.engine")
@@ -204,15 +204,16 @@ def _parse_onnx(trt: Any, builder: Any, logger: Any, onnx_path: Path, strongly_t
     return network, parser
 
 
-def _pin_fp32(trt: Any, network: Any, feat: list[str], dist: list[str]) -> int:
-    """Weakly typed fp16: keep SGS and the embedding/distance branch in fp32 (precision constraints)."""
+def _pin_fp32(trt: Any, network: Any, feat: list[str], dist: list[str], patterns: Sequence[str] = ()) -> int:
+    """Weakly typed fp16: keep SGS and the embedding/distance branch in fp32 (precision constraints),
+    plus the layers named by ``patterns`` (the export's fp16 policy, e.g. the feature block)."""
     layers = []
     for i in range(network.num_layers):
         ly = network.get_layer(i)
         ins = [ly.get_input(j).name for j in range(ly.num_inputs) if ly.get_input(j) is not None]
         outs = [ly.get_output(k).name for k in range(ly.num_outputs)]
         layers.append((ly.name, ins, outs))
-    keep = fp32_layers(layers, feat, dist)
+    keep = fp32_layers(layers, feat, dist) | layers_matching([name for name, _, _ in layers], patterns)
     floats = (trt.float32, trt.float16)
     n = 0
     for i in range(network.num_layers):
@@ -292,14 +293,14 @@ def resolve_profiles(m: Manifest, profiles: str | None, opt_bprime: int | None) 
 
 def _build_one(trt: Any, logger: Any, onnx_path: Path, shapes: list[dict[str, tuple]], plan: PrecisionPlan,
                workspace_mb: int | None, cache_bytes: bytes | None, progress: Callable[[str], None] | None,
-               pin: tuple[list[str], list[str]] | None) -> tuple[bytes, bytes | None, list[dict[str, Any]], int]:
+               pin: tuple[list[str], list[str], list[str]] | None) -> tuple[bytes, bytes | None, list[dict[str, Any]], int]:
     builder = trt.Builder(logger)
     network, _parser = _parse_onnx(trt, builder, logger, onnx_path, plan.strongly_typed)
     config = builder.create_builder_config()
     if workspace_mb:
         config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, int(workspace_mb) << 20)
     _set_flags(trt, config, plan)
-    pinned = _pin_fp32(trt, network, *pin) if (plan.pin_fp32 and pin and (pin[0] or pin[1])) else 0
+    pinned = _pin_fp32(trt, network, *pin) if (plan.pin_fp32 and pin and (pin[0] or pin[1] or pin[2])) else 0
     for shp in shapes:
         prof = builder.create_optimization_profile()
         for name, (mn, op, mx) in shp.items():
@@ -383,10 +384,12 @@ def build_engines(outdir: str | os.PathLike, precision: str = "fp32", sgs: str =
     gpu = gpu_info()
     t_profiles = resolve_profiles(m, opts.profiles, opts.opt_bprime)
     sgs_feat = [f"feat{l.pathway}" for l in m.sgs]
+    # Layers the export's fp16 policy keeps fp32 beyond SGS (e.g. the feature block), per graph.
+    fp32_patterns = (m.raw.get("precision") or {}).get("fp32_layers_by_graph") or {}
     sgs_dist = [f"dist{l.pathway}" for l in m.sgs]
     jobs = [
-        ("front", plans["front"].graph, [front_profile_shapes(m, opts.max_batch)], (sgs_feat, sgs_dist),
-         plugin_meta if front_has_sgs else None),
+        ("front", plans["front"].graph, [front_profile_shapes(m, opts.max_batch)],
+         (sgs_feat, sgs_dist, list(fp32_patterns.get(plans["front"].graph, []))), plugin_meta if front_has_sgs else None),
         ("back", plans["back"].graph, back_profile_shapes(m, t_profiles, opts.max_batch), None, None),
     ]
     written: list[Path] = []

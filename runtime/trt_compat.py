@@ -262,6 +262,19 @@ def resolve_graphs(plan: PrecisionPlan, graphs: dict[str, Sequence[str]] | Itera
 
 # -- fp32 islands for weakly typed fp16 --------------------------------------------------------
 
+def layers_matching(names: Iterable[str], patterns: Iterable[str]) -> set[str]:
+    """Layer names that ``re.fullmatch`` one of ``patterns`` (the manifest's
+    ``precision.fp32_layers_by_graph``: escaped ONNX node names, which the parser uses as layer
+    names). Bad patterns are ignored rather than failing a build."""
+    regs = []
+    for p in patterns:
+        try:
+            regs.append(re.compile(p))
+        except re.error:
+            continue
+    return {n for n in names if any(r.fullmatch(n) for r in regs)}
+
+
 def fp32_layers(layers: Sequence[tuple[str, Sequence[str], Sequence[str]]], feat_names: Iterable[str],
                 dist_names: Iterable[str]) -> set[str]:
     """Names of the layers to keep in fp32: the embedding/distance branch and SGS itself.

@@ -102,8 +102,20 @@ def test_fp16_graphs_keep_io_and_sgs_fp32(fp16_export):
         assert [(t.name, t.dtype) for t in m.graphs[g].outputs] == [(t.name, t.dtype) for t in base.outputs]
     front = onnx.load(str(m.path("front_fp16")))
     types = {v.name: v.type.tensor_type.elem_type for v in list(front.graph.value_info) + list(front.graph.output)}
-    conv_w = [i for i in front.graph.initializer if i.dims and len(i.dims) == 5]
-    assert conv_w and all(i.data_type == onnx.TensorProto.FLOAT16 for i in conv_w)  # backbone is fp16
+    # The backbone is fp16 except the residual block producing feat0 (the feature block), fp32.
+    from atfr.export.precision import feature_block_nodes
+
+    src = onnx.load(str(m.path("front")))
+    block = feature_block_nodes(src)
+    block_convs = {src.graph.node[i].name for i in block if src.graph.node[i].op_type == "Conv"}
+    all_convs = [n for n in src.graph.node if n.op_type == "Conv"]
+    assert block_convs and len(block_convs) < len(all_convs)
+    assert any(src.graph.node[i].output[0] == "feat0" for i in block)  # the block ends at feat0
+    fp16_inits = {i.name: i.data_type for i in front.graph.initializer}
+    for n in front.graph.node:
+        if n.op_type == "Conv":
+            want = onnx.TensorProto.FLOAT if n.name in block_convs else onnx.TensorProto.FLOAT16
+            assert fp16_inits[n.input[1]] == want, n.name
     keep = sgs_fp32_nodes(front)
     ops = {front.graph.node[i].op_type for i in keep}
     assert {"ReduceMean", "MatMul", "BatchNormalization", "Sqrt"} <= ops
@@ -120,8 +132,10 @@ def test_fp16_graphs_keep_io_and_sgs_fp32(fp16_export):
     import re
     names = [front.graph.node[i].name for i in keep if front.graph.node[i].op_type != "Constant"]
     assert all(any(re.fullmatch(p, n) for p in prec["fp32_layers"]) for n in names)
-    backbone = [n.name for n in onnx.load(str(m.path("front"))).graph.node if n.op_type == "Conv"]
+    backbone = [n.name for n in all_convs if n.name not in block_convs]
     assert not any(re.fullmatch(p, n) for p in prec["fp32_layers"] for n in backbone)
+    assert all(any(re.fullmatch(p, n) for p in prec["fp32_layers"]) for n in block_convs)
+    assert prec["fp16"]["feature_block_fp32"] is True
 
 
 def test_naive_fp16_changes_bprime_and_the_policy_does_not(fp16_export, random_clips):
@@ -166,3 +180,26 @@ def test_fp16_refuses_overwrite(fp16_export):
 
     with pytest.raises(ATFRError, match="--force"):
         write_fp16(fp16_export)
+
+
+def test_feature_block_can_be_fp16_too(tiny_export, tmp_path, capsys):
+    """--fp16-feature-block fp16 (write_fp16(feature_block=False)): only SGS's own branch stays
+    fp32, every backbone conv is fp16, and the manifest says so."""
+    from atfr.cli import main
+    from atfr.runtime.manifest import load_manifest
+
+    d = tmp_path / "export"
+    shutil.copytree(tiny_export, d)
+    from atfr.export.precision import write_fp16
+
+    write_fp16(d, force=True, feature_block=False)
+    m = load_manifest(d, check=True)
+    front = onnx.load(str(m.path("front_fp16")))
+    inits = {i.name: i.data_type for i in front.graph.initializer}
+    convs = [n for n in front.graph.node if n.op_type == "Conv"]
+    assert convs and all(inits[n.input[1]] == onnx.TensorProto.FLOAT16 for n in convs)
+    assert m.raw["precision"]["fp16"]["feature_block_fp32"] is False
+    # the CLI flag is checked per value
+    with pytest.raises(SystemExit) as e:  # argparse: usage + one error line, exit 2
+        main(["export", "nothing.pt", "-o", str(tmp_path / "o"), "--fp16", "--fp16-feature-block", "bf16"])
+    assert e.value.code == 2 and "--fp16-feature-block" in capsys.readouterr().err

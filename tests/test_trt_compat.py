@@ -393,6 +393,12 @@ def test_pin_fp32_fake_network():
     assert layers[0].precision is None
     assert layers[1].precision == f32 and layers[1].out_types == {0: f32}
     assert layers[2].precision is None and layers[2].out_types == {0: f32}  # int32 size tensor left alone
+    # the export's fp16 policy patterns (manifest fp32_layers_by_graph) pin more layers: the feature block
+    layers[0].precision, layers[1].precision = None, None
+    assert _pin_fp32(trt, net, ["feat0"], ["dist0"], [r"conv", r"no\(such"]) == 3
+    assert layers[0].precision == f32
+    assert tc.layers_matching(["/pathway0_res1/Add", "/pathway0_res1/Add_1", "x"], [r"/pathway0_res1/Add", "["]) == {
+        "/pathway0_res1/Add"}
 
 
 def test_plugin_variant_choice():

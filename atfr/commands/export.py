@@ -17,6 +17,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--name", help="model name recorded in the manifest")
     p.add_argument("--fp16", action="store_true",
                    help="also write fp16 graphs (SGS embedding, distances and SGS stay fp32)")
+    p.add_argument("--fp16-feature-block", choices=("fp32", "fp16"), default="fp32",
+                   help="with --fp16: precision of the residual block producing SGS's input features "
+                        "(default fp32: B' is a threshold on their distances)")
     p.add_argument("--force", action="store_true", help="overwrite an existing export")
 
 
@@ -31,7 +34,7 @@ def run(args: argparse.Namespace) -> int:
                                                       args.name or Path(args.source).stem))
     if args.fp16:
         from atfr.export.precision import write_fp16
-        write_fp16(out, force=True)
+        write_fp16(out, force=True, feature_block=args.fp16_feature_block == "fp32")
     from atfr.runtime.manifest import load_manifest
     m = load_manifest(out)
     print(f"exported {m.name} ({m.arch}, {m.num_classes} classes, {len(m.sgs)} SGS layer(s)) to {out} "
