@@ -238,3 +238,35 @@ def test_train_demo_phases_switch_to_the_final_kernel(tmp_path, capsys):
                "--final-epochs", "5"])
     err = capsys.readouterr().err
     assert rc == 2 and len(err.strip().splitlines()) == 1 and "--final-epochs" in err
+
+
+@pytest.mark.slow
+def test_demo_precision_targets(demo_model, tmp_path):
+    """The precision acceptance figures on the demo model's whole held-out split (320 clips),
+    through the real flow: export, fp16 policy graphs, two-stage INT8 calibration on generated
+    demo videos (split 2, seed 1: never the held-out clips), then every precision vs PyTorch fp32.
+    fp32 ONNX: identical B' and top-1 on every clip; fp16: >= 99% B' and top-1 agreement; INT8
+    (defaults): >= 97% top-1 agreement and <= 2 points of accuracy lost."""
+    from atfr.calibration.accuracy import compare_precisions
+    from atfr.calibration.int8 import calibrate
+    from atfr.demo.train import HELD_OUT_SPLIT
+    from atfr.export.exporter import ExportOptions, export_model
+    from atfr.export.precision import write_fp16
+    from atfr.runtime.clips import normalize, pack_pathways
+
+    out = export_model(demo_model, tmp_path / "export", ExportOptions(name="demo"))
+    write_fp16(out)
+    spec = demo_model.input_spec
+    vids = synth.write_demo_videos(tmp_path / "calib", seed=1, n_per_class=16, fps=spec.target_fps,
+                                   frames=2 * spec.num_frames, size=spec.crop_size)
+    calibrate(out, vids[0].parent, clips=256, method="percentile", seed=0, progress=False, warn=lambda s: None)
+    frames, labels = synth.make_dataset(40, seed=0, num_frames=16, size=64, split=HELD_OUT_SPLIT)
+    clips = [pack_pathways(normalize(f, spec), spec) for f in frames]
+    res = compare_precisions(out, ["fp32", "fp16", "int8"], clips, reference="torch", labels=list(labels),
+                             checkpoint=ASSET)
+    p = res["precisions"]
+    assert p["fp32"]["bprime_agreement"] == 1.0 and p["fp32"]["top1_agreement"] == 1.0, p["fp32"]
+    assert p["fp16"]["bprime_agreement"] >= 0.99 and p["fp16"]["top1_agreement"] >= 0.99, p["fp16"]
+    assert p["int8"]["graphs"] == ["front_fp16", "back_int8"]
+    assert p["int8"]["top1_agreement"] >= 0.97 and p["int8"]["accuracy_drop"] <= 0.02, p["int8"]
+    assert res["passed"]
