@@ -32,7 +32,7 @@ from typing import Any, Callable
 
 import numpy as np
 
-from atfr.errors import ATFRError
+from atfr.errors import ATFRError, SourceError
 from atfr.runtime.manifest import Manifest
 from atfr.runtime.pipeline import Pipeline
 
@@ -41,7 +41,6 @@ from .report import SCHEMA_VERSION
 from .stats import expected_latency_throughput, histogram, latency_stats, linear_fit, throughput
 from .timing import Candidate, Timings, measure_overhead, run_interleaved
 
-VIDEO_EXTS = (".mp4", ".avi", ".mkv", ".mov", ".webm", ".m4v", ".mpg", ".mpeg")
 CLIPS_PER_VIDEO = 4  # uniformly spaced windows per video for the B' distribution
 TRT_FIELDS = ("host_latency", "gpu_compute", "enqueue", "h2d", "d2h")
 
@@ -121,80 +120,37 @@ def random_clips(m: Manifest, batch: int, seed: int) -> list[np.ndarray]:
     return [rng.standard_normal(s, dtype=np.float32) for s in m.clip_shapes(batch)]
 
 
-def _simple_preprocess(frames: np.ndarray, spec) -> np.ndarray:
-    """Fallback transform: short-side resize to spec.short_side (bilinear, OpenCV), centre crop to
-    spec.crop_size, then the runtime's normalisation (x/255 - mean) / std -> [3,T,S,S]."""
-    import cv2
-
-    from atfr.runtime.clips import normalize
-    t, h, w, _ = frames.shape
-    short = int(spec.short_side or spec.crop_size)
-    s = int(spec.crop_size)
-    short = max(short, s)
-    if h <= w:
-        nh, nw = short, max(s, int(round(w * short / h)))
-    else:
-        nw, nh = short, max(s, int(round(h * short / w)))
-    out = np.empty((t, s, s, 3), np.uint8)
-    y0, x0 = (nh - s) // 2, (nw - s) // 2
-    for i in range(t):
-        r = cv2.resize(frames[i], (nw, nh), interpolation=cv2.INTER_LINEAR)
-        out[i] = r[y0:y0 + s, x0:x0 + s]
-    return normalize(out, spec)
-
-
-def _runtime_preprocess() -> Callable | None:
-    try:
-        from atfr.runtime.preprocess import preprocess_clip  # written elsewhere; optional
-        return preprocess_clip
-    except Exception:  # noqa: BLE001 - absent or broken: fall back to the simple transform
-        return None
-
-
 def video_clips(folder: str, m: Manifest, limit_videos: int = 200) -> tuple[list[list[np.ndarray]], str]:
     """Decode videos with OpenCV into model inputs: CLIPS_PER_VIDEO uniformly spaced windows of
-    num_frames frames at sampling_rate per video. Returns (clips, description of the transform)."""
-    try:
-        import cv2
-    except ImportError:
-        raise ATFRError("--videos needs OpenCV (pip install opencv-python-headless)") from None
-    from atfr.runtime.clips import pack_pathways
+    num_frames frames at sampling_rate per video, through the runtime's own preprocessing.
+    Returns (clips, description of the transform)."""
+    from atfr.runtime.preprocess import Preprocessor
+    from atfr.runtime.video import VIDEO_EXTS, read_frames, videos_in
+
     root = Path(folder)
     if not root.is_dir():
         raise ATFRError(f"--videos {root}: not a directory")
-    files = sorted(p for p in root.rglob("*") if p.suffix.lower() in VIDEO_EXTS)[:limit_videos]
+    files = videos_in(root)[:limit_videos]
     if not files:
         raise ATFRError(f"--videos {root}: no video files ({', '.join(VIDEO_EXTS)})")
     spec = m.input
-    pre = _runtime_preprocess()
-    how = ("runtime preprocess_clip" if pre else
-           f"simple: short side -> {spec.short_side} (bilinear), centre crop {spec.crop_size}, (x/255-mean)/std")
+    pre = Preprocessor(spec)
     need = spec.num_frames * max(1, spec.sampling_rate)
     clips: list[list[np.ndarray]] = []
     for f in files:
-        cap = cv2.VideoCapture(str(f))
-        frames = []
-        while True:
-            ok, fr = cap.read()
-            if not ok:
-                break
-            frames.append(cv2.cvtColor(fr, cv2.COLOR_BGR2RGB))
-            if len(frames) >= 3000:
-                break
-        cap.release()
-        if not frames:
+        try:
+            arr, _ = read_frames(f, max_frames=3000)
+        except SourceError:
             continue
-        arr = np.stack(frames)
         if len(arr) < need:  # loop short videos, as the official test loader pads by repetition
             arr = np.concatenate([arr] * (need // len(arr) + 1))[: max(need, len(arr))]
         starts = np.linspace(0, len(arr) - need, CLIPS_PER_VIDEO).astype(int) if len(arr) > need else [0]
         for s0 in sorted(set(int(v) for v in starts)):
-            win = np.ascontiguousarray(arr[s0:s0 + need:max(1, spec.sampling_rate)][: spec.num_frames])
-            x = pre(win, spec) if pre else _simple_preprocess(win, spec)
-            clips.append(pack_pathways(np.asarray(x, np.float32), spec))
+            win = arr[s0:s0 + need:max(1, spec.sampling_rate)][: spec.num_frames]
+            clips.append(pre.inputs(win, (1,)))
     if not clips:
         raise ATFRError(f"--videos {root}: OpenCV could not decode any of {len(files)} file(s)")
-    return clips, how
+    return clips, "runtime Preprocessor (official test transform, centre crop)"
 
 
 def bprime_distribution(pipe: Pipeline, videos: str | None) -> dict[str, Any] | None:

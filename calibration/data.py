@@ -15,10 +15,10 @@ from pathlib import Path
 
 import numpy as np
 
-from atfr.errors import ATFRError
+from atfr.errors import ATFRError, SourceError
+from atfr.runtime.preprocess import Preprocessor
 from atfr.spec import InputSpec
 
-VIDEO_EXTS = {".mp4", ".avi", ".mkv", ".mov", ".webm", ".m4v", ".mpg", ".mpeg", ".wmv", ".flv", ".ts"}
 MAX_DECODE_FRAMES = 20000  # a guard against endless streams listed by mistake
 
 
@@ -33,28 +33,17 @@ class CalibClip:
 def list_videos(data: str | Path) -> list[Path]:
     """A folder (videos directly inside or below it, sorted) or a .txt list (one path a line,
     relative to the list's folder; '#' comments and blank lines ignored)."""
+    from atfr.runtime.video import VIDEO_EXTS, videos_in, videos_in_list
+
     p = Path(data)
     if not p.exists():
         raise ATFRError(f"calibration data {p} does not exist")
     if p.is_dir():
-        vids = sorted(f for f in p.rglob("*") if f.is_file() and f.suffix.lower() in VIDEO_EXTS)
+        vids = videos_in(p)
         if not vids:
-            raise ATFRError(f"calibration data folder {p} holds no videos ({', '.join(sorted(VIDEO_EXTS)[:5])}, ...)")
+            raise ATFRError(f"calibration data folder {p} holds no videos ({', '.join(VIDEO_EXTS[:5])}, ...)")
         return vids
-    try:
-        lines = p.read_text(encoding="utf-8").splitlines()
-    except (OSError, UnicodeDecodeError) as e:
-        raise ATFRError(f"calibration list {p} is not a readable text file ({e.__class__.__name__})") from None
-    vids = []
-    for ln in lines:
-        ln = ln.strip()
-        if not ln or ln.startswith("#"):
-            continue
-        # A whole line that names a file wins; else the first token (a label may follow it).
-        cands = [Path(ln), Path(ln.split()[0])]
-        f = next((c if c.is_absolute() else p.parent / c for c in cands
-                  if (c if c.is_absolute() else p.parent / c).exists()), None)
-        vids.append(f or (cands[1] if cands[1].is_absolute() else p.parent / cands[1]))
+    vids = videos_in_list(p)
     if not vids:
         raise ATFRError(f"calibration list {p} names no videos")
     return vids
@@ -62,59 +51,14 @@ def list_videos(data: str | Path) -> list[Path]:
 
 def read_video(path: Path) -> tuple[np.ndarray, float] | None:
     """All frames as uint8 RGB [T,H,W,3] and the fps, or None when OpenCV cannot decode it."""
-    import cv2
+    from atfr.runtime.video import read_frames
 
     if not path.is_file():
         return None
-    cap = cv2.VideoCapture(str(path))
     try:
-        if not cap.isOpened():
-            return None
-        fps = float(cap.get(cv2.CAP_PROP_FPS) or 0.0)
-        frames = []
-        while len(frames) < MAX_DECODE_FRAMES:
-            ok, fr = cap.read()
-            if not ok or fr is None:
-                break
-            frames.append(cv2.cvtColor(fr, cv2.COLOR_BGR2RGB))
-    finally:
-        cap.release()
-    if not frames:
+        return read_frames(path, max_frames=MAX_DECODE_FRAMES)
+    except SourceError:
         return None
-    if not (fps > 0 and math.isfinite(fps)):
-        fps = 30.0
-    return np.stack(frames, 0), fps
-
-
-def _preprocessor(spec: InputSpec):
-    """The runtime's Preprocessor; a minimal fallback (cv2 resize + centre crop) if it is absent."""
-    try:
-        from atfr.runtime.preprocess import Preprocessor
-        return Preprocessor(spec)
-    except ImportError:  # pragma: no cover - the runtime ships preprocess.py
-        return _FallbackPreprocessor(spec)
-
-
-class _FallbackPreprocessor:  # pragma: no cover
-    def __init__(self, spec: InputSpec):
-        self.spec = spec
-
-    def inputs(self, frames: np.ndarray, spatial_indices=(1,)) -> list[np.ndarray]:
-        import cv2
-
-        from atfr.runtime.clips import normalize, pack_pathways
-
-        s, ss = self.spec.crop_size, self.spec.short_side
-        h, w = frames.shape[1:3]
-        r = ss / min(h, w)
-        nh, nw = max(s, int(h * r)), max(s, int(w * r))
-        fr = np.stack([cv2.resize(f, (nw, nh), interpolation=cv2.INTER_LINEAR) for f in frames])
-        outs = []
-        for si in spatial_indices:
-            y0 = (nh - s) // 2 if nh >= nw else (nh - s) * si // 2
-            x0 = (nw - s) // 2 if nw > nh else (nw - s) * si // 2
-            outs.append(pack_pathways(normalize(np.ascontiguousarray(fr[:, y0:y0 + s, x0:x0 + s]), self.spec), self.spec))
-        return [np.concatenate([o[p] for o in outs], 0) for p in range(len(outs[0]))]
 
 
 def sample_clips(data: str | Path, spec: InputSpec, n: int, seed: int = 0, progress: bool = False) -> list[CalibClip]:
@@ -128,7 +72,7 @@ def sample_clips(data: str | Path, spec: InputSpec, n: int, seed: int = 0, progr
     vids = list_videos(data)
     rng = np.random.default_rng(seed)
     order = [vids[i] for i in rng.permutation(len(vids))]
-    pre = _preprocessor(spec)
+    pre = Preprocessor(spec)
     # Clip j -> video order[j % V], temporal view j // V of ceil(n / V), spatial crop from the rng.
     per_video: dict[int, list[int]] = {}
     for j in range(n):

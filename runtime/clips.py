@@ -42,14 +42,10 @@ def normalize(frames: np.ndarray, spec: InputSpec) -> np.ndarray:
 
 
 def pack_pathways(x: np.ndarray, spec: InputSpec) -> list[np.ndarray]:
-    """[3,T,S,S] -> list per pathway of [1,3,T_p,S,S]. SlowFast slow = linspace(0,T-1,T//alpha) truncated."""
-    x = x[None]
-    if not spec.slowfast_alpha:
-        return [x]
-    t = x.shape[2]
-    # torch.linspace in fp32, then .long() truncation, as the official pack_pathway_output.
-    idx = np.linspace(0, t - 1, t // spec.slowfast_alpha, dtype=np.float32).astype(np.int64)
-    return [np.ascontiguousarray(x[:, :, idx]), x]
+    """[3,T,S,S] -> list per pathway of [1,3,T_p,S,S] (SlowFast: slow = the official frame subset)."""
+    from .preprocess import pack_pathways as pack
+
+    return [np.ascontiguousarray(p[None]) for p in pack(x, spec.slowfast_alpha)]
 
 
 def frames_to_inputs(frames: np.ndarray, spec: InputSpec, source: str = "clip") -> list[np.ndarray]:

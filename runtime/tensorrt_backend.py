@@ -37,7 +37,7 @@ from atfr.fileio import sha256_file
 
 from .manifest import Manifest
 from .pipeline import Pipeline, SGSStep
-from .trt_compat import check_supported, engine_compat_problem, graph_has_sgs, stale_problem
+from .trt_compat import check_supported, engine_compat_problem, graph_has_sgs, stale_problem, tightest_profile
 
 PLUGIN_ENV = "ATFR_SGS_PLUGIN"
 
@@ -291,12 +291,11 @@ class TrtEngineRunner:
         return out
 
     def _pick_profile(self, shapes: dict[str, tuple[int, ...]]) -> int:
-        best, best_w = -1, None
-        for k, prof in enumerate(self.profiles):
-            if all(all(lo <= s <= hi for s, lo, hi in zip(shapes[n], prof[n][0], prof[n][2])) for n in shapes):
-                w = sum(sum(hi - lo for lo, hi in zip(prof[n][0], prof[n][2])) for n in shapes)
-                if best_w is None or w < best_w:
-                    best, best_w = k, w
+        # every dimension of every input is one (min, max) range of the profile
+        names = sorted(shapes)
+        values = [v for n in names for v in shapes[n]]
+        ranges = [[(lo, hi) for n in names for lo, hi in zip(prof[n][0], prof[n][2])] for prof in self.profiles]
+        best = tightest_profile(ranges, values)
         if best < 0:
             raise ATFRError(f"{self.path.name}: input shapes {shapes} are outside every optimization profile; "
                             "rebuild with 'atfr build --profiles/--max-batch' covering them")

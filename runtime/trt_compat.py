@@ -394,14 +394,22 @@ def default_profiles(bins: Sequence[int], opts: Sequence[int | None]) -> list[Pr
     return [tuple(prof)]
 
 
-def pick_profile(profiles: Sequence[Profile], tprimes: Sequence[int]) -> int:
-    """Index of the tightest profile whose ranges contain every pathway's T'."""
+def tightest_profile(profiles: Sequence[Sequence[tuple[int, int]]], values: Sequence[int]) -> int:
+    """Index of the profile whose (lo, hi) ranges all contain ``values`` (one range per value)
+    with the smallest total width; -1 when none does. TensorRT runs fastest in the tightest
+    profile that fits, since its tactics were chosen around that profile's opt shape."""
     best, best_w = -1, None
-    for i, pr in enumerate(profiles):
-        if all(r.lo <= t <= r.hi for r, t in zip(pr, tprimes)):
-            w = sum(r.hi - r.lo for r in pr)
+    for i, ranges in enumerate(profiles):
+        if all(lo <= v <= hi for (lo, hi), v in zip(ranges, values)):
+            w = sum(hi - lo for lo, hi in ranges)
             if best_w is None or w < best_w:
                 best, best_w = i, w
+    return best
+
+
+def pick_profile(profiles: Sequence[Profile], tprimes: Sequence[int]) -> int:
+    """Index of the tightest profile whose ranges contain every pathway's T'."""
+    best = tightest_profile([[(r.lo, r.hi) for r in pr] for pr in profiles], tprimes)
     if best < 0:
         raise ATFRError(f"no optimization profile of the back engine covers T'={tuple(tprimes)}; "
                         "rebuild with 'atfr build --profiles' covering 1..B")

@@ -31,6 +31,8 @@ from atfr.errors import ATFRError, SourceError
 # report the 90 kHz clock rate).
 _FPS_RANGE = (1.0, 240.0)
 URL_SCHEMES = ("rtsp://", "rtsps://", "rtmp://", "http://", "https://", "udp://", "tcp://", "srt://")
+# What a folder of videos is searched for (predict, calibrate, bench --videos).
+VIDEO_EXTS = (".mp4", ".avi", ".mkv", ".mov", ".webm", ".m4v", ".mpg", ".mpeg", ".wmv", ".flv", ".ts", ".3gp")
 
 
 @dataclass(frozen=True)
@@ -429,16 +431,49 @@ def video_info(path: str | os.PathLike) -> tuple[float, int | None]:
         r.close()
 
 
-def read_frames(path: str | os.PathLike, fallback_fps: float = 30.0) -> tuple[np.ndarray, float]:
-    """Decode a whole file: (RGB uint8 [N,H,W,3], fps). For short clips and tests."""
+def read_frames(path: str | os.PathLike, fallback_fps: float = 30.0,
+                max_frames: int | None = None) -> tuple[np.ndarray, float]:
+    """Decode a whole file (or its first ``max_frames`` frames): (RGB uint8 [N,H,W,3], fps).
+    SourceError when it cannot be opened or decoded."""
     r = CvReader(parse_source(str(path)), fallback_fps)
     try:
         frames = []
-        while (f := r.read()) is not None:
+        while (max_frames is None or len(frames) < max_frames) and (f := r.read()) is not None:
             frames.append(f)
         return np.stack(frames, 0), r.fps
     finally:
         r.close()
+
+
+def videos_in(folder: str | os.PathLike) -> list[Path]:
+    """Video files (``VIDEO_EXTS``) anywhere below ``folder``, sorted by path."""
+    return sorted(f for f in Path(folder).rglob("*") if f.is_file() and f.suffix.lower() in VIDEO_EXTS)
+
+
+def videos_in_list(path: str | os.PathLike) -> list[Path]:
+    """The videos a .txt list names: one a line, relative to the list's folder; blank lines and
+    '#' comments skipped. A line may carry a label after the path ("path label" or "path,label",
+    Kinetics CSV style): the first of the whole line, the part before the last comma and the first
+    token that exists is taken, else the whole line (reported missing later). ATFRError when the
+    file cannot be read as text."""
+    p = Path(path)
+    try:
+        lines = p.read_text(encoding="utf-8").splitlines()
+    except (OSError, UnicodeDecodeError) as e:
+        raise ATFRError(f"{p} is not a readable text list ({e.__class__.__name__})") from None
+
+    def resolve(s: str) -> Path:
+        q = Path(s)
+        return q if q.is_absolute() else p.parent / q
+
+    vids = []
+    for ln in lines:
+        ln = ln.strip()
+        if not ln or ln.startswith("#"):
+            continue
+        cands = [resolve(c) for c in (ln, ln.rsplit(",", 1)[0].strip(), ln.split()[0]) if c]
+        vids.append(next((c for c in cands if c.exists()), cands[0]))
+    return vids
 
 
 def read_selected(path: str | os.PathLike, wanted: Callable[[int, float], Iterable[int]], fallback_fps: float = 30.0) -> tuple[dict[int, np.ndarray], int, float]:

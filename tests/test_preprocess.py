@@ -98,14 +98,21 @@ def test_bgr_channel_order_flips_input():
     np.testing.assert_array_equal(Preprocessor(bgr)(frames), Preprocessor(spec)(frames[..., ::-1]))
 
 
-@pytest.mark.parametrize("t,alpha", [(32, 8), (32, 4), (8, 4), (30, 4), (16, 3)])
+@pytest.mark.parametrize("t,alpha", [(32, 8), (32, 4), (8, 4), (30, 4), (16, 3), (95, 4), (111, 2)])
 def test_slowfast_packing_matches_torch(t, alpha):
+    """Both packers (per clip, and runtime.clips' batched one used by infer/verify/calibration)
+    take torch's fp32 linspace frames; T=95/111 are where a numpy fp32 linspace picks another frame."""
+    from atfr.runtime import clips as clips_mod
+
     clip = np.random.default_rng(t).standard_normal((3, t, 4, 4)).astype(np.float32)
     slow, fast = pack_pathways(clip, alpha)
     idx = torch.linspace(0, t - 1, t // alpha).long()
     ref = torch.index_select(torch.from_numpy(clip), 1, idx).numpy()
     np.testing.assert_array_equal(slow, ref)
     assert fast is clip
+    b_slow, b_fast = clips_mod.pack_pathways(clip, InputSpec(num_frames=t, slowfast_alpha=alpha))
+    np.testing.assert_array_equal(b_slow, ref[None])
+    np.testing.assert_array_equal(b_fast, clip[None])
 
 
 def test_torch_linspace_is_bit_exact():

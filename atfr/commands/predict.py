@@ -26,7 +26,6 @@ import numpy as np
 
 from atfr.errors import ATFRError, SourceError
 
-VIDEO_EXTS = (".mp4", ".avi", ".mkv", ".mov", ".webm", ".m4v", ".mpg", ".mpeg", ".wmv", ".flv", ".3gp")
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -58,24 +57,18 @@ def spatial_indices(n: int) -> tuple[int, ...]:
 
 def collect_videos(arg: str) -> tuple[list[Path], bool]:
     """(videos, is_batch). A missing single path is a SourceError; an empty folder/list an ATFRError."""
+    from atfr.runtime.video import VIDEO_EXTS, videos_in, videos_in_list
+
     p = Path(arg)
     if p.is_dir():
-        vids = sorted(f for f in p.rglob("*") if f.is_file() and f.suffix.lower() in VIDEO_EXTS)
+        vids = videos_in(p)
         if not vids:
             raise ATFRError(f"{p}: no videos in this folder ({', '.join(VIDEO_EXTS[:4])}, ...)")
         return vids, True
     if p.suffix.lower() == ".txt":
         if not p.exists():
             raise ATFRError(f"{p}: no such list file")
-        vids = []
-        for line in p.read_text(encoding="utf-8", errors="replace").splitlines():
-            line = line.strip()
-            if not line or line.startswith("#"):
-                continue
-            q = Path(line)
-            if not q.exists() and "," in line:  # "path,label" lines (Kinetics CSV style)
-                q = Path(line.rsplit(",", 1)[0].strip())
-            vids.append(q if q.is_absolute() else p.parent / q)
+        vids = videos_in_list(p)
         if not vids:
             raise ATFRError(f"{p}: the list names no videos")
         return vids, True
