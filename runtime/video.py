@@ -40,15 +40,21 @@ class SourceSpec:
     kind: str  # camera | file | url | gstreamer
     target: str | int
     label: str
+    props: tuple = ()  # camera: (cv2.CAP_PROP_* name, value) set after opening (runtime.camera presets)
 
 
 def parse_source(src: str | int) -> SourceSpec:
-    """Classify a --source string. Digits or /dev/videoN = camera; '... ! appsink' = GStreamer."""
+    """Classify a --source string. Digits or /dev/videoN = camera; '... ! appsink' = GStreamer;
+    csi://N and v4l2:///dev/videoN presets (runtime.camera)."""
     if isinstance(src, int):
         return SourceSpec("camera", src, f"camera {src}")
     s = str(src).strip()
     if not s:
         raise SourceError("empty --source")
+    from atfr.runtime.camera import parse_camera  # noqa: PLC0415
+
+    if (preset := parse_camera(s)) is not None:
+        return preset
     if s.isdigit():
         return SourceSpec("camera", int(s), f"camera {s}")
     if re.fullmatch(r"/dev/video\d+", s):
@@ -147,7 +153,9 @@ class CvReader:
                               "GStreamer, e.g. the JetPack python3-opencv)")
         with _quiet_opencv():
             if k == "camera":
-                cap = cv2.VideoCapture(t)
+                from atfr.runtime.camera import open_camera  # noqa: PLC0415
+
+                cap = open_camera(cv2, self.spec)  # V4L2 presets: CAP_V4L2 + FOURCC/size/fps
             elif k == "gstreamer":
                 cap = cv2.VideoCapture(str(t), cv2.CAP_GSTREAMER)
             elif k == "url" and hasattr(cv2, "CAP_PROP_OPEN_TIMEOUT_MSEC"):
