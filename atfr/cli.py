@@ -26,6 +26,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "convert": ("atfr.commands.convert", "convert an official .pyth checkpoint to ours"),
     "demo": ("atfr.commands.demo", "export the built-in demo model and run it on a demo video"),
     "train-demo": ("atfr.commands.train_demo", "train the demo model on generated videos"),
+    "pack": ("atfr.commands.pack", "pack an export folder into one checksummed archive for a device"),
+    "unpack": ("atfr.commands.unpack", "unpack and verify an 'atfr pack' archive"),
     "doctor": ("atfr.commands.doctor", "check this environment (modules, OpenCV, TensorRT, GPU, Jetson) with fixes"),
 }
 
