@@ -371,7 +371,7 @@ def diagnose(backend: str, mods: dict[str, ModuleProbe], sysp: SystemProbe, plug
                 fix = ("a PyPI OpenCV without GStreamer shadows JetPack's: pip uninstall " + " ".join(pip_cv)
                        + " (atfr-deploy does not install it on aarch64) and use a venv made with "
                        "--system-site-packages" if pip_cv else
-                       "install JetPack's OpenCV (sudo apt install nvidia-opencv python3-opencv) and use a venv "
+                       "install JetPack's OpenCV (sudo apt install nvidia-opencv) and use a venv "
                        "made with --system-site-packages")
             else:
                 fix = ("only needed for csi:// and GStreamer sources: use an OpenCV built with GStreamer "
@@ -385,7 +385,7 @@ def diagnose(backend: str, mods: dict[str, ModuleProbe], sysp: SystemProbe, plug
             add(Check("opencv v4l2", "warn", "no V4L2: USB cameras (v4l2://, /dev/videoN) cannot open",
                       "install an OpenCV built with V4L2"))
     else:
-        fix = ("sudo apt install nvidia-opencv python3-opencv (JetPack's, with GStreamer) and make the venv with "
+        fix = ("sudo apt install nvidia-opencv (JetPack's, with GStreamer) and make the venv with "
                "--system-site-packages" if jetson else "pip install opencv-python-headless")
         add(Check("opencv", "fail", "cv2 is not installed" if cv.missing else f"cv2 does not import ({cv.error})",
                   fix, both))
@@ -608,7 +608,7 @@ def source_checks(src: str, cv: ModuleProbe, sysp: SystemProbe) -> list[Check]:
     if spec.kind == "gstreamer":
         if not (cv.ok and parse_cv2_build(cv.info.get("build") or [])["GStreamer"]):
             out.append(Check("source gstreamer", "fail", f"{spec.label}: this OpenCV has no GStreamer",
-                             "use an OpenCV built with GStreamer (JetPack's python3-opencv, venv with "
+                             "use an OpenCV built with GStreamer (JetPack's nvidia-opencv, venv with "
                              "--system-site-packages)", both))
         for elem in ("nvarguscamerasrc", "nvvidconv", "v4l2src", "jpegdec"):
             if re.search(rf"(^|!)\s*{elem}\b", str(spec.target)):

@@ -87,7 +87,8 @@ OPENCV_DISTS = {"opencv-python", "opencv-python-headless", "opencv-contrib-pytho
 # -- our markers (pure) -------------------------------------------------------------------------
 
 def test_extras_exist():
-    assert {"jetson", "jetson-thor", "desktop-gpu", "cpu", "export", "dev"} <= set(PYPROJECT["optional-dependencies"])
+    assert {"jetson", "jetson-thor", "desktop-gpu", "cuda12", "cpu", "export", "dev"} <= set(
+        PYPROJECT["optional-dependencies"])
 
 
 @pytest.mark.parametrize("extras,target", [((), "jetpack6"), (("jetson",), "jetpack6"),
@@ -122,6 +123,9 @@ def test_desktop_gpu_is_tensorrt_with_cuda12_and_never_lands_on_jetson():
     assert not spec_of(reqs, "cuda-python").contains("13.0.0")  # tensorrt-cu12 needs the CUDA 12 runtime
     # The PyPI TensorRT wheel is built for discrete GPUs: a Jetson would get a TensorRT that cannot run.
     assert not {"tensorrt-cu12", "cuda-python"} & names(requirements(("desktop-gpu",), "jetpack6"))
+    # cuda12: for a TensorRT that is already installed (NGC container): cuda-python 12 only.
+    assert names(requirements(("cuda12",), "x86_310")) - names(requirements((), "x86_310")) == {"cuda-python"}
+    assert "cuda-python" not in names(requirements(("cuda12",), "jetpack6"))
 
 
 def test_cpu_extra_gives_generic_aarch64_a_runtime():
