@@ -11,6 +11,7 @@ and only then renames it into place: a corrupt or hostile archive leaves nothing
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import os
 import shutil
@@ -70,8 +71,6 @@ def pack(outdir: str | os.PathLike, archive: str | os.PathLike, force: bool = Fa
         with tarfile.open(tmp, mode, format=tarfile.PAX_FORMAT) as tar:
             info = tarfile.TarInfo(f"{root}/{PACK_MANIFEST}")
             info.size, info.mode = len(man), 0o644
-            import io  # noqa: PLC0415
-
             tar.addfile(info, io.BytesIO(man))
             for f in files:
                 ti = tar.gettarinfo(str(f), arcname=f"{root}/{f.relative_to(src).as_posix()}")

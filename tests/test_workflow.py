@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from atfr.errors import ATFRError
-from atfr.runtime.archive import PACK_MANIFEST, pack, unpack
+from atfr.runtime.archive import pack, unpack
 from footage import real_video
 
 ROOT = Path(__file__).resolve().parents[1]
