@@ -6,9 +6,10 @@ loaded lazily so a missing optional package fails with one clear line, not at im
 
 from __future__ import annotations
 
+import importlib
 import os
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Callable, Protocol
 
 import numpy as np
 
@@ -59,6 +60,23 @@ class OrtRunner:
 
 
 BACKENDS = ("onnxruntime", "tensorrt")
+
+# Backends that build a whole Pipeline themselves, as 'module:function' strings imported on first
+# use: the pipeline never imports them (atfr.runtime.tensorrt imports the pipeline, not the other
+# way round), and a missing optional package fails with one line only when that backend is asked for.
+PIPELINE_LOADERS: dict[str, str] = {
+    "tensorrt": "atfr.runtime.tensorrt.backend:load_trt_pipeline",
+}
+
+
+def pipeline_loader(name: str) -> Callable[..., Any] | None:
+    """The registered loader ``f(manifest, **options) -> Pipeline`` for ``name``; None for
+    onnxruntime, which the pipeline assembles from OrtRunners itself."""
+    target = PIPELINE_LOADERS.get(name)
+    if target is None:
+        return None
+    module, _, func = target.partition(":")
+    return getattr(importlib.import_module(module), func)
 
 
 def resolve_backend(name: str) -> str:

@@ -16,7 +16,7 @@ import numpy as np
 
 from atfr.errors import ATFRError
 
-from .backends import GraphRunner, OrtRunner, resolve_backend
+from .backends import GraphRunner, OrtRunner, pipeline_loader, resolve_backend
 from .manifest import Manifest, load_manifest
 from .sgs_numpy import guard_zero_max, sgs_step
 
@@ -95,9 +95,9 @@ class Pipeline:
              threads: int | None = None, **trt_options: Any) -> "Pipeline":
         m = load_manifest(outdir, check=True)
         backend = resolve_backend(backend)
-        if backend == "tensorrt":
-            from .tensorrt_backend import load_trt_pipeline  # imports tensorrt lazily
-            return load_trt_pipeline(m, **trt_options)
+        loader = pipeline_loader(backend)  # e.g. tensorrt: imported here, on first use
+        if loader is not None:
+            return loader(m, **trt_options)
         front = OrtRunner(m.path("front"), threads)
         back = OrtRunner(m.path("back"), threads)
         step = SGSStep(m, sgs, lambda p: OrtRunner(p, threads)) if m.sgs else None

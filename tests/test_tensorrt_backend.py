@@ -51,7 +51,7 @@ class _M:
 
 
 def test_split_presampled_per_clip_bprime():
-    from atfr.runtime.tensorrt_backend import split_presampled
+    from atfr.runtime.tensorrt.backend import split_presampled
 
     rng = np.random.default_rng(0)
     s = rng.normal(size=(3, 2, 6, 2, 2)).astype(np.float32)
@@ -66,7 +66,7 @@ def test_split_presampled_per_clip_bprime():
 
 
 def test_split_presampled_rejects_bad_bprime_and_nan():
-    from atfr.runtime.tensorrt_backend import split_presampled
+    from atfr.runtime.tensorrt.backend import split_presampled
 
     s = np.zeros((1, 2, 4, 2, 2), np.float32)
     f = np.zeros((1, 4, 8, 2, 2), np.float32)
@@ -104,7 +104,7 @@ def test_sampled_front_pipeline_matches_onnxruntime(tiny_export):
     from atfr.runtime.backends import OrtRunner
     from atfr.runtime.manifest import load_manifest
     from atfr.runtime.pipeline import Pipeline
-    from atfr.runtime.tensorrt_backend import SampledFrontRunner, TrtPipeline
+    from atfr.runtime.tensorrt.backend import SampledFrontRunner, TrtPipeline
 
     m = load_manifest(tiny_export)
     rng = np.random.default_rng(3)
@@ -135,7 +135,7 @@ def _write_sidecar(d: Path, role: str, **kw) -> None:
 
 
 def test_read_sidecar_errors(tmp_path):
-    from atfr.runtime.tensorrt_backend import read_sidecar
+    from atfr.runtime.tensorrt.backend import read_sidecar
 
     with pytest.raises(ATFRError, match="atfr build X"):
         read_sidecar(tmp_path / "front.engine", "X")
@@ -153,7 +153,7 @@ def test_load_without_tensorrt_is_one_line(tmp_path, tiny_export):
     if HAVE_TRT:
         pytest.skip("TensorRT is installed here")
     from atfr.runtime.manifest import load_manifest
-    from atfr.runtime.tensorrt_backend import load_trt_pipeline
+    from atfr.runtime.tensorrt.backend import load_trt_pipeline
 
     m = load_manifest(tiny_export)
     for r in ("front", "back"):
@@ -173,7 +173,7 @@ def trt_env():
     if not HAVE_TRT:
         pytest.skip("TensorRT is not installed (tests written against the TRT 10.3 API, not executed here)")
     try:
-        from atfr.runtime.tensorrt_backend import Cuda
+        from atfr.runtime.tensorrt.cuda import Cuda
 
         info = Cuda.get().device_info()
     except (DependencyError, ATFRError) as e:
@@ -201,7 +201,7 @@ def _golden_inputs(golden):
 def _build_and_compare(export: Path, golden: Path, engine_dir: Path, sgs: str, precision: str = "fp32",
                        plugin: str | None = None, atol: float = 2e-3, **load_kw):
     from atfr.runtime.pipeline import Pipeline
-    from atfr.runtime.trt_builder import build_engines
+    from atfr.runtime.tensorrt.builder import build_engines
 
     build_engines(export, precision=precision, sgs=sgs, plugin_path=plugin, engine_dir=engine_dir,
                   workspace_mb=2048, progress=False, max_batch=4)
@@ -268,7 +268,7 @@ def test_plugin_engines_match_onnxruntime(r3d18_export, golden, tmp_path):
 def test_fp16_keeps_bprime(r3d18_export, golden, tmp_path):
     import tensorrt as trt
 
-    from atfr.runtime.trt_compat import capabilities
+    from atfr.runtime.tensorrt.compat import capabilities
 
     if not capabilities(trt.__version__).has_fp16_flag and "back_fp16" not in json.loads(
             (r3d18_export / "atfr.json").read_text())["graphs"]:
@@ -281,7 +281,7 @@ def test_fp16_keeps_bprime(r3d18_export, golden, tmp_path):
 @pytest.mark.gpu
 def test_sidecar_mismatch_is_one_line_rebuild_error(r3d18_export, tmp_path):
     from atfr.runtime.pipeline import Pipeline
-    from atfr.runtime.trt_builder import build_engines
+    from atfr.runtime.tensorrt.builder import build_engines
 
     d = tmp_path / "e"
     build_engines(r3d18_export, sgs="host", engine_dir=d, progress=False)
@@ -469,7 +469,7 @@ def _back_engine():
 def _runner(engine, cuda, **kw):
     import types
 
-    from atfr.runtime.tensorrt_backend import TrtEngineRunner
+    from atfr.runtime.tensorrt.backend import TrtEngineRunner
 
     rt = types.SimpleNamespace(deserialize_cuda_engine=lambda b: engine)
     p = Path(__file__)  # any readable file stands in for the plan
@@ -477,7 +477,7 @@ def _runner(engine, cuda, **kw):
 
 
 def test_runner_dds_front_with_fake_trt():
-    from atfr.runtime.tensorrt_backend import SampledFrontRunner
+    from atfr.runtime.tensorrt.backend import SampledFrontRunner
 
     cuda = _FakeCuda()
     r = _runner(_front_engine(), cuda, upper_bounds={"sgs0": {2: 4}})
@@ -604,7 +604,7 @@ def _fake_builder_trt(version: str, record: dict):
 
 
 def test_build_engines_with_fake_trt(tmp_path, monkeypatch):
-    from atfr.runtime import trt_builder
+    from atfr.runtime.tensorrt import builder as trt_builder
     from test_trt_compat import _fake_export
 
     exp = _fake_export(tmp_path / "exp")

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from atfr.errors import ATFRError, DependencyError
-from atfr.runtime import trt_compat as tc
+from atfr.runtime.tensorrt import compat as tc
 
 # -- versions / capabilities ---------------------------------------------------------------------
 
@@ -347,7 +347,7 @@ def test_validate_warnings(tmp_path):
 # -- builder helpers with a fake tensorrt module -------------------------------------------------
 
 def test_set_flags_by_name_fake_trt():
-    from atfr.runtime.trt_builder import _set_flags
+    from atfr.runtime.tensorrt.builder import _set_flags
 
     set_flags = []
     cfg = types.SimpleNamespace(set_flag=set_flags.append)
@@ -362,7 +362,7 @@ def test_set_flags_by_name_fake_trt():
 
 
 def test_pin_fp32_fake_network():
-    from atfr.runtime.trt_builder import _pin_fp32
+    from atfr.runtime.tensorrt.builder import _pin_fp32
 
     f32, f16, i32 = "float32", "float16", "int32"
 
@@ -402,7 +402,7 @@ def test_pin_fp32_fake_network():
 
 
 def test_plugin_variant_choice():
-    from atfr.runtime.trt_builder import plugin_variant
+    from atfr.runtime.tensorrt.plugin import plugin_variant
 
     assert plugin_variant("/x/libatfr_sgs.so") == "static"
     assert plugin_variant("/x/libatfr_sgs_vc.so") == "dynamic"
@@ -412,16 +412,16 @@ def test_plugin_variant_choice():
 
 
 def test_load_plugin_missing_names_flag(tmp_path):
-    from atfr.runtime.trt_builder import load_plugin_library
+    from atfr.runtime.tensorrt.plugin import load_plugin_library
 
     with pytest.raises(DependencyError, match=r"not found: .*--plugin PATH"):
         load_plugin_library(types.SimpleNamespace(), tmp_path / "libatfr_sgs.so")
 
 
 def test_load_plugin_dynamic_fake_registry(tmp_path, monkeypatch):
-    from atfr.runtime import trt_builder
+    from atfr.runtime.tensorrt import plugin as trt_plugin
 
-    monkeypatch.setattr(trt_builder, "_LOADED_PLUGINS", {})
+    monkeypatch.setattr(trt_plugin, "_LOADED_PLUGINS", {})
     lib = tmp_path / "libatfr_sgs_vc.so"
     lib.write_bytes(b"not really a library")
     calls = []
@@ -435,15 +435,15 @@ def test_load_plugin_dynamic_fake_registry(tmp_path, monkeypatch):
             return object() if (name, version, ns) == ("SGS", "1", "atfr") else None
 
     trt = types.SimpleNamespace(get_plugin_registry=lambda: Reg())
-    digest = trt_builder.load_plugin_library(trt, lib)
+    digest = trt_plugin.load_plugin_library(trt, lib)
     assert len(digest) == 64 and calls == [str(lib.resolve())]
     other = tmp_path / "libatfr_sgs.so"
     other.write_bytes(b"x")
     with pytest.raises(ATFRError, match="already loaded"):
-        trt_builder.load_plugin_library(trt, other)
-    monkeypatch.setattr(trt_builder, "_LOADED_PLUGINS", {})
+        trt_plugin.load_plugin_library(trt, other)
+    monkeypatch.setattr(trt_plugin, "_LOADED_PLUGINS", {})
     with pytest.raises(DependencyError, match="did not register plugin SGS"):
-        trt_builder.load_plugin_library(trt, lib, namespace="")
+        trt_plugin.load_plugin_library(trt, lib, namespace="")
 
 
 # -- the CLI without tensorrt --------------------------------------------------------------------
@@ -523,7 +523,7 @@ def test_build_refuses_to_overwrite_before_tensorrt(tmp_path, capsys):
 
 def test_resolve_profiles_from_manifest(tmp_path):
     from atfr.runtime.manifest import load_manifest
-    from atfr.runtime.trt_builder import back_profile_shapes, front_profile_shapes, resolve_profiles
+    from atfr.runtime.tensorrt.builder import back_profile_shapes, front_profile_shapes, resolve_profiles
 
     m = load_manifest(_fake_export(tmp_path / "exp"))
     prof = resolve_profiles(m, None, None)
@@ -537,8 +537,8 @@ def test_resolve_profiles_from_manifest(tmp_path):
 # -- runtime stays torch-free ------------------------------------------------------------------------
 
 def test_runtime_imports_no_torch():
-    code = ("import sys, atfr.runtime.pipeline, atfr.runtime.trt_compat, atfr.runtime.trt_builder, "
-            "atfr.runtime.tensorrt_backend, atfr.commands.build; assert 'torch' not in sys.modules, 'torch imported'; "
+    code = ("import sys, atfr.runtime.pipeline, atfr.runtime.tensorrt.compat, atfr.runtime.tensorrt.builder, "
+            "atfr.runtime.tensorrt.backend, atfr.commands.build; assert 'torch' not in sys.modules, 'torch imported'; "
             "assert 'tensorrt' not in sys.modules, 'tensorrt imported eagerly'")
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert r.returncode == 0, r.stderr

@@ -2,7 +2,7 @@
 
 Options are validated (with warnings) before tensorrt is imported, so a wrong combination is
 reported the same way on a machine without TensorRT. Written against the TensorRT 10.3-11.x
-Python API; see atfr.runtime.trt_builder.
+Python API; see atfr.runtime.tensorrt.builder.
 """
 
 from __future__ import annotations
@@ -38,7 +38,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from atfr.runtime.manifest import int8_front_mode, load_manifest
-    from atfr.runtime.trt_compat import BuildOptions, validate_build_options
+    from atfr.runtime.tensorrt.compat import BuildOptions, validate_build_options
 
     m = load_manifest(args.outdir, check=True)
     opts = validate_build_options(
@@ -49,7 +49,7 @@ def run(args: argparse.Namespace) -> int:
     for w in opts.warnings:
         print(w, file=sys.stderr)
 
-    from atfr.runtime.trt_builder import build_engines  # imports tensorrt lazily (one-line error if absent)
+    from atfr.runtime.tensorrt.builder import build_engines  # imports tensorrt lazily (one-line error if absent)
 
     written = build_engines(args.outdir, opts=opts, progress=not args.quiet, engine_dir=args.engine_dir,
                             plugin_variant_=args.plugin_variant, verbose=args.verbose)

@@ -2,7 +2,7 @@
 
 Written against the documented TensorRT Python API of 10.3 (JetPack 6.1/6.2) through 11.x and
 NOT executed in this repository's CI (TensorRT cannot be installed there); the version choices
-it applies come from :mod:`atfr.runtime.trt_compat`, which is tested without TensorRT.
+it applies come from :mod:`atfr.runtime.tensorrt.compat`, which is tested without TensorRT.
 
 Outputs, next to the export (or in ``engine_dir``):
 
@@ -17,7 +17,6 @@ Torch-free. ``tensorrt`` is imported only inside the functions that need it.
 
 from __future__ import annotations
 
-import ctypes
 import datetime as _dt
 import os
 import platform
@@ -27,104 +26,18 @@ from pathlib import Path
 from typing import Any, Callable, Sequence
 
 from atfr import __version__
-from atfr.errors import ATFRError, DependencyError
+from atfr.errors import ATFRError
 from atfr.fileio import atomic_path, check_writable, sha256_file, write_json_atomic
 
-from .manifest import Manifest, int8_front_mode, load_manifest
-from .trt_compat import (BuildOptions, PrecisionPlan, Profile, TRange, check_supported,
-                         default_profiles, fp32_layers, graph_has_sgs, layers_matching, parse_profiles,
-                         parse_version, plan_engines, sm_name, validate_build_options)
+from ..manifest import Manifest, int8_front_mode, load_manifest
+from .api import first_line, import_tensorrt, make_logger
+from .compat import (BuildOptions, PrecisionPlan, Profile, TRange, check_supported, default_profiles, fp32_layers,
+                     graph_has_sgs, layers_matching, parse_profiles, parse_version, plan_engines, sm_name,
+                     validate_build_options)
+from .cuda import gpu_info
+from .plugin import PLUGIN_NAME, PLUGIN_VERSION, load_plugin_library, plugin_variant
 
 ENGINE_NAMES = ("front.engine", "back.engine")
-PLUGIN_NAME, PLUGIN_VERSION = "SGS", "1"
-TRT_MISSING = ("TensorRT is not installed here (pip install tensorrt on x86_64; JetPack ships python3-libnvinfer); "
-               "'atfr build' needs it (the ONNX Runtime backend needs no build)")
-
-
-def import_tensorrt():
-    try:
-        import tensorrt as trt  # noqa: PLC0415
-    except ImportError:
-        raise DependencyError(TRT_MISSING) from None
-    return trt
-
-
-# -- plugin library loading ------------------------------------------------------------------------
-
-_LOADED_PLUGINS: dict[str, tuple[str, Any]] = {}  # realpath -> (variant, handle)
-
-
-def plugin_variant(path: str | os.PathLike, variant: str = "auto") -> str:
-    """'static' (REGISTER_TENSORRT_PLUGIN, loaded with ctypes.CDLL) or 'dynamic' (getCreators,
-    IPluginRegistry.load_library). 'auto': libatfr_sgs_vc.so -> dynamic, anything else -> static."""
-    if variant in ("static", "dynamic"):
-        return variant
-    if variant != "auto":
-        raise ATFRError(f"unknown plugin variant {variant!r} (auto, static, dynamic)")
-    return "dynamic" if Path(path).stem.split(".")[0].endswith("_vc") else "static"
-
-
-def load_plugin_library(trt: Any, path: str | os.PathLike, namespace: str = "atfr", variant: str = "auto",
-                        flag: str = "--plugin") -> str:
-    """Load the SGS plugin from an explicit path (never a search path); return its sha256.
-
-    Only one flavour may be loaded per process: loading a library whose creators are already
-    registered fails in TensorRT (IPluginRegistry::loadLibrary), and so would mixing the static
-    and the getCreators variants.
-    """
-    p = Path(path)
-    if not p.is_file():
-        raise DependencyError(f"SGS plugin library not found: {p} (pass {flag} PATH to libatfr_sgs.so built "
-                              "from plugins/sgs)")
-    real = os.path.realpath(p)
-    kind = plugin_variant(p, variant)
-    if real in _LOADED_PLUGINS:
-        return sha256_file(real)
-    if _LOADED_PLUGINS:
-        other = next(iter(_LOADED_PLUGINS))
-        raise ATFRError(f"an SGS plugin library is already loaded in this process ({other}); TensorRT cannot "
-                        f"register a second one ({real}): use one library per process")
-    try:
-        if kind == "static":
-            handle: Any = ctypes.CDLL(real, mode=getattr(ctypes, "RTLD_GLOBAL", 0))
-        else:
-            handle = trt.get_plugin_registry().load_library(real)
-            if handle is None:
-                raise OSError("IPluginRegistry.load_library returned nothing (missing getCreators export, or "
-                              "its plugins are already registered)")
-    except OSError as e:
-        raise DependencyError(f"cannot load SGS plugin library {real}: {str(e).splitlines()[0][:200]} "
-                              "(built for another TensorRT/CUDA version or architecture?)") from None
-    _LOADED_PLUGINS[real] = (kind, handle)
-    reg = trt.get_plugin_registry()
-    creator = None
-    try:
-        creator = reg.get_creator(PLUGIN_NAME, PLUGIN_VERSION, namespace)
-    except Exception:  # noqa: BLE001 - older bindings: fall through to the list below
-        creator = None
-    if creator is None:
-        names = []
-        for attr in ("all_creators", "plugin_creator_list"):
-            for c in getattr(reg, attr, None) or []:
-                names.append((getattr(c, "name", ""), getattr(c, "plugin_version", ""),
-                              getattr(c, "plugin_namespace", "")))
-        if (PLUGIN_NAME, PLUGIN_VERSION, namespace) not in names:
-            raise DependencyError(f"{real} loaded but did not register plugin {PLUGIN_NAME} v{PLUGIN_VERSION} in "
-                                  f"namespace {namespace!r} (wrong library or variant? try the other of "
-                                  "libatfr_sgs.so / libatfr_sgs_vc.so)")
-    return sha256_file(real)
-
-
-# -- GPU facts (cuda-python; TensorRT does not expose the device name) ----------------------------
-
-def gpu_info() -> dict[str, Any]:
-    """name, compute capability 'X.Y', CUDA runtime version; {} entries unknown when cuda-python is absent."""
-    try:
-        from .tensorrt_backend import Cuda  # noqa: PLC0415
-
-        return Cuda.get().device_info()
-    except DependencyError:
-        return {"gpu_name": None, "compute_capability": None, "cuda_runtime": None}
 
 
 # -- progress ------------------------------------------------------------------------------------
@@ -160,30 +73,6 @@ def _make_progress_monitor(trt: Any, report: Callable[[str], None]):
     return _Progress()
 
 
-class _Logger:
-    """trt.ILogger that keeps the last errors (for one-line failures) and prints warnings when verbose."""
-
-    @staticmethod
-    def make(trt: Any, verbose: bool = False):
-        class L(trt.ILogger):  # type: ignore[misc, name-defined]
-            def __init__(self):
-                trt.ILogger.__init__(self)
-                self.errors: list[str] = []
-
-            def log(self, severity, msg):
-                if int(severity) <= int(trt.ILogger.Severity.ERROR):
-                    self.errors.append(str(msg).strip())
-                elif verbose and int(severity) <= int(trt.ILogger.Severity.WARNING):
-                    print(f"[TensorRT] {msg}", file=sys.stderr)
-
-        return L()
-
-
-def _first_line(s: str, n: int = 220) -> str:
-    s = " ".join(str(s).split())
-    return s if len(s) <= n else s[: n - 3] + "..."
-
-
 # -- network construction ------------------------------------------------------------------------
 
 def _parse_onnx(trt: Any, builder: Any, logger: Any, onnx_path: Path, strongly_typed: bool):
@@ -199,7 +88,7 @@ def _parse_onnx(trt: Any, builder: Any, logger: Any, onnx_path: Path, strongly_t
         hint = ""
         if any("plugin" in e.lower() or "SGS" in e for e in errs):
             hint = " (is the SGS plugin library loaded with --plugin, and built for this TensorRT?)"
-        raise ATFRError(f"TensorRT cannot parse {onnx_path.name}: {_first_line(errs[0] if errs else 'unknown error')}"
+        raise ATFRError(f"TensorRT cannot parse {onnx_path.name}: {first_line(errs[0] if errs else 'unknown error')}"
                         f"{hint}")
     return network, parser
 
@@ -315,7 +204,7 @@ def _build_one(trt: Any, logger: Any, onnx_path: Path, shapes: list[dict[str, tu
     plan_mem = builder.build_serialized_network(network, config)
     if plan_mem is None:
         err = logger.errors[-1] if logger.errors else "no error message"
-        raise ATFRError(f"TensorRT failed to build {onnx_path.name}: {_first_line(err)}")
+        raise ATFRError(f"TensorRT failed to build {onnx_path.name}: {first_line(err)}")
     new_cache = config.get_timing_cache()
     cache_out = bytes(memoryview(new_cache.serialize())) if new_cache is not None else None
     return bytes(memoryview(plan_mem)), cache_out, _io_specs(network), pinned
@@ -365,7 +254,7 @@ def build_engines(outdir: str | os.PathLike, precision: str = "fp32", sgs: str =
         for e in engine_plans:
             report(f"building {m.name} {e.role}: {e.plan.describe()}; {e.graph}.onnx")
 
-    logger = _Logger.make(trt, verbose)
+    logger = make_logger(trt, verbose)
     if hasattr(trt, "init_libnvinfer_plugins"):
         trt.init_libnvinfer_plugins(logger, "")
     front_has_sgs = graph_has_sgs(outs[plans["front"].graph])
