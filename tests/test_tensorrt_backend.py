@@ -496,6 +496,25 @@ def test_runner_dds_front_with_fake_trt():
     assert set(r.last_timings) >= {"host_latency", "enqueue", "h2d", "gpu_compute", "d2h"}
 
 
+def test_runner_dds_shape_not_notified_fails_instead_of_reusing_stale_bprime():
+    """Review item 5: the output allocator kept the previous run's shapes, so a run in which
+    TensorRT did not call notify_shape silently returned the last clip's B'."""
+    cuda = _FakeCuda()
+    r = _runner(_front_engine(), cuda, upper_bounds={"sgs0": {2: 4}})
+    x = np.array([[2.0, 1.0, 0.0]], np.float32)  # B' = 4
+    assert r.run({"clip0": x})["sgs0"].shape == (1, 2, 4)
+    alloc = r.allocator
+    real_notify = type(alloc).notify_shape
+    type(alloc).notify_shape = lambda self, name, shape: None  # this run: TensorRT never reports the shape
+    try:
+        with pytest.raises(ATFRError, match="did not report the shape of the data-dependent output 'sgs0'") as ei:
+            r.run({"clip0": np.array([[0.2, 0.3, 0.0]], np.float32)})  # B' would be 1, not the stale 4
+        assert ei.value.exit_code == 4
+    finally:
+        type(alloc).notify_shape = real_notify
+    assert r.run({"clip0": np.array([[0.2, 0.3, 0.0]], np.float32)})["sgs0"].shape == (1, 2, 1)
+
+
 def test_runner_back_profiles_chunking_and_graphs():
     cuda = _FakeCuda()
     r = _runner(_back_engine(), cuda, cuda_graphs=True)
@@ -543,12 +562,21 @@ def _fake_builder_trt(version: str, record: dict):
     class Config:
         def __init__(self):
             self.flags, self.profiles = [], []
+            self.on = {"T32"}  # TensorRT sets TF32 by default
 
         def set_memory_pool_limit(self, pool, n):
             record["workspace"] = n
 
         def set_flag(self, f):
             record.setdefault("flags", []).append(f)
+            self.on.add(f)
+
+        def clear_flag(self, f):
+            record.setdefault("cleared", []).append(f)
+            self.on.discard(f)
+
+        def get_flag(self, f):
+            return f in self.on
 
         def add_optimization_profile(self, p):
             self.profiles.append(p.shapes)
@@ -557,10 +585,12 @@ def _fake_builder_trt(version: str, record: dict):
 
         def create_timing_cache(self, b):
             record.setdefault("cache_in", []).append(bytes(b))
-            return b
+            return None if bytes(b) == b"GARBAGE" else bytes(b)
 
         def set_timing_cache(self, c, ignore_mismatch):
-            pass
+            # like IBuilderConfig.set_timing_cache: False for a cache from another GPU/TensorRT
+            record.setdefault("cache_set", []).append(c)
+            return not (c.startswith(b"FOREIGN") and not ignore_mismatch)
 
         def get_timing_cache(self):
             return types.SimpleNamespace(serialize=lambda: b"CACHE")
@@ -596,6 +626,7 @@ def _fake_builder_trt(version: str, record: dict):
             pass
 
     flags = {"FP16": "F16", "INT8": "I8", "OBEY_PRECISION_CONSTRAINTS": "OBEY"} if version.startswith("10") else {}
+    flags["TF32"] = "T32"
     return types.SimpleNamespace(
         __version__=version, Builder=Builder, OnnxParser=Parser, ILogger=ILogger,
         NetworkDefinitionCreationFlag=types.SimpleNamespace(STRONGLY_TYPED=1),
@@ -619,6 +650,7 @@ def test_build_engines_with_fake_trt(tmp_path, monkeypatch):
                                          "t.cache"]
     assert rec["parsed"] == ["front.onnx", "back.onnx"]
     assert rec["flags"] == ["F16", "OBEY"] * 2 and rec["network_flags"] == [0, 0]  # weakly typed on 10.3
+    assert rec["cleared"] == ["T32", "T32"]  # TF32 off in both engines (default on in TensorRT)
     assert rec["workspace"] == 512 << 20
     assert rec["cache_in"] == [b"", b"CACHE"]  # the back build reuses the front's timings
     assert cache.read_bytes() == b"CACHE"
@@ -629,6 +661,7 @@ def test_build_engines_with_fake_trt(tmp_path, monkeypatch):
     assert side["tensorrt_version"] == "10.3.0.26" and side["compute_capability"] == "8.7"
     assert side["precision"] == "fp16" and side["builder_flags"] == ["FP16", "OBEY_PRECISION_CONSTRAINTS"]
     assert side["tprime_profiles"] == [["1-3:2"], ["4-8:6"]] and side["plugin"] is None
+    assert side["tf32"] is False
     assert side["engine_bytes"] == 6 and len(side["onnx_sha256"]) == 64 and side["created_utc"].endswith("Z")
     with pytest.raises(ATFRError, match="--force"):
         trt_builder.build_engines(exp, sgs="host", progress=False)
@@ -638,4 +671,49 @@ def test_build_engines_with_fake_trt(tmp_path, monkeypatch):
     with pytest.raises(ATFRError, match="front_fp16/back_fp16"):
         trt_builder.build_engines(exp, precision="fp16", sgs="host", progress=False, force=True)
     trt_builder.build_engines(exp, sgs="host", progress=False, force=True)
-    assert rec["network_flags"] == [2, 2] and "flags" not in rec
+    assert rec["network_flags"] == [2, 2] and "flags" not in rec and rec["cleared"] == ["T32", "T32"]
+    rec.clear()
+    trt_builder.build_engines(exp, sgs="host", progress=False, force=True, tf32=True)
+    assert rec["flags"] == ["T32", "T32"] and "cleared" not in rec
+    assert json.loads((exp / "front.engine.json").read_text())["tf32"] is True
+
+
+@pytest.mark.parametrize("content", [b"FOREIGN-GPU-CACHE", b"GARBAGE"])
+def test_build_engines_rejected_timing_cache(tmp_path, monkeypatch, capsys, content):
+    """set_timing_cache's False (another GPU/TensorRT) and create_timing_cache's None (not a cache)
+    are noticed: the build goes on with a fresh cache, says so, and keeps the user's file unless --force."""
+    from atfr.runtime.tensorrt import builder as trt_builder
+    from test_trt_compat import _fake_export
+
+    exp = _fake_export(tmp_path / "exp")
+    rec: dict = {}
+    monkeypatch.setitem(__import__("sys").modules, "tensorrt", _fake_builder_trt("10.3.0.26", rec))
+    monkeypatch.setattr(trt_builder, "gpu_info", lambda: {"gpu_name": "Orin", "compute_capability": "8.7",
+                                                          "cuda_runtime": "12.6"})
+    cache = tmp_path / "t.cache"
+    cache.write_bytes(content)
+    written = trt_builder.build_engines(exp, sgs="host", timing_cache=str(cache), progress=False)
+    assert rec["cache_in"] == [content, b"", b"CACHE"]  # rejected -> fresh for the front; back reuses the front's
+    # a foreign cache reaches set_timing_cache (which says False); garbage already fails to deserialize
+    assert rec["cache_set"] == ([content] if content != b"GARBAGE" else []) + [b"", b"CACHE"]
+    err = capsys.readouterr().err
+    assert "was not accepted" in err and "not replacing the rejected timing cache" in err
+    assert cache.read_bytes() == content and cache not in written
+    trt_builder.build_engines(exp, sgs="host", timing_cache=str(cache), progress=False, force=True)
+    assert cache.read_bytes() == b"CACHE"
+
+
+def test_build_engines_fresh_timing_cache_refused_is_an_error(tmp_path, monkeypatch):
+    from atfr.runtime.tensorrt import builder as trt_builder
+    from test_trt_compat import _fake_export
+
+    exp = _fake_export(tmp_path / "exp")
+    fake = _fake_builder_trt("10.3.0.26", {})
+    monkeypatch.setitem(__import__("sys").modules, "tensorrt", fake)
+    monkeypatch.setattr(trt_builder, "gpu_info", lambda: {"gpu_name": None, "compute_capability": None,
+                                                          "cuda_runtime": None})
+    cfg_cls = type(fake.Builder(None).create_builder_config())
+    monkeypatch.setattr(cfg_cls, "set_timing_cache", lambda self, c, ignore_mismatch: False)
+    with pytest.raises(ATFRError, match="refused a new, empty timing cache") as ei:
+        trt_builder.build_engines(exp, sgs="host", progress=False)
+    assert ei.value.exit_code == 4

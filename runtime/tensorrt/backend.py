@@ -58,6 +58,12 @@ def make_output_allocator(trt: Any, cuda: Cuda):
             self.reallocations = 0
             self.error: str | None = None
 
+        def reset(self) -> None:
+            """Forget the previous run's shapes and error before each enqueue: a run whose engine
+            never calls notify_shape must fail, not silently reuse the last clip's B'."""
+            self.shapes.clear()
+            self.error = None
+
         def reserve(self, name: str, nbytes: int) -> int:
             self.buffers[name] = [cuda.malloc(nbytes), int(nbytes)]
             return self.buffers[name][0]
@@ -230,6 +236,8 @@ class TrtEngineRunner:
         cuda.record(ev[1], st)
         te = time.perf_counter()
         key = (self.active_profile,) + tuple(shapes[n] for n in self.input_names)
+        if self.allocator is not None:
+            self.allocator.reset()
         if self.cuda_graphs and key in self.graphs:
             cuda.launch(self.graphs[key], st)
         else:
@@ -250,7 +258,8 @@ class TrtEngineRunner:
                 assert self.allocator is not None
                 shp = self.allocator.shapes.get(n)
                 if shp is None:
-                    raise ATFRError(f"{self.path.name}: TensorRT never reported the shape of {n!r}", exit_code=4)
+                    raise ATFRError(f"{self.path.name}: TensorRT did not report the shape of the data-dependent output "
+                                    f"{n!r} for this run (IOutputAllocator.notify_shape was not called)", exit_code=4)
                 src = self.allocator.buffers[n][0]
             else:
                 shp = tuple(int(d) for d in ctx.get_tensor_shape(n))

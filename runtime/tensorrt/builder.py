@@ -22,6 +22,7 @@ import os
 import platform
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
@@ -118,13 +119,61 @@ def _pin_fp32(trt: Any, network: Any, feat: list[str], dist: list[str], patterns
     return n
 
 
-def _set_flags(trt: Any, config: Any, plan: PrecisionPlan) -> None:
+def _set_flags(trt: Any, config: Any, plan: PrecisionPlan) -> bool | None:
+    """Set the plan's precision flags (by name) and set or clear TF32 as the plan says.
+
+    Returns whether TF32 is on for this build as the config reports it, or None where this
+    TensorRT has no BuilderFlag.TF32 (then nothing can switch it off; the caller warns)."""
     for name in plan.builder_flags:
         flag = getattr(trt.BuilderFlag, name, None)
         if flag is None:  # TensorRT 11 removed the weak-typing flags; the plan should not ask for them
             raise ATFRError(f"this TensorRT ({trt.__version__}) has no BuilderFlag.{name}; "
                             f"plan '{plan.describe()}' does not apply")
         config.set_flag(flag)
+    tf32 = getattr(trt.BuilderFlag, "TF32", None)
+    if tf32 is None:
+        return None
+    # TensorRT sets TF32 by default; it has no per-layer switch, so the SGS-feeding layers stay
+    # exact only with the flag cleared for the whole build (see PrecisionPlan.tf32).
+    if plan.tf32:
+        config.set_flag(tf32)
+    else:
+        config.clear_flag(tf32)
+    state = config.get_flag(tf32) if hasattr(config, "get_flag") else plan.tf32
+    if bool(state) != plan.tf32:
+        raise ATFRError(f"TensorRT {trt.__version__} did not {'set' if plan.tf32 else 'clear'} BuilderFlag.TF32")
+    return bool(state)
+
+
+def _apply_timing_cache(config: Any, cache_bytes: bytes | None, source: str | None) -> bool:
+    """Give the builder the timing cache (or a fresh one); True when ``cache_bytes`` was rejected.
+
+    IBuilderConfig.set_timing_cache returns False for a cache from another GPU or TensorRT version
+    (ignore_mismatch=False: reusing foreign timings picks slow tactics), and create_timing_cache
+    returns None for bytes that are not a cache. Either way the build continues with a fresh cache
+    and says so; a build that cannot even set a fresh cache fails."""
+    if cache_bytes:
+        cache = config.create_timing_cache(cache_bytes)
+        if cache is not None and config.set_timing_cache(cache, ignore_mismatch=False):
+            return False
+        print(f"WARNING ⚠️ timing cache {source or ''} was not accepted by this TensorRT/GPU "
+              "(written by another TensorRT version or GPU, or not a timing cache); starting a fresh one",
+              file=sys.stderr)
+    cache = config.create_timing_cache(b"")
+    if cache is None or not config.set_timing_cache(cache, ignore_mismatch=False):
+        raise ATFRError("TensorRT refused a new, empty timing cache (IBuilderConfig.set_timing_cache returned False)",
+                        exit_code=4)
+    return bool(cache_bytes)
+
+
+@dataclass
+class BuiltEngine:
+    plan: bytes
+    timing_cache: bytes | None
+    io: list[dict[str, Any]]
+    pinned_layers: int
+    tf32: bool | None  # None: this TensorRT has no BuilderFlag.TF32
+    cache_rejected: bool
 
 
 def _io_specs(network: Any) -> list[dict[str, Any]]:
@@ -182,13 +231,13 @@ def resolve_profiles(m: Manifest, profiles: str | None, opt_bprime: int | None) 
 
 def _build_one(trt: Any, logger: Any, onnx_path: Path, shapes: list[dict[str, tuple]], plan: PrecisionPlan,
                workspace_mb: int | None, cache_bytes: bytes | None, progress: Callable[[str], None] | None,
-               pin: tuple[list[str], list[str], list[str]] | None) -> tuple[bytes, bytes | None, list[dict[str, Any]], int]:
+               pin: tuple[list[str], list[str], list[str]] | None, cache_source: str | None = None) -> BuiltEngine:
     builder = trt.Builder(logger)
     network, _parser = _parse_onnx(trt, builder, logger, onnx_path, plan.strongly_typed)
     config = builder.create_builder_config()
     if workspace_mb:
         config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, int(workspace_mb) << 20)
-    _set_flags(trt, config, plan)
+    tf32 = _set_flags(trt, config, plan)
     pinned = _pin_fp32(trt, network, *pin) if (plan.pin_fp32 and pin and (pin[0] or pin[1] or pin[2])) else 0
     for shp in shapes:
         prof = builder.create_optimization_profile()
@@ -196,8 +245,7 @@ def _build_one(trt: Any, logger: Any, onnx_path: Path, shapes: list[dict[str, tu
             prof.set_shape(name, mn, op, mx)
         if config.add_optimization_profile(prof) < 0:
             raise ATFRError(f"{onnx_path.name}: TensorRT rejected optimization profile {shp}")
-    cache = config.create_timing_cache(cache_bytes or b"")
-    config.set_timing_cache(cache, ignore_mismatch=False)
+    rejected = _apply_timing_cache(config, cache_bytes, cache_source)
     monitor = _make_progress_monitor(trt, progress) if progress else None
     if monitor is not None:
         config.progress_monitor = monitor
@@ -207,7 +255,7 @@ def _build_one(trt: Any, logger: Any, onnx_path: Path, shapes: list[dict[str, tu
         raise ATFRError(f"TensorRT failed to build {onnx_path.name}: {first_line(err)}")
     new_cache = config.get_timing_cache()
     cache_out = bytes(memoryview(new_cache.serialize())) if new_cache is not None else None
-    return bytes(memoryview(plan_mem)), cache_out, _io_specs(network), pinned
+    return BuiltEngine(bytes(memoryview(plan_mem)), cache_out, _io_specs(network), pinned, tf32, rejected)
 
 
 def engine_paths(engine_dir: Path) -> list[Path]:
@@ -219,7 +267,7 @@ def build_engines(outdir: str | os.PathLike, precision: str = "fp32", sgs: str =
                   plugin_path: str | None = None, opt_bprime: int | None = None, max_batch: int = 1,
                   progress: Callable[[str], None] | bool | None = True, force: bool = False,
                   engine_dir: str | os.PathLike | None = None, plugin_variant_: str = "auto",
-                  verbose: bool = False, opts: BuildOptions | None = None) -> list[Path]:
+                  verbose: bool = False, opts: BuildOptions | None = None, tf32: bool = False) -> list[Path]:
     """Build front.engine and back.engine (+ sidecars) for the export in ``outdir``.
 
     Returns the written paths. Raises ATFRError/DependencyError with one-line messages.
@@ -235,7 +283,7 @@ def build_engines(outdir: str | os.PathLike, precision: str = "fp32", sgs: str =
     if opts is None:  # called from Python rather than the CLI: validate here
         opts = validate_build_options(
             BuildOptions(precision, sgs, plugin_path, workspace_mb, timing_cache, profiles, opt_bprime, max_batch,
-                         force), [l.bins for l in m.sgs], m.graphs, int8_front=int8_front)
+                         force, tf32=tf32), [l.bins for l in m.sgs], m.graphs, int8_front=int8_front)
         for w in opts.warnings:
             print(w, file=sys.stderr)
     for p in engine_paths(edir):
@@ -246,7 +294,7 @@ def build_engines(outdir: str | os.PathLike, precision: str = "fp32", sgs: str =
     check_supported(version, opts.sgs)
     outs = {k: [t.name for t in g.outputs] for k, g in m.graphs.items()}
     engine_plans, plan_warnings = plan_engines(version, opts.precision, outs, opts.sgs, has_sgs_layers=bool(m.sgs),
-                                               int8_front=int8_front)
+                                               int8_front=int8_front, tf32=opts.tf32)
     plans = {e.role: e for e in engine_plans}
     for w in dict.fromkeys(plan_warnings):
         print(f"WARNING ⚠️ {w}", file=sys.stderr)
@@ -282,6 +330,7 @@ def build_engines(outdir: str | os.PathLike, precision: str = "fp32", sgs: str =
         ("back", plans["back"].graph, back_profile_shapes(m, t_profiles, opts.max_batch), None, None),
     ]
     written: list[Path] = []
+    cache_rejected = False
     common = {
         "format": "atfr-engine", "version": 1, "atfr_deploy": __version__,
         "tensorrt_version": str(trt.__version__), "gpu_name": gpu.get("gpu_name"),
@@ -296,10 +345,15 @@ def build_engines(outdir: str | os.PathLike, precision: str = "fp32", sgs: str =
         if report:
             report(f"[{role}] parsing {onnx_path.name} and building ({len(shapes)} profile(s)) ...")
         plan = plans[role].plan
-        data, cache_bytes_new, io, pinned = _build_one(trt, logger, onnx_path, shapes, plan, opts.workspace_mb,
-                                                       cache_bytes, report, pin if role == "front" else None)
-        if cache_bytes_new:
-            cache_bytes = cache_bytes_new  # the back build reuses what the front learned
+        built = _build_one(trt, logger, onnx_path, shapes, plan, opts.workspace_mb, cache_bytes, report,
+                           pin if role == "front" else None, cache_source=opts.timing_cache)
+        if built.tf32 is None and not plan.tf32:
+            print(f"WARNING ⚠️ TensorRT {trt.__version__} has no BuilderFlag.TF32: TF32 could not be switched off, "
+                  "so B' may differ from ONNX Runtime on Ampere and newer GPUs", file=sys.stderr)
+        cache_rejected = cache_rejected or (built.cache_rejected and role == "front")
+        data, io, pinned = built.plan, built.io, built.pinned_layers
+        if built.timing_cache:
+            cache_bytes = built.timing_cache  # the back build reuses what the front learned
         eng = edir / f"{role}.engine"
         with atomic_path(eng) as tmp:
             tmp.write_bytes(data)
@@ -310,7 +364,7 @@ def build_engines(outdir: str | os.PathLike, precision: str = "fp32", sgs: str =
             "builder_flags": list(plan.builder_flags),
             "graph": key, "onnx_file": onnx_path.name, "onnx_sha256": sha256_file(onnx_path),
             "sgs": opts.sgs if m.sgs else None, "contains_sgs": bool(role == "front" and graph_has_sgs(outs[key])),
-            "plugin": plug, "fp32_pinned_layers": pinned, "io": io,
+            "plugin": plug, "fp32_pinned_layers": pinned, "io": io, "tf32": built.tf32,
             "profiles": [{n: [list(s) for s in mmo] for n, mmo in shp.items()} for shp in shapes],
             "tprime_profiles": [[str(r) for r in pr] for pr in t_profiles] if role == "back" else None,
             "build_seconds": round(time.perf_counter() - t0, 1),
@@ -320,7 +374,10 @@ def build_engines(outdir: str | os.PathLike, precision: str = "fp32", sgs: str =
         written += [eng, edir / f"{role}.engine.json"]
         if report:
             report(f"[{role}] wrote {eng} ({len(data) / 2**20:.1f} MiB) in {side['build_seconds']} s")
-    if opts.timing_cache and cache_bytes:
+    if opts.timing_cache and cache_bytes and cache_rejected and not opts.force:
+        print(f"WARNING ⚠️ not replacing the rejected timing cache {opts.timing_cache} (pass --force to replace it "
+              "with this build's)", file=sys.stderr)
+    elif opts.timing_cache and cache_bytes:
         with atomic_path(opts.timing_cache) as tmp:
             tmp.write_bytes(cache_bytes)
         written.append(Path(opts.timing_cache))
