@@ -26,7 +26,7 @@ class GraphRunner(Protocol):
 class OrtRunner:
     """ONNX Runtime session over one graph (CPU by default; CUDA EP when asked and present)."""
 
-    def __init__(self, path: str | Path, threads: int | None = None, providers: list[str] | None = None):
+    def __init__(self, path: str | Path, threads: int | None = None, providers: list[Any] | None = None):
         try:
             import onnxruntime as ort
         except ImportError:
@@ -44,8 +44,9 @@ class OrtRunner:
             # Idle worker threads spin by default; on shared or small CPUs (Jetson's, CI's)
             # that steals time from whatever runs next (the SGS step, the other graph).
             so.add_session_config_entry("session.intra_op.allow_spinning", "0")
-        avail = ort.get_available_providers()
-        prov = [x for x in (providers or ["CPUExecutionProvider"]) if x in avail] or ["CPUExecutionProvider"]
+        # Names or (name, options) pairs, passed through as given: atfr.runtime.ort_providers checks them
+        # against the installed onnxruntime first and the session's providers after.
+        prov = list(providers) if providers else ["CPUExecutionProvider"]
         try:
             self.session = ort.InferenceSession(str(p), so, providers=prov)
         except Exception as e:  # ORT raises its own Fail/InvalidGraph types
