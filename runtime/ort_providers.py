@@ -154,4 +154,12 @@ def choose(name: str | None, export_root: str | Path | None = None) -> ProviderC
         raise DependencyError("onnxruntime is not installed (pip install onnxruntime, or onnxruntime-gpu for "
                               "--providers cuda/tensorrt)") from None
     cache = Path(export_root) / "ort_trt_cache" if export_root is not None else None
-    return resolve_providers(name, ort.get_available_providers(), cache)
+    choice = resolve_providers(name, ort.get_available_providers(), cache)
+    if choice.name != "cpu" and hasattr(ort, "preload_dlls"):
+        # onnxruntime-gpu >= 1.21 installed with its [cuda,cudnn] wheels finds their libraries only
+        # when preloaded (they are not on the library path); harmless where the system has them.
+        try:
+            ort.preload_dlls()
+        except Exception:  # noqa: BLE001 - a failure shows up as check_session's one-line error
+            pass
+    return choice

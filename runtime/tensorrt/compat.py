@@ -2,7 +2,7 @@
 
 Everything here is pure Python (no tensorrt, no torch, no CUDA) so the choices the builder and the
 runtime make on TensorRT 10.3 (JetPack 6.1/6.2) through 11.x can be unit-tested anywhere. The
-modules that touch TensorRT (``trt_builder``, ``tensorrt_backend``) only *apply* these plans.
+modules that touch TensorRT (``builder``, ``backend`` in this package) only *apply* these plans.
 
 Version facts used (see docs/tensorrt-notes.md in the shared research notes):
 
