@@ -10,7 +10,8 @@
   would move the SGS distances by ~1e-3 relative and B' with them.
 * ``tensorrt``: ORT's TensorRT EP for front and back (engines cached in ``<export>/ort_trt_cache``),
   CUDA EP then CPU for whatever it does not take; SGS stays on the host (numpy), so no plugin
-  is needed.
+  is needed. This provider has no option to clear TensorRT's TF32 default, so on Ampere and newer
+  ``atfr verify --backend onnxruntime --providers tensorrt`` is what shows whether B' still agrees.
 
 ONNX Runtime silently falls back to the CPU when a GPU provider cannot load (missing CUDA/cuDNN
 /TensorRT libraries); :func:`make_runner` checks the session's providers and fails with one line

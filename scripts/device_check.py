@@ -11,8 +11,9 @@ What it does, in this order, each step with a timeout inside the overall budget:
    which of torch / tensorrt / cuda-python / onnxruntime(-gpu) / nvcc are present.
 2. setup: makes the repository importable without installing it (a folder of symlinks mapping the
    atfr.* namespaces onto the repository's folders, as pyproject.toml does), and installs what is
-   missing from PyPI, pinned to the driver's CUDA major version, into a virtual environment under
-   the work folder (--system-site-packages, so a preinstalled torch or TensorRT stays visible):
+   missing from PyPI, pinned to the driver's CUDA version, each into its own folder under
+   WORK/pkgs put first on PYTHONPATH (the interpreter keeps its own torch or TensorRT; nothing of
+   the user's environment changes):
    nvcc (nvidia-cuda-nvcc wheels + the CUDA runtime wheel, wrapped so nvcc finds their headers and
    libcudart), cuda-python (only where tensorrt imports: the TensorRT backend needs it), and
    onnxruntime-gpu (with its CUDA/cuDNN wheels). It never installs TensorRT or torch.
@@ -331,33 +332,36 @@ def step_env(c: Check) -> dict[str, Any] | None:
     return gpu
 
 
-def pip_install(c: Check, name: str, reqs: list[str]) -> Step:
+def pip_install(c: Check, name: str, reqs: list[str], keep_only: tuple[str, ...] = ()) -> tuple[Step, Path]:
+    """pip install ``reqs`` into their own folder WORK/pkgs/<name> and put it first on PYTHONPATH.
+
+    A folder per component, not a virtual environment: the interpreter keeps seeing what it already
+    has (a venv made from inside another venv would hide that venv's torch and TensorRT), and the
+    user's environment is left untouched. ``keep_only``: top-level names to keep when the base
+    interpreter already has the dependencies pip copied in as well (onnxruntime-gpu's numpy and
+    protobuf must not shadow the ones torch was installed with)."""
+    target = c.work / "pkgs" / name.split(".")[-1]
     if c.args.no_install:
-        return c.skip(name, f"--no-install: would pip install {' '.join(reqs)}", requirements=reqs)
-    if not c.facts.get("venv"):
-        venv = c.work / "venv"
-        if not (venv / "bin" / "python").exists():
-            st = c.run(f"{name}.venv", [sys.executable, "-m", "venv", "--system-site-packages", str(venv)], 120)
-            if st.status != "ok":
-                return c.skip(name, f"cannot create a virtual environment to install into ({st.reason})",
-                              requirements=reqs)
-        c.facts["venv"] = str(venv)
-        c.python = str(venv / "bin" / "python")
-    cmd = [c.python, "-m", "pip", "install", "--disable-pip-version-check", "--no-input", *reqs]
+        return c.skip(name, f"--no-install: would pip install {' '.join(reqs)}", requirements=reqs), target
+    cmd = [c.python, "-m", "pip", "install", "--disable-pip-version-check", "--no-input", "--upgrade", "--target",
+           str(target), *reqs]
     if c.args.wheelhouse:
         cmd[4:4] = ["--no-index", "--find-links", str(c.args.wheelhouse)]
     st = c.run(name, cmd, 300, min_time=60)
     st.data["requirements"] = reqs
-    return st
-
-
-def venv_site_dirs(c: Check) -> list[Path]:
-    try:
-        p = subprocess.run([c.python, "-c", "import site, sys; print('\\n'.join(site.getsitepackages()))"],
-                           capture_output=True, text=True, timeout=60)
-        return [Path(x) for x in p.stdout.split()]
-    except (OSError, subprocess.SubprocessError):
-        return []
+    if st.status != "ok":
+        return st, target
+    if keep_only:
+        for entry in target.iterdir():
+            top = entry.name.split("-")[0].split(".")[0].lower()
+            if not any(top.startswith(k) for k in keep_only) and entry.name != "bin":
+                shutil.rmtree(entry) if entry.is_dir() else entry.unlink()
+    c.env["PYTHONPATH"] = os.pathsep.join(x for x in (str(target), c.env.get("PYTHONPATH")) if x)
+    libs = [str(d) for d in sorted(target.glob("nvidia/*/lib")) if d.is_dir()]
+    if libs:  # CUDA/cuDNN wheels: ONNX Runtime and cuda-python dlopen them by name
+        c.env["LD_LIBRARY_PATH"] = os.pathsep.join(libs + [x for x in (c.env.get("LD_LIBRARY_PATH"),) if x])
+    c.facts.setdefault("installed_into", {})[name] = str(target)
+    return st, target
 
 
 def step_setup(c: Check, gpu: dict[str, Any]) -> None:
@@ -379,8 +383,8 @@ def step_setup(c: Check, gpu: dict[str, Any]) -> None:
             drv = gpu.get("driver_cuda") or "unknown"
             c.skip("setup.nvcc", f"nvcc not found; driver CUDA {drv}: "
                    + (NVCC_12_MISSING if drv.startswith("12.") else "no pinned nvcc wheels for it"))
-        elif pip_install(c, "setup.nvcc", pins["nvcc"]).status == "ok":
-            wrapper, libs = nvcc_wrapper(venv_site_dirs(c), c.work)
+        elif (res := pip_install(c, "setup.nvcc", pins["nvcc"]))[0].status == "ok":
+            wrapper, libs = nvcc_wrapper([res[1]], c.work)
             if wrapper:
                 c.env["ATFR_NVCC"] = wrapper
                 c.env["LD_LIBRARY_PATH"] = os.pathsep.join(x for x in (libs, c.env.get("LD_LIBRARY_PATH")) if x)
@@ -395,7 +399,9 @@ def step_setup(c: Check, gpu: dict[str, Any]) -> None:
         pip_install(c, "setup.cuda_python", pins["cuda-python"])
     if "CUDAExecutionProvider" not in (pk.get("ort_providers") or []) and "onnxruntime-gpu" in pins:
         if c.remaining() > 240:
-            pip_install(c, "setup.onnxruntime_gpu", pins["onnxruntime-gpu"])
+            # keep only ORT and its CUDA/cuDNN wheels where the base already has ORT's Python deps
+            keep = ("onnxruntime", "nvidia") if pk.get("onnxruntime") else ()
+            pip_install(c, "setup.onnxruntime_gpu", pins["onnxruntime-gpu"], keep_only=keep)
         else:
             c.skip("setup.onnxruntime_gpu", "not enough time budget left for the onnxruntime-gpu download")
     c.facts["packages_after_setup"] = probe(c.python, c.env)
@@ -545,7 +551,7 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--out", default=os.environ.get("OUT") or str(Path.cwd() / "device_check_out"),
                     help="output folder: summary.json, logs/, reports (default $OUT, else ./device_check_out)")
-    ap.add_argument("--work", help="scratch folder: venv, exports, engines (default OUT/work)")
+    ap.add_argument("--work", help="scratch folder: installed packages, exports, engines (default OUT/work)")
     ap.add_argument("--budget", type=float, default=470.0, help="seconds for everything (default 470, under 8 min)")
     ap.add_argument("--no-install", action="store_true", help="install nothing; report what would be installed")
     ap.add_argument("--wheelhouse", help="install from this folder of wheels only (pip --no-index --find-links)")

@@ -5,7 +5,7 @@
 #
 # OUTDIR defaults to $OUT, else ./device_check_out. Needs only this repository, the shared folder next
 # to it (golden models), a Python 3.10+ and the NVIDIA driver: nvcc, cuda-python and onnxruntime-gpu are
-# installed from PyPI, pinned to the driver's CUDA version, into OUTDIR/work/venv when missing; TensorRT
+# installed from PyPI, pinned to the driver's CUDA version, into OUTDIR/work/pkgs when missing; TensorRT
 # and torch are used where present and never installed. Writes OUTDIR/summary.json (every step run or
 # skipped, with the reason) and OUTDIR/logs/. See scripts/device_check.py for the steps.
 # Environment: PYTHON (interpreter to use), ATFR_NVCC, ATFR_NVCC_ARCH, ATFR_SGS_PLUGIN, ATFR_SHARED.

@@ -123,3 +123,21 @@ def test_atfr_build_mismatch_exit_4_one_line(tmp_path, monkeypatch, capsys):
     assert rc == 4
     assert len(err) == 1 and "cuda-python 13.0.1" in err[0] and "CUDA 12.6" in err[0], err
     assert not (exp / "front.engine").exists()  # nothing half-written
+
+
+def test_trt_backend_load_mismatch_one_line(tmp_path, tiny_export, monkeypatch):
+    """The TensorRT backend's first CUDA call is device_info too: same one line before any engine loads."""
+    import json
+
+    from atfr.runtime.manifest import load_manifest
+    from atfr.runtime.tensorrt.backend import load_trt_pipeline
+
+    for role in ("front", "back"):
+        (tmp_path / f"{role}.engine").write_bytes(b"plan")
+        (tmp_path / f"{role}.engine.json").write_text(json.dumps(
+            {"format": "atfr-engine", "engine": f"{role}.engine", "engine_bytes": 4, "tensorrt_version": "10.3.0.30"}))
+    monkeypatch.setitem(sys.modules, "tensorrt", types.SimpleNamespace(__version__="10.3.0.30"))
+    _fake_cuda(monkeypatch, "13.0.1", 12060, _Err.cudaErrorInsufficientDriver)
+    with pytest.raises(DependencyError) as ei:
+        load_trt_pipeline(load_manifest(tiny_export), engine_dir=tmp_path)
+    assert "\n" not in str(ei.value) and "cuda-python 13.0.1" in str(ei.value) and "CUDA 12.6" in str(ei.value)
