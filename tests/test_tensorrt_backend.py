@@ -717,3 +717,23 @@ def test_build_engines_fresh_timing_cache_refused_is_an_error(tmp_path, monkeypa
     with pytest.raises(ATFRError, match="refused a new, empty timing cache") as ei:
         trt_builder.build_engines(exp, sgs="host", progress=False)
     assert ei.value.exit_code == 4
+
+
+def test_build_cli_tf32_flag(tmp_path, monkeypatch, capsys):
+    """'atfr build --tf32' reaches the builder config; without it TF32 is cleared (sidecar records both)."""
+    from atfr.cli import main
+    from atfr.runtime.tensorrt import builder as trt_builder
+    from test_trt_compat import _fake_export
+
+    exp = _fake_export(tmp_path / "exp")
+    rec: dict = {}
+    monkeypatch.setitem(__import__("sys").modules, "tensorrt", _fake_builder_trt("10.16.1.11", rec))
+    monkeypatch.setattr(trt_builder, "gpu_info", lambda: {"gpu_name": "Orin", "compute_capability": "8.7",
+                                                          "cuda_runtime": "13.0"})
+    assert main(["build", str(exp), "--sgs", "host", "--quiet"]) == 0
+    assert rec["cleared"] == ["T32", "T32"]
+    assert json.loads((exp / "front.engine.json").read_text())["tf32"] is False
+    assert main(["build", str(exp), "--sgs", "host", "--quiet", "--force", "--tf32"]) == 0
+    assert rec["flags"] == ["T32", "T32"]
+    assert json.loads((exp / "back.engine.json").read_text())["tf32"] is True
+    assert "--tf32: TensorRT may run the fp32 SGS embedding/distance layers with TF32" in capsys.readouterr().err
