@@ -21,9 +21,10 @@ What it does, in this order, each step with a timeout inside the overall budget:
 4. gpu_tests: pytest -m gpu tests/test_sgs_cuda.py (the real kernels on every golden SGS case).
 5. bandwidth: benchmarks/sgs_kernel_bandwidth.py (SGS kernel throughput vs device memcpy).
 6. exports: the demo model and the golden r3d18 / SlowFast checkpoints (needs torch).
-7. ort_cuda: atfr verify / atfr bench with --backend onnxruntime --providers cuda (needs onnxruntime-gpu).
-8. tensorrt (where tensorrt imports): atfr build fp32 and fp16 engines (--sgs host; also --sgs plugin
+7. tensorrt (where tensorrt imports): atfr build fp32 and fp16 engines (--sgs host; also --sgs plugin
    with $ATFR_SGS_PLUGIN), atfr verify --backend tensorrt, and a short atfr bench.
+8. ort_cuda: installs onnxruntime-gpu if missing and time is left (its ~1 GB download comes last),
+   then atfr verify / atfr bench with --backend onnxruntime --providers cuda.
 
 Everything it ran or skipped, with the reason, goes to OUTDIR/summary.json (logs in OUTDIR/logs/).
 Exit status: 0 when no step failed (skips are not failures), 1 otherwise, 2 for bad arguments.
@@ -50,7 +51,7 @@ ROOT = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get("ATFR_SHARED", ROOT.parent / "shared"))
 GOLDEN = SHARED / "golden"
 SCHEMA = "atfr-device-check/1"
-STEPS = ("env", "setup", "harness", "gpu_tests", "bandwidth", "exports", "ort_cuda", "tensorrt")
+STEPS = ("env", "setup", "harness", "gpu_tests", "bandwidth", "exports", "tensorrt", "ort_cuda")
 NAMESPACES = {"runtime": "runtime", "models": "models", "export": "export", "calibration": "calibration",
               "bench": "bench"}
 
@@ -397,14 +398,23 @@ def step_setup(c: Check, gpu: dict[str, Any]) -> None:
     cp = pk.get("cuda_python")
     if pk.get("tensorrt") and "cuda-python" in pins and (not cp or cp.split(".")[0] != drv_major):
         pip_install(c, "setup.cuda_python", pins["cuda-python"])
-    if "CUDAExecutionProvider" not in (pk.get("ort_providers") or []) and "onnxruntime-gpu" in pins:
-        if c.remaining() > 240:
-            # keep only ORT and its CUDA/cuDNN wheels where the base already has ORT's Python deps
-            keep = ("onnxruntime", "nvidia") if pk.get("onnxruntime") else ()
-            pip_install(c, "setup.onnxruntime_gpu", pins["onnxruntime-gpu"], keep_only=keep)
-        else:
-            c.skip("setup.onnxruntime_gpu", "not enough time budget left for the onnxruntime-gpu download")
     c.facts["packages_after_setup"] = probe(c.python, c.env)
+
+
+def install_ort_gpu(c: Check) -> None:
+    """onnxruntime-gpu with its CUDA/cuDNN wheels (about 1 GB): last, so the download never takes the
+    time of the kernel and TensorRT checks."""
+    pk = c.facts.get("packages_after_setup") or c.facts["packages"]
+    pins = c.facts.get("pins") or {}
+    if "CUDAExecutionProvider" in (pk.get("ort_providers") or []) or "onnxruntime-gpu" not in pins:
+        return
+    if c.remaining() < 150:
+        c.skip("setup.onnxruntime_gpu", "not enough time budget left for the onnxruntime-gpu download")
+        return
+    # keep only ORT and its CUDA/cuDNN wheels where the base already has ORT's Python deps
+    keep = ("onnxruntime", "nvidia") if pk.get("onnxruntime") else ()
+    if pip_install(c, "setup.onnxruntime_gpu", pins["onnxruntime-gpu"], keep_only=keep)[0].status == "ok":
+        c.facts["packages_after_setup"] = probe(c.python, c.env)
 
 
 def step_harness(c: Check, gpu: dict[str, Any]) -> None:
@@ -501,6 +511,7 @@ def _bench(c: Check, name: str, export: Path, *extra: str) -> Step:
 
 
 def step_ort_cuda(c: Check) -> None:
+    install_ort_gpu(c)
     pk = c.facts.get("packages_after_setup") or c.facts["packages"]
     if "CUDAExecutionProvider" not in (pk.get("ort_providers") or []):
         c.skip("ort_cuda", f"onnxruntime has no CUDAExecutionProvider (providers: {pk.get('ort_providers')}; "
@@ -555,7 +566,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--budget", type=float, default=470.0, help="seconds for everything (default 470, under 8 min)")
     ap.add_argument("--no-install", action="store_true", help="install nothing; report what would be installed")
     ap.add_argument("--wheelhouse", help="install from this folder of wheels only (pip --no-index --find-links)")
-    ap.add_argument("--only", help=f"comma-separated step groups ({','.join(STEPS)}); default all")
+    ap.add_argument("--only", help=f"comma-separated step groups ({','.join(STEPS)}); default all (setup runs "
+                                   "whenever a group after env does)")
     args = ap.parse_args(argv)
     if args.only and not set(args.only.split(",")) <= set(STEPS):
         print(f"device_check: unknown step in --only {args.only!r}; choose from {','.join(STEPS)}", file=sys.stderr)
@@ -573,10 +585,11 @@ def main(argv: list[str] | None = None) -> int:
         else:
             groups = [("setup", lambda: step_setup(c, gpu)), ("harness", lambda: step_harness(c, gpu)),
                       ("gpu_tests", lambda: step_gpu_tests(c)), ("bandwidth", lambda: step_bandwidth(c)),
-                      ("exports", lambda: step_exports(c)), ("ort_cuda", lambda: step_ort_cuda(c)),
-                      ("tensorrt", lambda: step_tensorrt(c))]
+                      ("exports", lambda: step_exports(c)), ("tensorrt", lambda: step_tensorrt(c)),
+                      ("ort_cuda", lambda: step_ort_cuda(c))]
             for group, fn in groups:
-                if group == "setup" or c.wanted(group):  # setup always: the others need its environment
+                # setup whenever anything after env runs: the other steps need its environment
+                if c.wanted(group) or (group == "setup" and c.only - {"env"}):
                     fn()
                 else:
                     c.skip(group, "not selected (--only)")
