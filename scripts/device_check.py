@@ -375,7 +375,8 @@ def step_setup(c: Check, gpu: dict[str, Any]) -> None:
         c.facts["atfr_import"] = "installed (editable) in this Python"
     pins = pins_for(gpu.get("driver_cuda"))
     c.facts["pins"] = pins
-    missing_base = [r for mod, r in (("numpy", "numpy==2.2.6"), ("pytest", PYTEST), ("cv2", "opencv-python-headless==4.11.0.86"),
+    missing_base = [r for mod, r in (("numpy", "numpy==2.2.6"), ("pytest", PYTEST),
+                                     ("cv2", "opencv-python-headless==4.11.0.86"),
                                      ("yaml", "pyyaml==6.0.2"), ("tqdm", "tqdm==4.67.1")) if not pk.get(mod)]
     if missing_base:
         pip_install(c, "setup.base", missing_base)
@@ -391,7 +392,8 @@ def step_setup(c: Check, gpu: dict[str, Any]) -> None:
                 c.env["LD_LIBRARY_PATH"] = os.pathsep.join(x for x in (libs, c.env.get("LD_LIBRARY_PATH")) if x)
                 c.facts["nvcc"] = wrapper
             else:
-                c.skip("setup.nvcc_wrapper", "the nvcc wheels installed but nvcc/cuda_runtime.h/libcudart were not found")
+                c.skip("setup.nvcc_wrapper",
+                       "the nvcc wheels installed but nvcc/cuda_runtime.h/libcudart were not found")
     else:
         c.env.setdefault("ATFR_NVCC", find_nvcc(c.env) or "")
     drv_major = (gpu.get("driver_cuda") or "0").split(".")[0]

@@ -120,7 +120,8 @@ def test_cycle_finder_finds_a_cycle():
 
 def test_runtime_import_graph_has_no_cycles():
     g = _graph()
-    runtime = {n: {t for t in ts if t.startswith("atfr.runtime")} for n, ts in g.items() if n.startswith("atfr.runtime")}
+    runtime = {n: {t for t in ts if t.startswith("atfr.runtime")}
+               for n, ts in g.items() if n.startswith("atfr.runtime")}
     assert _cycles(runtime) == []
 
 

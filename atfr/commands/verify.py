@@ -62,7 +62,8 @@ def run(args: argparse.Namespace) -> int:
     tol = Tolerances(back_atol=args.back_atol, logits_atol=args.logits_atol)
     reports = []
     for b in backends:
-        trt_opts = {"plugin": args.plugin, "engine_dir": args.engine_dir} if b == "tensorrt" else {"providers": args.providers}
+        trt_opts = ({"plugin": args.plugin, "engine_dir": args.engine_dir} if b == "tensorrt"
+                    else {"providers": args.providers})
         pl = Pipeline.load(args.outdir, backend=b, sgs=args.sgs, **trt_opts)
         rep = verify_backend(lm, pl, clips, tol)
         reports.append(rep)

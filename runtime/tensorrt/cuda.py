@@ -230,7 +230,8 @@ def gpu_info() -> dict[str, Any]:
     try:
         return Cuda.get().device_info()
     except CudaPythonMissing:
-        return {"gpu_name": None, "compute_capability": None, "cuda_runtime": None, "cuda_driver": driver_cuda_version(),
+        return {"gpu_name": None, "compute_capability": None, "cuda_runtime": None,
+                "cuda_driver": driver_cuda_version(),
                 "cuda_python": None}
 
 
