@@ -157,7 +157,8 @@ def to_markdown(r: dict[str, Any]) -> str:
         lines.append(f"- Jetson: {j.get('board')} / {j.get('l4t_release')}; nvpmodel {nv}; clocks locked: {jc}")
     lines.append(f"- versions: onnxruntime {v.get('onnxruntime')}, numpy {v.get('numpy')}, opencv {v.get('opencv')}, "
                  f"tensorrt {v.get('tensorrt')}, torch {v.get('torch')}")
-    lines.append(f"- backend {cfg['backend']}, batch {cfg['batch']}, warmup {cfg['warmup']}, iters {cfg['iters']}; "
+    prov = f" ({cfg['provider']} provider)" if cfg.get("provider") else ""
+    lines.append(f"- backend {cfg['backend']}{prov}, batch {cfg['batch']}, warmup {cfg['warmup']}, iters {cfg['iters']}; "
                  f"input {model['clip_shapes']}; SGS "
                  + (", ".join(f"p{s['pathway']} T={s['frames']} B={s['bins']}" for s in model["sgs"]) or "none"))
     h = r["harness"]

@@ -49,6 +49,7 @@ TRT_FIELDS = ("host_latency", "gpu_compute", "enqueue", "h2d", "d2h")
 class BenchOptions:
     export: str
     backend: str = "onnxruntime"
+    providers: str | None = None  # ONNX Runtime execution provider: cpu (default), cuda, tensorrt
     warmup: int = 5
     iters: int = 30
     batch: int = 1
@@ -317,7 +318,7 @@ def run_benchmark(o: BenchOptions) -> dict[str, Any]:
 
 
 def _run(o: BenchOptions, env: dict[str, Any], warnings: list[str], sampler: envmod.TegrastatsSampler) -> dict[str, Any]:
-    pipe = Pipeline.load(o.export, o.backend, threads=o.threads)
+    pipe = Pipeline.load(o.export, o.backend, threads=o.threads, providers=o.providers)
     m = pipe.manifest
     bmax = max((l.bins for l in m.sgs), default=0)
     xs = parse_bprime(o.bprime, bmax)
@@ -346,7 +347,7 @@ def _run(o: BenchOptions, env: dict[str, Any], warnings: list[str], sampler: env
     static_info: dict[str, Any] | None = None
     spipe: Pipeline | None = None
     if o.static:
-        spipe = Pipeline.load(o.static, o.backend, threads=o.threads)
+        spipe = Pipeline.load(o.static, o.backend, threads=o.threads, providers=o.providers)
         sm = spipe.manifest
         if [tuple(s) for s in sm.clip_shapes(o.batch)] != [tuple(s) for s in m.clip_shapes(o.batch)]:
             raise ATFRError(f"--static {o.static}: its input {sm.clip_shapes(1)} differs from the ATFR export's "
@@ -547,7 +548,8 @@ def build_report(o: BenchOptions, m: Manifest, pipe: Pipeline, env: dict[str, An
         "tool": {"name": "atfr bench", "version": __version__, "argv": list(o.argv) or ["atfr", "bench", o.export]},
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "environment": env,
-        "config": {"export": str(o.export), "backend": getattr(pipe, "backend", o.backend), "warmup": o.warmup, "iters": o.iters,
+        "config": {"export": str(o.export), "backend": getattr(pipe, "backend", o.backend),
+                   "provider": getattr(pipe, "provider", None), "warmup": o.warmup, "iters": o.iters,
                    "batch": n, "threads": o.threads, "bprime": xs, "videos": o.videos, "static": o.static,
                    "torch": o.torch_checkpoint, "seed": o.seed, "sgs_impl": getattr(pipe.sgs, "impl", None),
                    "inputs": "standard normal random clips (seeded); back fed T'=B' frames of the real front features",

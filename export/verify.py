@@ -54,13 +54,14 @@ class BackendReport:
     bprime_mismatches: list[dict[str, Any]] = field(default_factory=list)
     stats: dict[str, StageStat] = field(default_factory=dict)
     top1_agree: int = 0
+    provider: str | None = None  # ONNX Runtime's execution provider (--providers); None for TensorRT
 
     @property
     def ok(self) -> bool:
         return self.bprime_agree == self.clips and all(s.ok for s in self.stats.values())
 
     def to_json(self) -> dict[str, Any]:
-        return {"backend": self.backend, "clips": self.clips, "bprime_agree": self.bprime_agree,
+        return {"backend": self.backend, "provider": self.provider, "clips": self.clips, "bprime_agree": self.bprime_agree,
                 "top1_agree": self.top1_agree, "ok": self.ok, "bprime_mismatches": self.bprime_mismatches,
                 "stages": {k: {"max_abs": v.max_abs, "max_rel": v.max_rel, "limit": v.limit, "kind": v.kind,
                                "ok": v.ok} for k, v in self.stats.items()}}
@@ -99,7 +100,7 @@ def verify_backend(lm: LoadedModel, pl: Pipeline, clips: list[list[np.ndarray]],
     model = lm.model.eval()
     model.batch_independent = True
     m = pl.manifest
-    rep = BackendReport(pl.backend)
+    rep = BackendReport(pl.backend, provider=getattr(pl, "provider", None))
     layers = model.ts_layer_map()
     for clip in clips:
         rep.clips += 1
@@ -140,7 +141,8 @@ def verify_backend(lm: LoadedModel, pl: Pipeline, clips: list[list[np.ndarray]],
 
 
 def format_report(rep: BackendReport) -> str:
-    lines = [f"[{rep.backend}] clips {rep.clips}: B' agree {rep.bprime_agree}/{rep.clips}, "
+    name = f"{rep.backend}/{rep.provider}" if rep.provider else rep.backend
+    lines = [f"[{name}] clips {rep.clips}: B' agree {rep.bprime_agree}/{rep.clips}, "
              f"top-1 agree {rep.top1_agree}/{rep.clips} -> {'PASS' if rep.ok else 'FAIL'}"]
     for s in rep.stats.values():
         lim = f"rel <= {s.limit:g}" if s.kind == "rel" else f"abs <= {s.limit:g}"

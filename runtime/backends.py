@@ -6,9 +6,10 @@ loaded lazily so a missing optional package fails with one clear line, not at im
 
 from __future__ import annotations
 
+import importlib
 import os
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Callable, Protocol
 
 import numpy as np
 
@@ -25,7 +26,7 @@ class GraphRunner(Protocol):
 class OrtRunner:
     """ONNX Runtime session over one graph (CPU by default; CUDA EP when asked and present)."""
 
-    def __init__(self, path: str | Path, threads: int | None = None, providers: list[str] | None = None):
+    def __init__(self, path: str | Path, threads: int | None = None, providers: list[Any] | None = None):
         try:
             import onnxruntime as ort
         except ImportError:
@@ -43,8 +44,9 @@ class OrtRunner:
             # Idle worker threads spin by default; on shared or small CPUs (Jetson's, CI's)
             # that steals time from whatever runs next (the SGS step, the other graph).
             so.add_session_config_entry("session.intra_op.allow_spinning", "0")
-        avail = ort.get_available_providers()
-        prov = [x for x in (providers or ["CPUExecutionProvider"]) if x in avail] or ["CPUExecutionProvider"]
+        # Names or (name, options) pairs, passed through as given: atfr.runtime.ort_providers checks them
+        # against the installed onnxruntime first and the session's providers after.
+        prov = list(providers) if providers else ["CPUExecutionProvider"]
         try:
             self.session = ort.InferenceSession(str(p), so, providers=prov)
         except Exception as e:  # ORT raises its own Fail/InvalidGraph types
@@ -59,6 +61,23 @@ class OrtRunner:
 
 
 BACKENDS = ("onnxruntime", "tensorrt")
+
+# Backends that build a whole Pipeline themselves, as 'module:function' strings imported on first
+# use: the pipeline never imports them (atfr.runtime.tensorrt imports the pipeline, not the other
+# way round), and a missing optional package fails with one line only when that backend is asked for.
+PIPELINE_LOADERS: dict[str, str] = {
+    "tensorrt": "atfr.runtime.tensorrt.backend:load_trt_pipeline",
+}
+
+
+def pipeline_loader(name: str) -> Callable[..., Any] | None:
+    """The registered loader ``f(manifest, **options) -> Pipeline`` for ``name``; None for
+    onnxruntime, which the pipeline assembles from OrtRunners itself."""
+    target = PIPELINE_LOADERS.get(name)
+    if target is None:
+        return None
+    module, _, func = target.partition(":")
+    return getattr(importlib.import_module(module), func)
 
 
 def resolve_backend(name: str) -> str:

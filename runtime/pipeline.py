@@ -16,7 +16,8 @@ import numpy as np
 
 from atfr.errors import ATFRError
 
-from .backends import GraphRunner, OrtRunner, resolve_backend
+from . import ort_providers
+from .backends import GraphRunner, OrtRunner, pipeline_loader, resolve_backend
 from .manifest import Manifest, load_manifest
 from .sgs_numpy import guard_zero_max, sgs_step
 
@@ -88,20 +89,34 @@ class Pipeline:
         self.back = back
         self.sgs = sgs
         self.backend = backend
+        self.provider: str | None = "cpu" if backend == "onnxruntime" else None  # ONNX Runtime's EP (--providers)
 
     # -- construction --------------------------------------------------------------------------
     @classmethod
     def load(cls, outdir: str | Path, backend: str = "onnxruntime", sgs: str = "numpy",
-             threads: int | None = None, **trt_options: Any) -> "Pipeline":
+             threads: int | None = None, providers: str | None = None, **trt_options: Any) -> "Pipeline":
+        """``providers``: ONNX Runtime's execution provider, cpu (default), cuda or tensorrt
+        (see atfr.runtime.ort_providers); it implies --backend onnxruntime where backend is auto."""
         m = load_manifest(outdir, check=True)
+        if providers and backend == "auto":
+            backend = "onnxruntime"
         backend = resolve_backend(backend)
-        if backend == "tensorrt":
-            from .tensorrt_backend import load_trt_pipeline  # imports tensorrt lazily
-            return load_trt_pipeline(m, **trt_options)
-        front = OrtRunner(m.path("front"), threads)
-        back = OrtRunner(m.path("back"), threads)
-        step = SGSStep(m, sgs, lambda p: OrtRunner(p, threads)) if m.sgs else None
-        return cls(m, front, back, step, backend)
+        loader = pipeline_loader(backend)  # e.g. tensorrt: imported here, on first use
+        if loader is not None:
+            if providers and providers != "cpu":
+                raise ATFRError(f"--providers {providers} applies to --backend onnxruntime, not {backend}")
+            return loader(m, **trt_options)
+        choice = ort_providers.choose(providers, m.root)
+
+        def runner(path: Path) -> GraphRunner:
+            return ort_providers.make_runner(path, threads, choice)
+
+        front = runner(m.path("front"))
+        back = runner(m.path("back"))
+        step = SGSStep(m, sgs, runner) if m.sgs else None
+        pipe = cls(m, front, back, step, backend)
+        pipe.provider = choice.name
+        return pipe
 
     # -- input checks --------------------------------------------------------------------------
     def check_inputs(self, clips: list[np.ndarray]) -> list[np.ndarray]:

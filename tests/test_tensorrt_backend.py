@@ -51,7 +51,7 @@ class _M:
 
 
 def test_split_presampled_per_clip_bprime():
-    from atfr.runtime.tensorrt_backend import split_presampled
+    from atfr.runtime.tensorrt.backend import split_presampled
 
     rng = np.random.default_rng(0)
     s = rng.normal(size=(3, 2, 6, 2, 2)).astype(np.float32)
@@ -66,7 +66,7 @@ def test_split_presampled_per_clip_bprime():
 
 
 def test_split_presampled_rejects_bad_bprime_and_nan():
-    from atfr.runtime.tensorrt_backend import split_presampled
+    from atfr.runtime.tensorrt.backend import split_presampled
 
     s = np.zeros((1, 2, 4, 2, 2), np.float32)
     f = np.zeros((1, 4, 8, 2, 2), np.float32)
@@ -104,7 +104,7 @@ def test_sampled_front_pipeline_matches_onnxruntime(tiny_export):
     from atfr.runtime.backends import OrtRunner
     from atfr.runtime.manifest import load_manifest
     from atfr.runtime.pipeline import Pipeline
-    from atfr.runtime.tensorrt_backend import SampledFrontRunner, TrtPipeline
+    from atfr.runtime.tensorrt.backend import SampledFrontRunner, TrtPipeline
 
     m = load_manifest(tiny_export)
     rng = np.random.default_rng(3)
@@ -135,7 +135,7 @@ def _write_sidecar(d: Path, role: str, **kw) -> None:
 
 
 def test_read_sidecar_errors(tmp_path):
-    from atfr.runtime.tensorrt_backend import read_sidecar
+    from atfr.runtime.tensorrt.backend import read_sidecar
 
     with pytest.raises(ATFRError, match="atfr build X"):
         read_sidecar(tmp_path / "front.engine", "X")
@@ -153,7 +153,7 @@ def test_load_without_tensorrt_is_one_line(tmp_path, tiny_export):
     if HAVE_TRT:
         pytest.skip("TensorRT is installed here")
     from atfr.runtime.manifest import load_manifest
-    from atfr.runtime.tensorrt_backend import load_trt_pipeline
+    from atfr.runtime.tensorrt.backend import load_trt_pipeline
 
     m = load_manifest(tiny_export)
     for r in ("front", "back"):
@@ -173,7 +173,7 @@ def trt_env():
     if not HAVE_TRT:
         pytest.skip("TensorRT is not installed (tests written against the TRT 10.3 API, not executed here)")
     try:
-        from atfr.runtime.tensorrt_backend import Cuda
+        from atfr.runtime.tensorrt.cuda import Cuda
 
         info = Cuda.get().device_info()
     except (DependencyError, ATFRError) as e:
@@ -201,7 +201,7 @@ def _golden_inputs(golden):
 def _build_and_compare(export: Path, golden: Path, engine_dir: Path, sgs: str, precision: str = "fp32",
                        plugin: str | None = None, atol: float = 2e-3, **load_kw):
     from atfr.runtime.pipeline import Pipeline
-    from atfr.runtime.trt_builder import build_engines
+    from atfr.runtime.tensorrt.builder import build_engines
 
     build_engines(export, precision=precision, sgs=sgs, plugin_path=plugin, engine_dir=engine_dir,
                   workspace_mb=2048, progress=False, max_batch=4)
@@ -268,7 +268,7 @@ def test_plugin_engines_match_onnxruntime(r3d18_export, golden, tmp_path):
 def test_fp16_keeps_bprime(r3d18_export, golden, tmp_path):
     import tensorrt as trt
 
-    from atfr.runtime.trt_compat import capabilities
+    from atfr.runtime.tensorrt.compat import capabilities
 
     if not capabilities(trt.__version__).has_fp16_flag and "back_fp16" not in json.loads(
             (r3d18_export / "atfr.json").read_text())["graphs"]:
@@ -281,7 +281,7 @@ def test_fp16_keeps_bprime(r3d18_export, golden, tmp_path):
 @pytest.mark.gpu
 def test_sidecar_mismatch_is_one_line_rebuild_error(r3d18_export, tmp_path):
     from atfr.runtime.pipeline import Pipeline
-    from atfr.runtime.trt_builder import build_engines
+    from atfr.runtime.tensorrt.builder import build_engines
 
     d = tmp_path / "e"
     build_engines(r3d18_export, sgs="host", engine_dir=d, progress=False)
@@ -469,7 +469,7 @@ def _back_engine():
 def _runner(engine, cuda, **kw):
     import types
 
-    from atfr.runtime.tensorrt_backend import TrtEngineRunner
+    from atfr.runtime.tensorrt.backend import TrtEngineRunner
 
     rt = types.SimpleNamespace(deserialize_cuda_engine=lambda b: engine)
     p = Path(__file__)  # any readable file stands in for the plan
@@ -477,7 +477,7 @@ def _runner(engine, cuda, **kw):
 
 
 def test_runner_dds_front_with_fake_trt():
-    from atfr.runtime.tensorrt_backend import SampledFrontRunner
+    from atfr.runtime.tensorrt.backend import SampledFrontRunner
 
     cuda = _FakeCuda()
     r = _runner(_front_engine(), cuda, upper_bounds={"sgs0": {2: 4}})
@@ -494,6 +494,25 @@ def test_runner_dds_front_with_fake_trt():
     assert (out["sgs0"][0, :, 1:] == 0).all()  # zero padding beyond the clip's own B'
     assert cuda.mallocs == mallocs and r.allocator.reallocations == 0  # steady state: no allocation
     assert set(r.last_timings) >= {"host_latency", "enqueue", "h2d", "gpu_compute", "d2h"}
+
+
+def test_runner_dds_shape_not_notified_fails_instead_of_reusing_stale_bprime():
+    """Review item 5: the output allocator kept the previous run's shapes, so a run in which
+    TensorRT did not call notify_shape silently returned the last clip's B'."""
+    cuda = _FakeCuda()
+    r = _runner(_front_engine(), cuda, upper_bounds={"sgs0": {2: 4}})
+    x = np.array([[2.0, 1.0, 0.0]], np.float32)  # B' = 4
+    assert r.run({"clip0": x})["sgs0"].shape == (1, 2, 4)
+    alloc = r.allocator
+    real_notify = type(alloc).notify_shape
+    type(alloc).notify_shape = lambda self, name, shape: None  # this run: TensorRT never reports the shape
+    try:
+        with pytest.raises(ATFRError, match="did not report the shape of the data-dependent output 'sgs0'") as ei:
+            r.run({"clip0": np.array([[0.2, 0.3, 0.0]], np.float32)})  # B' would be 1, not the stale 4
+        assert ei.value.exit_code == 4
+    finally:
+        type(alloc).notify_shape = real_notify
+    assert r.run({"clip0": np.array([[0.2, 0.3, 0.0]], np.float32)})["sgs0"].shape == (1, 2, 1)
 
 
 def test_runner_back_profiles_chunking_and_graphs():
@@ -543,12 +562,21 @@ def _fake_builder_trt(version: str, record: dict):
     class Config:
         def __init__(self):
             self.flags, self.profiles = [], []
+            self.on = {"T32"}  # TensorRT sets TF32 by default
 
         def set_memory_pool_limit(self, pool, n):
             record["workspace"] = n
 
         def set_flag(self, f):
             record.setdefault("flags", []).append(f)
+            self.on.add(f)
+
+        def clear_flag(self, f):
+            record.setdefault("cleared", []).append(f)
+            self.on.discard(f)
+
+        def get_flag(self, f):
+            return f in self.on
 
         def add_optimization_profile(self, p):
             self.profiles.append(p.shapes)
@@ -557,10 +585,12 @@ def _fake_builder_trt(version: str, record: dict):
 
         def create_timing_cache(self, b):
             record.setdefault("cache_in", []).append(bytes(b))
-            return b
+            return None if bytes(b) == b"GARBAGE" else bytes(b)
 
         def set_timing_cache(self, c, ignore_mismatch):
-            pass
+            # like IBuilderConfig.set_timing_cache: False for a cache from another GPU/TensorRT
+            record.setdefault("cache_set", []).append(c)
+            return not (c.startswith(b"FOREIGN") and not ignore_mismatch)
 
         def get_timing_cache(self):
             return types.SimpleNamespace(serialize=lambda: b"CACHE")
@@ -596,6 +626,7 @@ def _fake_builder_trt(version: str, record: dict):
             pass
 
     flags = {"FP16": "F16", "INT8": "I8", "OBEY_PRECISION_CONSTRAINTS": "OBEY"} if version.startswith("10") else {}
+    flags["TF32"] = "T32"
     return types.SimpleNamespace(
         __version__=version, Builder=Builder, OnnxParser=Parser, ILogger=ILogger,
         NetworkDefinitionCreationFlag=types.SimpleNamespace(STRONGLY_TYPED=1),
@@ -604,7 +635,7 @@ def _fake_builder_trt(version: str, record: dict):
 
 
 def test_build_engines_with_fake_trt(tmp_path, monkeypatch):
-    from atfr.runtime import trt_builder
+    from atfr.runtime.tensorrt import builder as trt_builder
     from test_trt_compat import _fake_export
 
     exp = _fake_export(tmp_path / "exp")
@@ -619,6 +650,7 @@ def test_build_engines_with_fake_trt(tmp_path, monkeypatch):
                                          "t.cache"]
     assert rec["parsed"] == ["front.onnx", "back.onnx"]
     assert rec["flags"] == ["F16", "OBEY"] * 2 and rec["network_flags"] == [0, 0]  # weakly typed on 10.3
+    assert rec["cleared"] == ["T32", "T32"]  # TF32 off in both engines (default on in TensorRT)
     assert rec["workspace"] == 512 << 20
     assert rec["cache_in"] == [b"", b"CACHE"]  # the back build reuses the front's timings
     assert cache.read_bytes() == b"CACHE"
@@ -629,6 +661,7 @@ def test_build_engines_with_fake_trt(tmp_path, monkeypatch):
     assert side["tensorrt_version"] == "10.3.0.26" and side["compute_capability"] == "8.7"
     assert side["precision"] == "fp16" and side["builder_flags"] == ["FP16", "OBEY_PRECISION_CONSTRAINTS"]
     assert side["tprime_profiles"] == [["1-3:2"], ["4-8:6"]] and side["plugin"] is None
+    assert side["tf32"] is False
     assert side["engine_bytes"] == 6 and len(side["onnx_sha256"]) == 64 and side["created_utc"].endswith("Z")
     with pytest.raises(ATFRError, match="--force"):
         trt_builder.build_engines(exp, sgs="host", progress=False)
@@ -638,4 +671,69 @@ def test_build_engines_with_fake_trt(tmp_path, monkeypatch):
     with pytest.raises(ATFRError, match="front_fp16/back_fp16"):
         trt_builder.build_engines(exp, precision="fp16", sgs="host", progress=False, force=True)
     trt_builder.build_engines(exp, sgs="host", progress=False, force=True)
-    assert rec["network_flags"] == [2, 2] and "flags" not in rec
+    assert rec["network_flags"] == [2, 2] and "flags" not in rec and rec["cleared"] == ["T32", "T32"]
+    rec.clear()
+    trt_builder.build_engines(exp, sgs="host", progress=False, force=True, tf32=True)
+    assert rec["flags"] == ["T32", "T32"] and "cleared" not in rec
+    assert json.loads((exp / "front.engine.json").read_text())["tf32"] is True
+
+
+@pytest.mark.parametrize("content", [b"FOREIGN-GPU-CACHE", b"GARBAGE"])
+def test_build_engines_rejected_timing_cache(tmp_path, monkeypatch, capsys, content):
+    """set_timing_cache's False (another GPU/TensorRT) and create_timing_cache's None (not a cache)
+    are noticed: the build goes on with a fresh cache, says so, and keeps the user's file unless --force."""
+    from atfr.runtime.tensorrt import builder as trt_builder
+    from test_trt_compat import _fake_export
+
+    exp = _fake_export(tmp_path / "exp")
+    rec: dict = {}
+    monkeypatch.setitem(__import__("sys").modules, "tensorrt", _fake_builder_trt("10.3.0.26", rec))
+    monkeypatch.setattr(trt_builder, "gpu_info", lambda: {"gpu_name": "Orin", "compute_capability": "8.7",
+                                                          "cuda_runtime": "12.6"})
+    cache = tmp_path / "t.cache"
+    cache.write_bytes(content)
+    written = trt_builder.build_engines(exp, sgs="host", timing_cache=str(cache), progress=False)
+    assert rec["cache_in"] == [content, b"", b"CACHE"]  # rejected -> fresh for the front; back reuses the front's
+    # a foreign cache reaches set_timing_cache (which says False); garbage already fails to deserialize
+    assert rec["cache_set"] == ([content] if content != b"GARBAGE" else []) + [b"", b"CACHE"]
+    err = capsys.readouterr().err
+    assert "was not accepted" in err and "not replacing the rejected timing cache" in err
+    assert cache.read_bytes() == content and cache not in written
+    trt_builder.build_engines(exp, sgs="host", timing_cache=str(cache), progress=False, force=True)
+    assert cache.read_bytes() == b"CACHE"
+
+
+def test_build_engines_fresh_timing_cache_refused_is_an_error(tmp_path, monkeypatch):
+    from atfr.runtime.tensorrt import builder as trt_builder
+    from test_trt_compat import _fake_export
+
+    exp = _fake_export(tmp_path / "exp")
+    fake = _fake_builder_trt("10.3.0.26", {})
+    monkeypatch.setitem(__import__("sys").modules, "tensorrt", fake)
+    monkeypatch.setattr(trt_builder, "gpu_info", lambda: {"gpu_name": None, "compute_capability": None,
+                                                          "cuda_runtime": None})
+    cfg_cls = type(fake.Builder(None).create_builder_config())
+    monkeypatch.setattr(cfg_cls, "set_timing_cache", lambda self, c, ignore_mismatch: False)
+    with pytest.raises(ATFRError, match="refused a new, empty timing cache") as ei:
+        trt_builder.build_engines(exp, sgs="host", progress=False)
+    assert ei.value.exit_code == 4
+
+
+def test_build_cli_tf32_flag(tmp_path, monkeypatch, capsys):
+    """'atfr build --tf32' reaches the builder config; without it TF32 is cleared (sidecar records both)."""
+    from atfr.cli import main
+    from atfr.runtime.tensorrt import builder as trt_builder
+    from test_trt_compat import _fake_export
+
+    exp = _fake_export(tmp_path / "exp")
+    rec: dict = {}
+    monkeypatch.setitem(__import__("sys").modules, "tensorrt", _fake_builder_trt("10.16.1.11", rec))
+    monkeypatch.setattr(trt_builder, "gpu_info", lambda: {"gpu_name": "Orin", "compute_capability": "8.7",
+                                                          "cuda_runtime": "13.0"})
+    assert main(["build", str(exp), "--sgs", "host", "--quiet"]) == 0
+    assert rec["cleared"] == ["T32", "T32"]
+    assert json.loads((exp / "front.engine.json").read_text())["tf32"] is False
+    assert main(["build", str(exp), "--sgs", "host", "--quiet", "--force", "--tf32"]) == 0
+    assert rec["flags"] == ["T32", "T32"]
+    assert json.loads((exp / "back.engine.json").read_text())["tf32"] is True
+    assert "--tf32: TensorRT may run the fp32 SGS embedding/distance layers with TF32" in capsys.readouterr().err

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from atfr.errors import ATFRError, DependencyError
-from atfr.runtime import trt_compat as tc
+from atfr.runtime.tensorrt import compat as tc
 
 # -- versions / capabilities ---------------------------------------------------------------------
 
@@ -346,23 +346,101 @@ def test_validate_warnings(tmp_path):
 
 # -- builder helpers with a fake tensorrt module -------------------------------------------------
 
-def test_set_flags_by_name_fake_trt():
-    from atfr.runtime.trt_builder import _set_flags
+class _FakeConfig:
+    """IBuilderConfig's flag API; like TensorRT, TF32 starts set (``default``)."""
 
-    set_flags = []
-    cfg = types.SimpleNamespace(set_flag=set_flags.append)
-    trt10 = types.SimpleNamespace(__version__="10.3.0.26",
-                                  BuilderFlag=types.SimpleNamespace(FP16="F16", INT8="I8", OBEY_PRECISION_CONSTRAINTS="O"))
-    _set_flags(trt10, cfg, tc.choose_precision_plan("10.3.0.26", "fp16"))
-    assert set_flags == ["F16", "O"]
-    trt11 = types.SimpleNamespace(__version__="11.0.0", BuilderFlag=types.SimpleNamespace(TF32="T"))
-    _set_flags(trt11, cfg, tc.choose_precision_plan("11.0.0", "int8", int8_graph_present=True))  # no flags asked
+    def __init__(self, default=("T",)):
+        self.flags = set(default)
+        self.set_calls: list[str] = []
+
+    def set_flag(self, f):
+        self.set_calls.append(f)
+        self.flags.add(f)
+
+    def clear_flag(self, f):
+        self.flags.discard(f)
+
+    def get_flag(self, f):
+        return f in self.flags
+
+
+def _flags_trt(version, tf32=True):
+    names = {"FP16": "F16", "INT8": "I8", "OBEY_PRECISION_CONSTRAINTS": "O"} if version.startswith("10") else {}
+    if tf32:
+        names["TF32"] = "T"
+    return types.SimpleNamespace(__version__=version, BuilderFlag=types.SimpleNamespace(**names))
+
+
+def test_set_flags_by_name_fake_trt():
+    from atfr.runtime.tensorrt.builder import _set_flags
+
+    cfg = _FakeConfig()
+    _set_flags(_flags_trt("10.3.0.26"), cfg, tc.choose_precision_plan("10.3.0.26", "fp16"))
+    assert cfg.set_calls == ["F16", "O"]
+    cfg = _FakeConfig()
+    _set_flags(_flags_trt("11.0.0"), cfg, tc.choose_precision_plan("11.0.0", "int8", int8_graph_present=True))
+    assert cfg.set_calls == []  # no precision flags asked on 11.x
     with pytest.raises(ATFRError, match="no BuilderFlag.FP16"):
-        _set_flags(trt11, cfg, tc.choose_precision_plan("10.3", "fp16"))
+        _set_flags(_flags_trt("11.0.0"), cfg, tc.choose_precision_plan("10.3", "fp16"))
+
+
+# TensorRT sets TF32 by default; it must end up cleared for every precision on every version unless
+# --tf32 asks for it (issue 14, review item 2).
+TF32_CASES = [(v, prec, kw) for v in ("10.3.0.26", "10.12.0.36", "10.16.1.11", "11.0.0", "11.4.1")
+              for prec, kw in (("fp32", {}), ("fp16", {"fp16_graph_present": True}),
+                               ("int8", {"int8_graph_present": True}))]
+
+
+@pytest.mark.parametrize("v, prec, kw", TF32_CASES)
+def test_tf32_cleared_by_default(v, prec, kw):
+    from atfr.runtime.tensorrt.builder import _set_flags
+
+    plan = tc.choose_precision_plan(v, prec, **kw)
+    assert plan.tf32 is False and "TF32 off" in plan.describe()
+    cfg = _FakeConfig()
+    assert _set_flags(_flags_trt(v), cfg, plan) is False
+    assert "T" not in cfg.flags
+    assert set(cfg.flags) == set(plan.builder_flags and [{"FP16": "F16", "INT8": "I8",
+                                                         "OBEY_PRECISION_CONSTRAINTS": "O"}[f]
+                                                        for f in plan.builder_flags])
+
+
+@pytest.mark.parametrize("v, prec, kw", TF32_CASES[::4])
+def test_tf32_opt_in_sets_flag_and_warns(v, prec, kw):
+    from atfr.runtime.tensorrt.builder import _set_flags
+
+    plan = tc.choose_precision_plan(v, prec, tf32=True, **kw)
+    assert plan.tf32 and any("--tf32" in w and "B'" in w for w in plan.warnings)
+    cfg = _FakeConfig(default=())
+    assert _set_flags(_flags_trt(v), cfg, plan) is True and "T" in cfg.flags
+
+
+def test_tf32_plan_engines_int8_float_front_carries_flag():
+    graphs = {"front": ["feat0", "dist0"], "front_fp16": ["feat0", "dist0"], "back_fp16": ["logits"],
+              "back_int8": ["logits"], "back": ["logits"]}
+    plans, _ = tc.plan_engines("10.16.1", "int8", graphs, "host", int8_front="float")
+    assert [p.plan.tf32 for p in plans] == [False, False]
+    plans, warns = tc.plan_engines("10.16.1", "int8", graphs, "host", int8_front="float", tf32=True)
+    assert [p.plan.tf32 for p in plans] == [True, True]
+    assert sum("--tf32" in w for w in warns) == 1  # said once, not per engine
+
+
+def test_tf32_flag_missing_or_ignored():
+    from atfr.runtime.tensorrt.builder import _set_flags
+
+    plan = tc.choose_precision_plan("11.4.1", "fp32")
+    assert _set_flags(_flags_trt("11.4.1", tf32=False), _FakeConfig(), plan) is None  # cannot be controlled
+
+    class Stuck(_FakeConfig):
+        def clear_flag(self, f):
+            pass  # a binding that ignores the request must not go unnoticed
+
+    with pytest.raises(ATFRError, match="did not clear BuilderFlag.TF32"):
+        _set_flags(_flags_trt("10.3.0"), Stuck(), plan)
 
 
 def test_pin_fp32_fake_network():
-    from atfr.runtime.trt_builder import _pin_fp32
+    from atfr.runtime.tensorrt.builder import _pin_fp32
 
     f32, f16, i32 = "float32", "float16", "int32"
 
@@ -402,7 +480,7 @@ def test_pin_fp32_fake_network():
 
 
 def test_plugin_variant_choice():
-    from atfr.runtime.trt_builder import plugin_variant
+    from atfr.runtime.tensorrt.plugin import plugin_variant
 
     assert plugin_variant("/x/libatfr_sgs.so") == "static"
     assert plugin_variant("/x/libatfr_sgs_vc.so") == "dynamic"
@@ -412,16 +490,16 @@ def test_plugin_variant_choice():
 
 
 def test_load_plugin_missing_names_flag(tmp_path):
-    from atfr.runtime.trt_builder import load_plugin_library
+    from atfr.runtime.tensorrt.plugin import load_plugin_library
 
     with pytest.raises(DependencyError, match=r"not found: .*--plugin PATH"):
         load_plugin_library(types.SimpleNamespace(), tmp_path / "libatfr_sgs.so")
 
 
 def test_load_plugin_dynamic_fake_registry(tmp_path, monkeypatch):
-    from atfr.runtime import trt_builder
+    from atfr.runtime.tensorrt import plugin as trt_plugin
 
-    monkeypatch.setattr(trt_builder, "_LOADED_PLUGINS", {})
+    monkeypatch.setattr(trt_plugin, "_LOADED_PLUGINS", {})
     lib = tmp_path / "libatfr_sgs_vc.so"
     lib.write_bytes(b"not really a library")
     calls = []
@@ -435,15 +513,15 @@ def test_load_plugin_dynamic_fake_registry(tmp_path, monkeypatch):
             return object() if (name, version, ns) == ("SGS", "1", "atfr") else None
 
     trt = types.SimpleNamespace(get_plugin_registry=lambda: Reg())
-    digest = trt_builder.load_plugin_library(trt, lib)
+    digest = trt_plugin.load_plugin_library(trt, lib)
     assert len(digest) == 64 and calls == [str(lib.resolve())]
     other = tmp_path / "libatfr_sgs.so"
     other.write_bytes(b"x")
     with pytest.raises(ATFRError, match="already loaded"):
-        trt_builder.load_plugin_library(trt, other)
-    monkeypatch.setattr(trt_builder, "_LOADED_PLUGINS", {})
+        trt_plugin.load_plugin_library(trt, other)
+    monkeypatch.setattr(trt_plugin, "_LOADED_PLUGINS", {})
     with pytest.raises(DependencyError, match="did not register plugin SGS"):
-        trt_builder.load_plugin_library(trt, lib, namespace="")
+        trt_plugin.load_plugin_library(trt, lib, namespace="")
 
 
 # -- the CLI without tensorrt --------------------------------------------------------------------
@@ -523,7 +601,7 @@ def test_build_refuses_to_overwrite_before_tensorrt(tmp_path, capsys):
 
 def test_resolve_profiles_from_manifest(tmp_path):
     from atfr.runtime.manifest import load_manifest
-    from atfr.runtime.trt_builder import back_profile_shapes, front_profile_shapes, resolve_profiles
+    from atfr.runtime.tensorrt.builder import back_profile_shapes, front_profile_shapes, resolve_profiles
 
     m = load_manifest(_fake_export(tmp_path / "exp"))
     prof = resolve_profiles(m, None, None)
@@ -537,8 +615,8 @@ def test_resolve_profiles_from_manifest(tmp_path):
 # -- runtime stays torch-free ------------------------------------------------------------------------
 
 def test_runtime_imports_no_torch():
-    code = ("import sys, atfr.runtime.pipeline, atfr.runtime.trt_compat, atfr.runtime.trt_builder, "
-            "atfr.runtime.tensorrt_backend, atfr.commands.build; assert 'torch' not in sys.modules, 'torch imported'; "
+    code = ("import sys, atfr.runtime.pipeline, atfr.runtime.tensorrt.compat, atfr.runtime.tensorrt.builder, "
+            "atfr.runtime.tensorrt.backend, atfr.commands.build; assert 'torch' not in sys.modules, 'torch imported'; "
             "assert 'tensorrt' not in sys.modules, 'tensorrt imported eagerly'")
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert r.returncode == 0, r.stderr

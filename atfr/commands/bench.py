@@ -11,10 +11,13 @@ import os
 import sys
 from pathlib import Path
 
+from atfr.runtime.ort_providers import add_providers_argument
+
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("outdir", help="an export folder (atfr export)")
     p.add_argument("--backend", default="onnxruntime", choices=["onnxruntime", "tensorrt", "auto"])
+    add_providers_argument(p)
     p.add_argument("--warmup", type=int, default=5, help="untimed rounds first (default 5)")
     p.add_argument("--iters", type=int, default=30, help="timed rounds (default 30)")
     p.add_argument("--batch", type=int, default=1, help="clips per call (default 1)")
@@ -33,7 +36,8 @@ def _command_line(args: argparse.Namespace) -> list[str]:
     """The command as parsed (reproducible from the report), defaults left out."""
     out = ["atfr", "bench", str(args.outdir)]
     defaults = {"backend": "onnxruntime", "warmup": 5, "iters": 30, "batch": 1, "bprime": "all", "seed": 0}
-    for k in ("backend", "warmup", "iters", "batch", "bprime", "videos", "static", "torch", "threads", "out", "seed"):
+    for k in ("backend", "providers", "warmup", "iters", "batch", "bprime", "videos", "static", "torch", "threads",
+              "out", "seed"):
         v = getattr(args, k, None)
         if v is not None and defaults.get(k) != v:
             out += [f"--{k}", str(v)]
@@ -67,7 +71,7 @@ def run(args: argparse.Namespace) -> int:
         raise ATFRError(f"--torch {args.torch} does not exist")
     opts = BenchOptions(export=args.outdir, backend=args.backend, warmup=args.warmup, iters=args.iters,
                         batch=args.batch, bprime=args.bprime, videos=args.videos, static=args.static,
-                        torch_checkpoint=args.torch, threads=args.threads, seed=args.seed,
+                        torch_checkpoint=args.torch, threads=args.threads, seed=args.seed, providers=args.providers,
                         progress=False if args.no_progress else None,
                         argv=_command_line(args))
     report = run_benchmark(opts)

@@ -2,7 +2,7 @@
 
 Options are validated (with warnings) before tensorrt is imported, so a wrong combination is
 reported the same way on a machine without TensorRT. Written against the TensorRT 10.3-11.x
-Python API; see atfr.runtime.trt_builder.
+Python API; see atfr.runtime.tensorrt.builder.
 """
 
 from __future__ import annotations
@@ -30,6 +30,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                         "'/' between SGS pathways); must cover 1..B")
     p.add_argument("--opt", type=int, metavar="N", help="typical B' (profile opt; default from the export's B' stats)")
     p.add_argument("--max-batch", type=int, default=1, metavar="N", help="largest batch of the engines (default 1)")
+    p.add_argument("--tf32", action="store_true",
+                   help="allow TF32 for fp32 layers (TensorRT's default, off in atfr: it rounds the SGS distance "
+                        "inputs to 10-bit mantissas, so B' can differ from ONNX Runtime on Ampere and newer GPUs)")
     p.add_argument("--engine-dir", metavar="DIR", help="where to write the engines (default: OUTDIR)")
     p.add_argument("--force", action="store_true", help="overwrite existing engines")
     p.add_argument("--verbose", action="store_true", help="show TensorRT warnings")
@@ -38,18 +41,18 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from atfr.runtime.manifest import int8_front_mode, load_manifest
-    from atfr.runtime.trt_compat import BuildOptions, validate_build_options
+    from atfr.runtime.tensorrt.compat import BuildOptions, validate_build_options
 
     m = load_manifest(args.outdir, check=True)
     opts = validate_build_options(
         BuildOptions(precision=args.precision, sgs=args.sgs, plugin_path=args.plugin, workspace_mb=args.workspace,
                      timing_cache=args.timing_cache, profiles=args.profiles, opt_bprime=args.opt,
-                     max_batch=args.max_batch, force=args.force),
+                     max_batch=args.max_batch, force=args.force, tf32=args.tf32),
         [l.bins for l in m.sgs], m.graphs, int8_front=int8_front_mode(m.raw))
     for w in opts.warnings:
         print(w, file=sys.stderr)
 
-    from atfr.runtime.trt_builder import build_engines  # imports tensorrt lazily (one-line error if absent)
+    from atfr.runtime.tensorrt.builder import build_engines  # imports tensorrt lazily (one-line error if absent)
 
     written = build_engines(args.outdir, opts=opts, progress=not args.quiet, engine_dir=args.engine_dir,
                             plugin_variant_=args.plugin_variant, verbose=args.verbose)

@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 
 from atfr.errors import ATFRError
+from atfr.runtime.ort_providers import add_providers_argument
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -18,6 +19,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--input", required=True, help="clip: .npy uint8 RGB [T,H,W,3]")
     p.add_argument("--config", help="config YAML for an official checkpoint without an embedded cfg")
     p.add_argument("--backend", default="auto", help="torch (checkpoint), onnxruntime, tensorrt, auto")
+    add_providers_argument(p)
     p.add_argument("--size", type=int, help="model input size for a checkpoint (default: its test crop)")
     p.add_argument("--json", action="store_true", help="print JSON: logits, probs, bprime, top5")
 
@@ -32,7 +34,7 @@ def run(args: argparse.Namespace) -> int:
         if args.backend == "torch":
             raise ATFRError(f"{src} is an export folder; --backend torch needs a checkpoint")
         from atfr.runtime.pipeline import Pipeline
-        pl = Pipeline.load(src, backend=args.backend)
+        pl = Pipeline.load(src, backend=args.backend, providers=args.providers)
         inputs = frames_to_inputs(frames, pl.manifest.input, args.input)
         result = pl.infer(inputs)[0]
         labels, backend = pl.manifest.labels, pl.backend

@@ -25,6 +25,7 @@ from typing import Any
 import numpy as np
 
 from atfr.errors import ATFRError, SourceError
+from atfr.runtime.ort_providers import add_providers_argument
 
 
 
@@ -36,6 +37,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--json", action="store_true", help="print one JSON object per video (JSON lines)")
     p.add_argument("--csv", help="write a CSV summary here (atomic)")
     p.add_argument("--backend", default="auto", choices=["auto", "tensorrt", "onnxruntime"])
+    add_providers_argument(p)
     p.add_argument("--force", action="store_true", help="overwrite --csv")
 
 
@@ -155,7 +157,7 @@ def run(args: argparse.Namespace) -> int:
     if args.csv:
         check_writable(args.csv, args.force)
     videos, batch = collect_videos(args.input)
-    pipeline = Pipeline.load(args.outdir, args.backend)
+    pipeline = Pipeline.load(args.outdir, args.backend, providers=args.providers)
     m = pipeline.manifest
     pre = Preprocessor(m.input)
     results: list[VideoPrediction] = []

@@ -31,6 +31,7 @@ from typing import Any, Callable, TextIO
 import numpy as np
 
 from atfr.errors import ATFRError, SourceError
+from atfr.runtime.ort_providers import add_providers_argument
 
 
 
@@ -39,6 +40,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--source", required=True,
                    help="camera index, /dev/videoN, video file, rtsp/http URL, or GStreamer pipeline ending in appsink")
     p.add_argument("--backend", default="auto", choices=["auto", "tensorrt", "onnxruntime"])
+    add_providers_argument(p)
     p.add_argument("--stride", type=int, default=8, help="run inference every K frames (default 8)")
     p.add_argument("--show", action="store_true", help="show the annotated video in a window (q/Esc quits)")
     p.add_argument("--save", help="write the annotated video here (.mp4 or .avi; atomic)")
@@ -377,7 +379,7 @@ def run(args: argparse.Namespace) -> int:
                             f"(use one of {', '.join(VIDEO_EXTS)})")
     if args.jsonl:
         check_writable(args.jsonl, args.force)
-    pipeline = Pipeline.load(args.outdir, args.backend)
+    pipeline = Pipeline.load(args.outdir, args.backend, providers=args.providers)
     m = pipeline.manifest
     saved = None
     with contextlib.ExitStack() as stack:

@@ -6,6 +6,7 @@ import argparse
 import json
 
 from atfr.errors import ATFRError, VerificationError
+from atfr.runtime.ort_providers import add_providers_argument
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -15,6 +16,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--clips", type=int, default=4, help="random clips on top of the structured ones")
     p.add_argument("--input", action="append", default=[], help="extra clip .npy (uint8 [T,H,W,3]); repeatable")
     p.add_argument("--backend", default="all", help="onnxruntime, tensorrt, or all available")
+    add_providers_argument(p)
     p.add_argument("--sgs", default="numpy", choices=["numpy", "fallback"], help="SGS step for onnxruntime")
     p.add_argument("--logits-atol", type=float, default=5e-3)
     p.add_argument("--back-atol", type=float, default=1e-4)
@@ -60,7 +62,8 @@ def run(args: argparse.Namespace) -> int:
     tol = Tolerances(back_atol=args.back_atol, logits_atol=args.logits_atol)
     reports = []
     for b in backends:
-        trt_opts = {"plugin": args.plugin, "engine_dir": args.engine_dir} if b == "tensorrt" else {}
+        trt_opts = ({"plugin": args.plugin, "engine_dir": args.engine_dir} if b == "tensorrt"
+                    else {"providers": args.providers})
         pl = Pipeline.load(args.outdir, backend=b, sgs=args.sgs, **trt_opts)
         rep = verify_backend(lm, pl, clips, tol)
         reports.append(rep)

@@ -2,7 +2,7 @@
 
 Written against the documented TensorRT Python API of 10.3 (JetPack 6.1/6.2) through 11.x and
 NOT executed in this repository's CI (TensorRT cannot be installed there); the version choices
-it applies come from :mod:`atfr.runtime.trt_compat`, which is tested without TensorRT.
+it applies come from :mod:`atfr.runtime.tensorrt.compat`, which is tested without TensorRT.
 
 Outputs, next to the export (or in ``engine_dir``):
 
@@ -17,114 +17,28 @@ Torch-free. ``tensorrt`` is imported only inside the functions that need it.
 
 from __future__ import annotations
 
-import ctypes
 import datetime as _dt
 import os
 import platform
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
 from atfr import __version__
-from atfr.errors import ATFRError, DependencyError
+from atfr.errors import ATFRError
 from atfr.fileio import atomic_path, check_writable, sha256_file, write_json_atomic
 
-from .manifest import Manifest, int8_front_mode, load_manifest
-from .trt_compat import (BuildOptions, PrecisionPlan, Profile, TRange, check_supported,
-                         default_profiles, fp32_layers, graph_has_sgs, layers_matching, parse_profiles,
-                         parse_version, plan_engines, sm_name, validate_build_options)
+from ..manifest import Manifest, int8_front_mode, load_manifest
+from .api import first_line, import_tensorrt, make_logger
+from .compat import (BuildOptions, PrecisionPlan, Profile, TRange, check_supported, default_profiles, fp32_layers,
+                     graph_has_sgs, layers_matching, parse_profiles, parse_version, plan_engines, sm_name,
+                     validate_build_options)
+from .cuda import gpu_info
+from .plugin import PLUGIN_NAME, PLUGIN_VERSION, load_plugin_library, plugin_variant
 
 ENGINE_NAMES = ("front.engine", "back.engine")
-PLUGIN_NAME, PLUGIN_VERSION = "SGS", "1"
-TRT_MISSING = ("TensorRT is not installed here (pip install tensorrt on x86_64; JetPack ships python3-libnvinfer); "
-               "'atfr build' needs it (the ONNX Runtime backend needs no build)")
-
-
-def import_tensorrt():
-    try:
-        import tensorrt as trt  # noqa: PLC0415
-    except ImportError:
-        raise DependencyError(TRT_MISSING) from None
-    return trt
-
-
-# -- plugin library loading ------------------------------------------------------------------------
-
-_LOADED_PLUGINS: dict[str, tuple[str, Any]] = {}  # realpath -> (variant, handle)
-
-
-def plugin_variant(path: str | os.PathLike, variant: str = "auto") -> str:
-    """'static' (REGISTER_TENSORRT_PLUGIN, loaded with ctypes.CDLL) or 'dynamic' (getCreators,
-    IPluginRegistry.load_library). 'auto': libatfr_sgs_vc.so -> dynamic, anything else -> static."""
-    if variant in ("static", "dynamic"):
-        return variant
-    if variant != "auto":
-        raise ATFRError(f"unknown plugin variant {variant!r} (auto, static, dynamic)")
-    return "dynamic" if Path(path).stem.split(".")[0].endswith("_vc") else "static"
-
-
-def load_plugin_library(trt: Any, path: str | os.PathLike, namespace: str = "atfr", variant: str = "auto",
-                        flag: str = "--plugin") -> str:
-    """Load the SGS plugin from an explicit path (never a search path); return its sha256.
-
-    Only one flavour may be loaded per process: loading a library whose creators are already
-    registered fails in TensorRT (IPluginRegistry::loadLibrary), and so would mixing the static
-    and the getCreators variants.
-    """
-    p = Path(path)
-    if not p.is_file():
-        raise DependencyError(f"SGS plugin library not found: {p} (pass {flag} PATH to libatfr_sgs.so built "
-                              "from plugins/sgs)")
-    real = os.path.realpath(p)
-    kind = plugin_variant(p, variant)
-    if real in _LOADED_PLUGINS:
-        return sha256_file(real)
-    if _LOADED_PLUGINS:
-        other = next(iter(_LOADED_PLUGINS))
-        raise ATFRError(f"an SGS plugin library is already loaded in this process ({other}); TensorRT cannot "
-                        f"register a second one ({real}): use one library per process")
-    try:
-        if kind == "static":
-            handle: Any = ctypes.CDLL(real, mode=getattr(ctypes, "RTLD_GLOBAL", 0))
-        else:
-            handle = trt.get_plugin_registry().load_library(real)
-            if handle is None:
-                raise OSError("IPluginRegistry.load_library returned nothing (missing getCreators export, or "
-                              "its plugins are already registered)")
-    except OSError as e:
-        raise DependencyError(f"cannot load SGS plugin library {real}: {str(e).splitlines()[0][:200]} "
-                              "(built for another TensorRT/CUDA version or architecture?)") from None
-    _LOADED_PLUGINS[real] = (kind, handle)
-    reg = trt.get_plugin_registry()
-    creator = None
-    try:
-        creator = reg.get_creator(PLUGIN_NAME, PLUGIN_VERSION, namespace)
-    except Exception:  # noqa: BLE001 - older bindings: fall through to the list below
-        creator = None
-    if creator is None:
-        names = []
-        for attr in ("all_creators", "plugin_creator_list"):
-            for c in getattr(reg, attr, None) or []:
-                names.append((getattr(c, "name", ""), getattr(c, "plugin_version", ""),
-                              getattr(c, "plugin_namespace", "")))
-        if (PLUGIN_NAME, PLUGIN_VERSION, namespace) not in names:
-            raise DependencyError(f"{real} loaded but did not register plugin {PLUGIN_NAME} v{PLUGIN_VERSION} in "
-                                  f"namespace {namespace!r} (wrong library or variant? try the other of "
-                                  "libatfr_sgs.so / libatfr_sgs_vc.so)")
-    return sha256_file(real)
-
-
-# -- GPU facts (cuda-python; TensorRT does not expose the device name) ----------------------------
-
-def gpu_info() -> dict[str, Any]:
-    """name, compute capability 'X.Y', CUDA runtime version; {} entries unknown when cuda-python is absent."""
-    try:
-        from .tensorrt_backend import Cuda  # noqa: PLC0415
-
-        return Cuda.get().device_info()
-    except DependencyError:
-        return {"gpu_name": None, "compute_capability": None, "cuda_runtime": None}
 
 
 # -- progress ------------------------------------------------------------------------------------
@@ -160,30 +74,6 @@ def _make_progress_monitor(trt: Any, report: Callable[[str], None]):
     return _Progress()
 
 
-class _Logger:
-    """trt.ILogger that keeps the last errors (for one-line failures) and prints warnings when verbose."""
-
-    @staticmethod
-    def make(trt: Any, verbose: bool = False):
-        class L(trt.ILogger):  # type: ignore[misc, name-defined]
-            def __init__(self):
-                trt.ILogger.__init__(self)
-                self.errors: list[str] = []
-
-            def log(self, severity, msg):
-                if int(severity) <= int(trt.ILogger.Severity.ERROR):
-                    self.errors.append(str(msg).strip())
-                elif verbose and int(severity) <= int(trt.ILogger.Severity.WARNING):
-                    print(f"[TensorRT] {msg}", file=sys.stderr)
-
-        return L()
-
-
-def _first_line(s: str, n: int = 220) -> str:
-    s = " ".join(str(s).split())
-    return s if len(s) <= n else s[: n - 3] + "..."
-
-
 # -- network construction ------------------------------------------------------------------------
 
 def _parse_onnx(trt: Any, builder: Any, logger: Any, onnx_path: Path, strongly_typed: bool):
@@ -199,7 +89,7 @@ def _parse_onnx(trt: Any, builder: Any, logger: Any, onnx_path: Path, strongly_t
         hint = ""
         if any("plugin" in e.lower() or "SGS" in e for e in errs):
             hint = " (is the SGS plugin library loaded with --plugin, and built for this TensorRT?)"
-        raise ATFRError(f"TensorRT cannot parse {onnx_path.name}: {_first_line(errs[0] if errs else 'unknown error')}"
+        raise ATFRError(f"TensorRT cannot parse {onnx_path.name}: {first_line(errs[0] if errs else 'unknown error')}"
                         f"{hint}")
     return network, parser
 
@@ -229,13 +119,61 @@ def _pin_fp32(trt: Any, network: Any, feat: list[str], dist: list[str], patterns
     return n
 
 
-def _set_flags(trt: Any, config: Any, plan: PrecisionPlan) -> None:
+def _set_flags(trt: Any, config: Any, plan: PrecisionPlan) -> bool | None:
+    """Set the plan's precision flags (by name) and set or clear TF32 as the plan says.
+
+    Returns whether TF32 is on for this build as the config reports it, or None where this
+    TensorRT has no BuilderFlag.TF32 (then nothing can switch it off; the caller warns)."""
     for name in plan.builder_flags:
         flag = getattr(trt.BuilderFlag, name, None)
         if flag is None:  # TensorRT 11 removed the weak-typing flags; the plan should not ask for them
             raise ATFRError(f"this TensorRT ({trt.__version__}) has no BuilderFlag.{name}; "
                             f"plan '{plan.describe()}' does not apply")
         config.set_flag(flag)
+    tf32 = getattr(trt.BuilderFlag, "TF32", None)
+    if tf32 is None:
+        return None
+    # TensorRT sets TF32 by default; it has no per-layer switch, so the SGS-feeding layers stay
+    # exact only with the flag cleared for the whole build (see PrecisionPlan.tf32).
+    if plan.tf32:
+        config.set_flag(tf32)
+    else:
+        config.clear_flag(tf32)
+    state = config.get_flag(tf32) if hasattr(config, "get_flag") else plan.tf32
+    if bool(state) != plan.tf32:
+        raise ATFRError(f"TensorRT {trt.__version__} did not {'set' if plan.tf32 else 'clear'} BuilderFlag.TF32")
+    return bool(state)
+
+
+def _apply_timing_cache(config: Any, cache_bytes: bytes | None, source: str | None) -> bool:
+    """Give the builder the timing cache (or a fresh one); True when ``cache_bytes`` was rejected.
+
+    IBuilderConfig.set_timing_cache returns False for a cache from another GPU or TensorRT version
+    (ignore_mismatch=False: reusing foreign timings picks slow tactics), and create_timing_cache
+    returns None for bytes that are not a cache. Either way the build continues with a fresh cache
+    and says so; a build that cannot even set a fresh cache fails."""
+    if cache_bytes:
+        cache = config.create_timing_cache(cache_bytes)
+        if cache is not None and config.set_timing_cache(cache, ignore_mismatch=False):
+            return False
+        print(f"WARNING ⚠️ timing cache {source or ''} was not accepted by this TensorRT/GPU "
+              "(written by another TensorRT version or GPU, or not a timing cache); starting a fresh one",
+              file=sys.stderr)
+    cache = config.create_timing_cache(b"")
+    if cache is None or not config.set_timing_cache(cache, ignore_mismatch=False):
+        raise ATFRError("TensorRT refused a new, empty timing cache (IBuilderConfig.set_timing_cache returned False)",
+                        exit_code=4)
+    return bool(cache_bytes)
+
+
+@dataclass
+class BuiltEngine:
+    plan: bytes
+    timing_cache: bytes | None
+    io: list[dict[str, Any]]
+    pinned_layers: int
+    tf32: bool | None  # None: this TensorRT has no BuilderFlag.TF32
+    cache_rejected: bool
 
 
 def _io_specs(network: Any) -> list[dict[str, Any]]:
@@ -293,13 +231,13 @@ def resolve_profiles(m: Manifest, profiles: str | None, opt_bprime: int | None) 
 
 def _build_one(trt: Any, logger: Any, onnx_path: Path, shapes: list[dict[str, tuple]], plan: PrecisionPlan,
                workspace_mb: int | None, cache_bytes: bytes | None, progress: Callable[[str], None] | None,
-               pin: tuple[list[str], list[str], list[str]] | None) -> tuple[bytes, bytes | None, list[dict[str, Any]], int]:
+               pin: tuple[list[str], list[str], list[str]] | None, cache_source: str | None = None) -> BuiltEngine:
     builder = trt.Builder(logger)
     network, _parser = _parse_onnx(trt, builder, logger, onnx_path, plan.strongly_typed)
     config = builder.create_builder_config()
     if workspace_mb:
         config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, int(workspace_mb) << 20)
-    _set_flags(trt, config, plan)
+    tf32 = _set_flags(trt, config, plan)
     pinned = _pin_fp32(trt, network, *pin) if (plan.pin_fp32 and pin and (pin[0] or pin[1] or pin[2])) else 0
     for shp in shapes:
         prof = builder.create_optimization_profile()
@@ -307,18 +245,17 @@ def _build_one(trt: Any, logger: Any, onnx_path: Path, shapes: list[dict[str, tu
             prof.set_shape(name, mn, op, mx)
         if config.add_optimization_profile(prof) < 0:
             raise ATFRError(f"{onnx_path.name}: TensorRT rejected optimization profile {shp}")
-    cache = config.create_timing_cache(cache_bytes or b"")
-    config.set_timing_cache(cache, ignore_mismatch=False)
+    rejected = _apply_timing_cache(config, cache_bytes, cache_source)
     monitor = _make_progress_monitor(trt, progress) if progress else None
     if monitor is not None:
         config.progress_monitor = monitor
     plan_mem = builder.build_serialized_network(network, config)
     if plan_mem is None:
         err = logger.errors[-1] if logger.errors else "no error message"
-        raise ATFRError(f"TensorRT failed to build {onnx_path.name}: {_first_line(err)}")
+        raise ATFRError(f"TensorRT failed to build {onnx_path.name}: {first_line(err)}")
     new_cache = config.get_timing_cache()
     cache_out = bytes(memoryview(new_cache.serialize())) if new_cache is not None else None
-    return bytes(memoryview(plan_mem)), cache_out, _io_specs(network), pinned
+    return BuiltEngine(bytes(memoryview(plan_mem)), cache_out, _io_specs(network), pinned, tf32, rejected)
 
 
 def engine_paths(engine_dir: Path) -> list[Path]:
@@ -330,7 +267,7 @@ def build_engines(outdir: str | os.PathLike, precision: str = "fp32", sgs: str =
                   plugin_path: str | None = None, opt_bprime: int | None = None, max_batch: int = 1,
                   progress: Callable[[str], None] | bool | None = True, force: bool = False,
                   engine_dir: str | os.PathLike | None = None, plugin_variant_: str = "auto",
-                  verbose: bool = False, opts: BuildOptions | None = None) -> list[Path]:
+                  verbose: bool = False, opts: BuildOptions | None = None, tf32: bool = False) -> list[Path]:
     """Build front.engine and back.engine (+ sidecars) for the export in ``outdir``.
 
     Returns the written paths. Raises ATFRError/DependencyError with one-line messages.
@@ -346,7 +283,7 @@ def build_engines(outdir: str | os.PathLike, precision: str = "fp32", sgs: str =
     if opts is None:  # called from Python rather than the CLI: validate here
         opts = validate_build_options(
             BuildOptions(precision, sgs, plugin_path, workspace_mb, timing_cache, profiles, opt_bprime, max_batch,
-                         force), [l.bins for l in m.sgs], m.graphs, int8_front=int8_front)
+                         force, tf32=tf32), [l.bins for l in m.sgs], m.graphs, int8_front=int8_front)
         for w in opts.warnings:
             print(w, file=sys.stderr)
     for p in engine_paths(edir):
@@ -357,7 +294,7 @@ def build_engines(outdir: str | os.PathLike, precision: str = "fp32", sgs: str =
     check_supported(version, opts.sgs)
     outs = {k: [t.name for t in g.outputs] for k, g in m.graphs.items()}
     engine_plans, plan_warnings = plan_engines(version, opts.precision, outs, opts.sgs, has_sgs_layers=bool(m.sgs),
-                                               int8_front=int8_front)
+                                               int8_front=int8_front, tf32=opts.tf32)
     plans = {e.role: e for e in engine_plans}
     for w in dict.fromkeys(plan_warnings):
         print(f"WARNING ⚠️ {w}", file=sys.stderr)
@@ -365,7 +302,7 @@ def build_engines(outdir: str | os.PathLike, precision: str = "fp32", sgs: str =
         for e in engine_plans:
             report(f"building {m.name} {e.role}: {e.plan.describe()}; {e.graph}.onnx")
 
-    logger = _Logger.make(trt, verbose)
+    logger = make_logger(trt, verbose)
     if hasattr(trt, "init_libnvinfer_plugins"):
         trt.init_libnvinfer_plugins(logger, "")
     front_has_sgs = graph_has_sgs(outs[plans["front"].graph])
@@ -393,6 +330,7 @@ def build_engines(outdir: str | os.PathLike, precision: str = "fp32", sgs: str =
         ("back", plans["back"].graph, back_profile_shapes(m, t_profiles, opts.max_batch), None, None),
     ]
     written: list[Path] = []
+    cache_rejected = False
     common = {
         "format": "atfr-engine", "version": 1, "atfr_deploy": __version__,
         "tensorrt_version": str(trt.__version__), "gpu_name": gpu.get("gpu_name"),
@@ -407,10 +345,15 @@ def build_engines(outdir: str | os.PathLike, precision: str = "fp32", sgs: str =
         if report:
             report(f"[{role}] parsing {onnx_path.name} and building ({len(shapes)} profile(s)) ...")
         plan = plans[role].plan
-        data, cache_bytes_new, io, pinned = _build_one(trt, logger, onnx_path, shapes, plan, opts.workspace_mb,
-                                                       cache_bytes, report, pin if role == "front" else None)
-        if cache_bytes_new:
-            cache_bytes = cache_bytes_new  # the back build reuses what the front learned
+        built = _build_one(trt, logger, onnx_path, shapes, plan, opts.workspace_mb, cache_bytes, report,
+                           pin if role == "front" else None, cache_source=opts.timing_cache)
+        if built.tf32 is None and not plan.tf32:
+            print(f"WARNING ⚠️ TensorRT {trt.__version__} has no BuilderFlag.TF32: TF32 could not be switched off, "
+                  "so B' may differ from ONNX Runtime on Ampere and newer GPUs", file=sys.stderr)
+        cache_rejected = cache_rejected or (built.cache_rejected and role == "front")
+        data, io, pinned = built.plan, built.io, built.pinned_layers
+        if built.timing_cache:
+            cache_bytes = built.timing_cache  # the back build reuses what the front learned
         eng = edir / f"{role}.engine"
         with atomic_path(eng) as tmp:
             tmp.write_bytes(data)
@@ -421,7 +364,7 @@ def build_engines(outdir: str | os.PathLike, precision: str = "fp32", sgs: str =
             "builder_flags": list(plan.builder_flags),
             "graph": key, "onnx_file": onnx_path.name, "onnx_sha256": sha256_file(onnx_path),
             "sgs": opts.sgs if m.sgs else None, "contains_sgs": bool(role == "front" and graph_has_sgs(outs[key])),
-            "plugin": plug, "fp32_pinned_layers": pinned, "io": io,
+            "plugin": plug, "fp32_pinned_layers": pinned, "io": io, "tf32": built.tf32,
             "profiles": [{n: [list(s) for s in mmo] for n, mmo in shp.items()} for shp in shapes],
             "tprime_profiles": [[str(r) for r in pr] for pr in t_profiles] if role == "back" else None,
             "build_seconds": round(time.perf_counter() - t0, 1),
@@ -431,7 +374,10 @@ def build_engines(outdir: str | os.PathLike, precision: str = "fp32", sgs: str =
         written += [eng, edir / f"{role}.engine.json"]
         if report:
             report(f"[{role}] wrote {eng} ({len(data) / 2**20:.1f} MiB) in {side['build_seconds']} s")
-    if opts.timing_cache and cache_bytes:
+    if opts.timing_cache and cache_bytes and cache_rejected and not opts.force:
+        print(f"WARNING ⚠️ not replacing the rejected timing cache {opts.timing_cache} (pass --force to replace it "
+              "with this build's)", file=sys.stderr)
+    elif opts.timing_cache and cache_bytes:
         with atomic_path(opts.timing_cache) as tmp:
             tmp.write_bytes(cache_bytes)
         written.append(Path(opts.timing_cache))

@@ -2,7 +2,7 @@
 
 Everything here is pure Python (no tensorrt, no torch, no CUDA) so the choices the builder and the
 runtime make on TensorRT 10.3 (JetPack 6.1/6.2) through 11.x can be unit-tested anywhere. The
-modules that touch TensorRT (``trt_builder``, ``tensorrt_backend``) only *apply* these plans.
+modules that touch TensorRT (``builder``, ``backend`` in this package) only *apply* these plans.
 
 Version facts used (see docs/tensorrt-notes.md in the shared research notes):
 
@@ -18,7 +18,7 @@ Version facts used (see docs/tensorrt-notes.md in the shared research notes):
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Iterable, Sequence
 
 from atfr.errors import ATFRError, DependencyError
@@ -134,6 +134,15 @@ class PrecisionPlan:
     strongly_typed: create the network with NetworkDefinitionCreationFlag.STRONGLY_TYPED.
     pin_fp32: pin SGS, embedding and distance layers to fp32 (layer precision constraints; only
               meaningful on weakly typed fp16 builds).
+    tf32: leave BuilderFlag.TF32 set. TensorRT sets it by default, and on Ampere and newer (Orin is
+          sm_87) fp32 convolutions and MatMuls then round their inputs to 10-bit mantissas: about
+          1e-3 relative error in the SGS distances, which SGS turns into bin shifts of up to ~0.06
+          at B=32, far beyond the golden cases' bin margins (>= 0.005), so B' would differ from
+          ONNX Runtime. TensorRT has no per-layer TF32 switch (layer precision float32 still allows
+          TF32 kernels, and strongly typed fp32 islands use them too), so the only way to keep the
+          SGS-feeding layers exact is to clear the flag for the whole build, in every precision.
+          It costs little where it matters least: fp16/int8 builds run their bulk in fp16/int8
+          anyway. ``atfr build --tf32`` opts back in.
     """
 
     precision: str
@@ -143,6 +152,7 @@ class PrecisionPlan:
     strongly_typed: bool = False
     pin_fp32: bool = False
     warnings: tuple[str, ...] = ()
+    tf32: bool = False
 
     @property
     def weakly_typed(self) -> bool:
@@ -153,11 +163,24 @@ class PrecisionPlan:
         flags = "+".join(self.builder_flags) or "no precision flags"
         graphs = f"*{self.graph_suffix}.onnx graphs" if self.graph_suffix else "fp32 graphs"
         pin = ", SGS/embedding/distance layers pinned to fp32" if self.pin_fp32 else ""
-        return f"{self.precision} on TensorRT {self.version}: {mode}, {flags}, {graphs}{pin}"
+        tf32 = "TF32 on (--tf32)" if self.tf32 else "TF32 off"
+        return f"{self.precision} on TensorRT {self.version}: {mode}, {flags}, {tf32}, {graphs}{pin}"
 
 
 def choose_precision_plan(version: "str | TRTVersion", precision: str, int8_graph_present: bool = False,
-                          fp16_graph_present: bool = False) -> PrecisionPlan:
+                          fp16_graph_present: bool = False, tf32: bool = False) -> PrecisionPlan:
+    """See :func:`_choose_precision_plan`; ``tf32`` (default off, see PrecisionPlan.tf32) is
+    carried into the plan for every precision."""
+    plan = _choose_precision_plan(version, precision, int8_graph_present, fp16_graph_present)
+    if not tf32:
+        return plan
+    warn = ("--tf32: TensorRT may run the fp32 SGS embedding/distance layers with TF32 (10-bit mantissas); "
+            "B' can then differ from ONNX Runtime and PyTorch on Ampere and newer GPUs",)
+    return replace(plan, tf32=True, warnings=plan.warnings + warn)
+
+
+def _choose_precision_plan(version: "str | TRTVersion", precision: str, int8_graph_present: bool = False,
+                           fp16_graph_present: bool = False) -> PrecisionPlan:
     """Decide how to build ``precision`` on TensorRT ``version``. Never an implicit INT8 calibrator.
 
     * fp32: plain network (strongly typed on 11.x, where that is the only mode; the fp32 graph
@@ -494,6 +517,7 @@ class BuildOptions:
     max_batch: int = 1
     force: bool = False
     warnings: list[str] = field(default_factory=list)
+    tf32: bool = False  # opt back in to TensorRT's TF32 default (see PrecisionPlan.tf32)
 
 
 @dataclass(frozen=True)
@@ -506,7 +530,7 @@ class EnginePlan:
 
 
 def plan_engines(version: "str | TRTVersion", precision: str, graphs: "dict[str, Sequence[str]] | Iterable[str]",
-                 sgs: str, has_sgs_layers: bool = True, int8_front: str | None = "int8"
+                 sgs: str, has_sgs_layers: bool = True, int8_front: str | None = "int8", tf32: bool = False
                  ) -> tuple[list[EnginePlan], tuple[str, ...]]:
     """Per-engine plans and graphs for ``atfr build --precision``; returns (plans, warnings).
 
@@ -517,16 +541,17 @@ def plan_engines(version: "str | TRTVersion", precision: str, graphs: "dict[str,
     """
     outs: dict[str, Sequence[str]] = dict(graphs) if isinstance(graphs, dict) else {k: () for k in graphs}
     if precision == "int8" and int8_front == "float":
-        back_plan = choose_precision_plan(version, "int8", int8_graph_present="back_int8" in outs)
+        back_plan = choose_precision_plan(version, "int8", int8_graph_present="back_int8" in outs, tf32=tf32)
         front_plan = choose_precision_plan(version, "fp16", fp16_graph_present="front_fp16" in outs
-                                           or f"{front_base_graph(sgs if has_sgs_layers else 'host')}_fp16" in outs)
+                                           or f"{front_base_graph(sgs if has_sgs_layers else 'host')}_fp16" in outs,
+                                           tf32=tf32)
         fchoice = resolve_graphs(front_plan, outs, sgs, has_sgs_layers)
         if "back_int8" not in outs:
             raise ATFRError("the export has no 'back_int8' graph: run 'atfr calibrate OUTDIR'")
         return ([EnginePlan("front", front_plan, fchoice.front), EnginePlan("back", back_plan, "back_int8")],
-                front_plan.warnings + back_plan.warnings + fchoice.warnings)
+                tuple(dict.fromkeys(front_plan.warnings + back_plan.warnings + fchoice.warnings)))
     plan = choose_precision_plan(version, precision, int8_graph_present="back_int8" in outs,
-                                 fp16_graph_present="back_fp16" in outs)
+                                 fp16_graph_present="back_fp16" in outs, tf32=tf32)
     choice = resolve_graphs(plan, outs, sgs, has_sgs_layers)
     return [EnginePlan("front", plan, choice.front), EnginePlan("back", plan, choice.back)], plan.warnings + choice.warnings
 

@@ -22,7 +22,6 @@ Design (steady state allocates nothing on the device):
 
 from __future__ import annotations
 
-import ctypes
 import json
 import os
 import sys
@@ -35,117 +34,14 @@ import numpy as np
 from atfr.errors import ATFRError, DependencyError
 from atfr.fileio import sha256_file
 
-from .manifest import Manifest
-from .pipeline import Pipeline, SGSStep
-from .trt_compat import check_supported, engine_compat_problem, graph_has_sgs, stale_problem, tightest_profile
+from ..manifest import Manifest
+from ..pipeline import Pipeline, SGSStep
+from .api import import_tensorrt, make_logger
+from .compat import check_supported, engine_compat_problem, graph_has_sgs, stale_problem, tightest_profile
+from .cuda import Cuda, host_view
+from .plugin import load_plugin_library
 
 PLUGIN_ENV = "ATFR_SGS_PLUGIN"
-
-
-# -- CUDA (cuda-python), imported lazily -------------------------------------------------------------
-
-class Cuda:
-    """The few CUDA runtime calls the backend needs, over cuda-python; errors become ATFRError."""
-
-    _instance: "Cuda | None" = None
-
-    @classmethod
-    def get(cls) -> "Cuda":
-        if cls._instance is None:
-            cls._instance = cls()
-        return cls._instance
-
-    def __init__(self) -> None:
-        try:
-            from cuda.bindings import runtime as rt  # cuda-python >= 12.6
-        except ImportError:
-            try:
-                from cuda import cudart as rt  # older cuda-python
-            except ImportError:
-                raise DependencyError("cuda-python is not installed (pip install cuda-python, matching the CUDA "
-                                      "major version of this TensorRT); the TensorRT backend needs it") from None
-        self.rt = rt
-        self.H2D = rt.cudaMemcpyKind.cudaMemcpyHostToDevice
-        self.D2H = rt.cudaMemcpyKind.cudaMemcpyDeviceToHost
-        self.D2D = rt.cudaMemcpyKind.cudaMemcpyDeviceToDevice
-
-    def ok(self, res: Any, what: str = "CUDA call") -> Any:
-        err, vals = (res[0], res[1:]) if isinstance(res, tuple) else (res, ())
-        if err != self.rt.cudaError_t.cudaSuccess:
-            try:
-                desc = self.rt.cudaGetErrorString(err)[1].decode(errors="replace")
-            except Exception:  # noqa: BLE001
-                desc = str(err)
-            raise ATFRError(f"{what} failed: {getattr(err, 'name', err)} ({desc})", exit_code=4)
-        if not vals:
-            return None
-        return vals[0] if len(vals) == 1 else vals
-
-    # memory
-    def malloc(self, nbytes: int) -> int:
-        return int(self.ok(self.rt.cudaMalloc(max(int(nbytes), 1)), f"cudaMalloc({nbytes})"))
-
-    def free(self, ptr: int) -> None:
-        self.ok(self.rt.cudaFree(ptr), "cudaFree")
-
-    def malloc_host(self, nbytes: int) -> int:
-        return int(self.ok(self.rt.cudaMallocHost(max(int(nbytes), 1)), f"cudaMallocHost({nbytes})"))
-
-    def free_host(self, ptr: int) -> None:
-        self.ok(self.rt.cudaFreeHost(ptr), "cudaFreeHost")
-
-    def memcpy_async(self, dst: int, src: int, nbytes: int, kind: Any, stream: Any) -> None:
-        if nbytes:
-            self.ok(self.rt.cudaMemcpyAsync(dst, src, int(nbytes), kind, stream), "cudaMemcpyAsync")
-
-    # streams, events
-    def stream(self) -> Any:
-        return self.ok(self.rt.cudaStreamCreateWithFlags(self.rt.cudaStreamNonBlocking), "cudaStreamCreate")
-
-    def sync(self, stream: Any) -> None:
-        self.ok(self.rt.cudaStreamSynchronize(stream), "cudaStreamSynchronize")
-
-    def event(self) -> Any:
-        return self.ok(self.rt.cudaEventCreate(), "cudaEventCreate")
-
-    def record(self, ev: Any, stream: Any) -> None:
-        self.ok(self.rt.cudaEventRecord(ev, stream), "cudaEventRecord")
-
-    def elapsed_ms(self, a: Any, b: Any) -> float:
-        return float(self.ok(self.rt.cudaEventElapsedTime(a, b), "cudaEventElapsedTime"))
-
-    # graphs
-    def begin_capture(self, stream: Any) -> None:
-        mode = self.rt.cudaStreamCaptureMode.cudaStreamCaptureModeGlobal
-        self.ok(self.rt.cudaStreamBeginCapture(stream, mode), "cudaStreamBeginCapture")
-
-    def end_capture(self, stream: Any) -> Any:
-        return self.ok(self.rt.cudaStreamEndCapture(stream), "cudaStreamEndCapture")
-
-    def instantiate(self, graph: Any) -> Any:
-        try:
-            return self.ok(self.rt.cudaGraphInstantiate(graph, 0), "cudaGraphInstantiate")
-        except TypeError:  # binding without the flags overload
-            return self.ok(self.rt.cudaGraphInstantiateWithFlags(graph, 0), "cudaGraphInstantiateWithFlags")
-
-    def launch(self, graph_exec: Any, stream: Any) -> None:
-        self.ok(self.rt.cudaGraphLaunch(graph_exec, stream), "cudaGraphLaunch")
-
-    def device_info(self) -> dict[str, Any]:
-        dev = self.ok(self.rt.cudaGetDevice(), "cudaGetDevice")
-        prop = self.ok(self.rt.cudaGetDeviceProperties(dev), "cudaGetDeviceProperties")
-        name = prop.name
-        if isinstance(name, (bytes, bytearray)):
-            name = bytes(name).split(b"\0")[0].decode(errors="replace")
-        rtv = int(self.ok(self.rt.cudaRuntimeGetVersion(), "cudaRuntimeGetVersion"))
-        return {"gpu_name": str(name).strip(), "compute_capability": f"{prop.major}.{prop.minor}",
-                "cuda_runtime": f"{rtv // 1000}.{(rtv % 1000) // 10}"}
-
-
-def _host_view(ptr: int, nbytes: int, dtype: np.dtype) -> np.ndarray:
-    """A flat numpy array over pinned host memory (no copy)."""
-    buf = (ctypes.c_byte * max(nbytes, 1)).from_address(ptr)
-    return np.frombuffer(buf, dtype=dtype, count=nbytes // dtype.itemsize)
 
 
 # -- output allocator -------------------------------------------------------------------------------
@@ -161,6 +57,12 @@ def make_output_allocator(trt: Any, cuda: Cuda):
             self.shapes: dict[str, tuple[int, ...]] = {}
             self.reallocations = 0
             self.error: str | None = None
+
+        def reset(self) -> None:
+            """Forget the previous run's shapes and error before each enqueue: a run whose engine
+            never calls notify_shape must fail, not silently reuse the last clip's B'."""
+            self.shapes.clear()
+            self.error = None
 
         def reserve(self, name: str, nbytes: int) -> int:
             self.buffers[name] = [cuda.malloc(nbytes), int(nbytes)]
@@ -237,7 +139,7 @@ class TrtEngineRunner:
             nbytes = int(np.prod(shp, dtype=np.int64)) * self.dtype[n].itemsize if shp else self.dtype[n].itemsize
             hp = cuda.malloc_host(nbytes)
             self._host_ptrs.append(hp)
-            self.host[n] = _host_view(hp, nbytes, self.dtype[n])
+            self.host[n] = host_view(hp, nbytes, self.dtype[n])
             if self.on_host[n]:
                 ok = self.context.set_tensor_address(n, hp)
             elif n in self.dds:
@@ -334,6 +236,8 @@ class TrtEngineRunner:
         cuda.record(ev[1], st)
         te = time.perf_counter()
         key = (self.active_profile,) + tuple(shapes[n] for n in self.input_names)
+        if self.allocator is not None:
+            self.allocator.reset()
         if self.cuda_graphs and key in self.graphs:
             cuda.launch(self.graphs[key], st)
         else:
@@ -354,7 +258,8 @@ class TrtEngineRunner:
                 assert self.allocator is not None
                 shp = self.allocator.shapes.get(n)
                 if shp is None:
-                    raise ATFRError(f"{self.path.name}: TensorRT never reported the shape of {n!r}", exit_code=4)
+                    raise ATFRError(f"{self.path.name}: TensorRT did not report the shape of the data-dependent output "
+                                    f"{n!r} for this run (IOutputAllocator.notify_shape was not called)", exit_code=4)
                 src = self.allocator.buffers[n][0]
             else:
                 shp = tuple(int(d) for d in ctx.get_tensor_shape(n))
@@ -539,8 +444,6 @@ def load_trt_pipeline(manifest: Manifest, engine_dir: str | os.PathLike | None =
                       cuda_graphs: bool = False, plugin_variant: str = "auto", copy_outputs: bool = True,
                       verbose: bool = False) -> Pipeline:
     """Load front.engine/back.engine for ``manifest`` (built by 'atfr build') as a Pipeline."""
-    from .trt_builder import _Logger, import_tensorrt, load_plugin_library  # noqa: PLC0415
-
     m = manifest
     edir = Path(engine_dir) if engine_dir else m.root
     outdir = str(m.root)
@@ -568,7 +471,7 @@ def load_trt_pipeline(manifest: Manifest, engine_dir: str | os.PathLike | None =
         stale = stale_problem(side, checks.get(side.get("onnx_file", "")), outdir)
         if stale:
             raise ATFRError(stale)
-    logger = _Logger.make(trt, verbose)
+    logger = make_logger(trt, verbose)
     if hasattr(trt, "init_libnvinfer_plugins"):
         trt.init_libnvinfer_plugins(logger, "")
     if needs_plugin:
