@@ -9,7 +9,7 @@ import time
 
 import pytest
 
-from atfr.commands.run import RunOptions, StreamRunner
+from atfr.runtime.streaming import RunOptions, StreamRunner
 from atfr.runtime.overlay import AtomicVideoWriter
 from atfr.runtime.pipeline import Pipeline
 from atfr.runtime.video import FrameStream, SimulatedSource

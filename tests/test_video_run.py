@@ -15,7 +15,7 @@ import pytest
 
 from atfr.cli import main
 from atfr.errors import SourceError
-from atfr.commands.run import RunOptions, StreamRunner
+from atfr.runtime.streaming import RunOptions, StreamRunner
 from atfr.runtime.pipeline import Pipeline
 from atfr.runtime.video import FrameStream, SimulatedSource, open_reader, parse_source, read_frames
 
