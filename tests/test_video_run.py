@@ -698,3 +698,123 @@ def test_signal_stops_cleanly_with_complete_outputs(tiny_export, tmp_path, sig, 
     assert sorted(x.name for x in out_dir.iterdir()) == ["annotated.mp4", "ev.jsonl"]
     assert len(read_frames(out)[0]) == frames
     assert [e["clip"] for e in _events(ev)] == list(range(clips)) and clips >= 3
+
+
+# -- smaller items (issue 12 item 10) -----------------------------------------------------------
+def test_truncated_real_video_ends_with_a_warning(tiny_export, tmp_path):
+    from footage import real_video
+
+    src = real_video("vtest")
+    cut = tmp_path / "vtest_half.avi"
+    data = src.read_bytes()
+    cut.write_bytes(data[: len(data) // 2])
+    # independent count: what OpenCV decodes from the cut file vs what its header reports
+    cap = cv2.VideoCapture(str(cut))
+    reported = int(cap.get(cv2.CAP_PROP_FRAME_COUNT))
+    decoded = 0
+    while cap.read()[0]:
+        decoded += 1
+    cap.release()
+    assert decoded < reported - max(2, reported // 100)  # really cut (795 reported, about half decodable)
+    p = _cli(["run", str(tiny_export), "--source", str(cut), "--backend", "onnxruntime", "--fast",
+              "--stride", "16"], timeout=90)
+    assert p.returncode == 0, p.stderr
+    assert f"from {decoded} frame(s)" in p.stdout and "(ended: truncated)" in p.stdout
+    assert p.stderr.strip().splitlines()[-1] == (
+        f"atfr run: warning: {cut}: decoding stopped after {decoded} of the {reported} frames the container "
+        "reports (file truncated or corrupt)")
+
+
+def test_overlay_labels_model_and_display_rates():
+    from atfr.runtime.overlay import overlay_lines
+
+    lines = overlay_lines([("abseiling", 0.0031), ("zumba", 0.0025)], (3,), 41.6, 29.97, [8], 3.75)
+    assert lines == ["1. abseiling  0.31%", "2. zumba  0.25%", "B' 3/8", "model 42 ms/clip, 3.8 clips/s",
+                     "display 30.0 fps"]
+
+
+def test_probabilities_stay_readable_for_400_classes():
+    from atfr.runtime.overlay import format_prob
+
+    # a 400-class softmax near uniform: 1/400 = 0.0025 printed "0.00" before
+    assert format_prob(1 / 400) == "0.25%"
+    assert format_prob(0.59) == "59.0%" and format_prob(1.0) == "100.0%" and format_prob(0.0123) == "1.23%"
+    assert format_prob(3.2e-6) == "0.00032%" and format_prob(0.0) == "0%"
+    # distinct small probabilities print distinctly
+    assert len({format_prob(p) for p in (0.0021, 0.0025, 0.0029)}) == 3
+
+
+# -- the pipelined loop (issue 13 item 2) -------------------------------------------------------
+class _SlowPre:
+    """Wraps the Preprocessor: a fixed delay per clip, and the (start, end) of each call."""
+
+    def __init__(self, inner, delay: float, spans: list):
+        self.inner, self.delay, self.spans = inner, delay, spans
+
+    def __call__(self, frames, spatial_idx=1):
+        t0 = time.perf_counter()
+        time.sleep(self.delay)
+        out = self.inner(frames, spatial_idx)
+        self.spans.append(("pre", t0, time.perf_counter()))
+        return out
+
+    def pack(self, clip):
+        return self.inner.pack(clip)
+
+
+class _TimedPipeline(SlowPipeline):
+    def __init__(self, inner, delay, spans):
+        super().__init__(inner, delay)
+        self.spans = spans
+
+    def infer(self, clips):
+        t0 = time.perf_counter()
+        out = super().infer(clips)
+        self.spans.append(("infer", t0, time.perf_counter()))
+        return out
+
+
+def test_preprocessing_overlaps_inference_and_lossless_stays_exact(pipeline, video, tmp_path):
+    spans: list = []
+    drawn: list = []
+    recorded: dict = {}
+    ev = tmp_path / "ev.jsonl"
+    with open(ev, "w") as f:
+        stream = FrameStream(open_reader(str(video)), lossless=True)
+        runner = StreamRunner(_TimedPipeline(pipeline, 0.03, spans), stream, RunOptions(stride=4, lossless=True),
+                              events=f, on_frame=lambda bgr: True)
+        runner.pre = _SlowPre(runner.pre, 0.03, spans)
+        real_record, real_draw = runner._record, runner._draw
+
+        def record(job, res, infer_ms):
+            real_record(job, res, infer_ms)
+            recorded[job.frame_index] = runner._latest
+
+        def draw(frame, result, buffered, fps):
+            drawn.append((frame.index, result))
+            return real_draw(frame, result, buffered, fps)
+
+        runner._record, runner._draw = record, draw
+        s = bounded(runner.run, 60)
+    # every strided clip ran, in order (lossless: no drop)
+    assert [e["frame"] for e in _events(ev)] == list(range(7, 60, 4)) and s.dropped_clips == 0
+    # every frame was drawn once, in order, with the result of the newest clip ending at or before it
+    assert [i for i, _ in drawn] == list(range(60))
+    for i, result in drawn:
+        ends = [k for k in recorded if k <= i]
+        assert result is (recorded[max(ends)] if ends else None), i
+    # the stages overlapped: some clip was pre-processed while another one was in the model
+    pre = [(a, b) for k, a, b in spans if k == "pre"]
+    inf = [(a, b) for k, a, b in spans if k == "infer"]
+    assert len(pre) == len(inf) == 14
+    assert any(a1 < b2 and a2 < b1 for a1, b1 in pre for a2, b2 in inf)
+
+
+@pytest.mark.parametrize("lossless", [False, True])
+def test_max_clips_is_exact(pipeline, tmp_path, lossless):
+    ev = tmp_path / "ev.jsonl"
+    with open(ev, "w") as f:
+        src = SimulatedSource(num_frames=10_000, fps=60.0, size=(32, 40), pace=not lossless)
+        s = bounded(StreamRunner(pipeline, FrameStream(src, max_retries=0, lossless=lossless),
+                                 RunOptions(stride=1, max_clips=7, lossless=lossless), events=f).run, 60)
+    assert s.clips == 7 and s.end_reason == "max-clips" and len(_events(ev)) == 7
