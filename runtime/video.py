@@ -474,6 +474,11 @@ class FrameStream:
             return f
 
     @property
+    def hung(self) -> bool:
+        """True when the consumer gave up on a reader blocked in a native call (see stall_timeout)."""
+        return self._hung
+
+    @property
     def ended(self) -> bool:
         with self._cond:
             self._check_hung()

@@ -101,6 +101,7 @@ def run(args: argparse.Namespace) -> int:
         pipeline = Pipeline.load(args.outdir, args.backend)
         m = pipeline.manifest
         reader = open_reader(args.source, fallback_fps=m.input.target_fps, timeout_s=args.stall_timeout)
+        stream = None
         try:
             if not reader.fps_reported:
                 print(f"atfr run: {reader.name} reports no usable fps; assuming {reader.fps:g}", file=sys.stderr)
@@ -123,7 +124,8 @@ def run(args: argparse.Namespace) -> int:
                 error = e
             saved, logged, close_error = _close_outputs(writer, events, show is not None)
         finally:
-            reader.close()  # FrameStream.stop closed it already; closing twice is harmless
+            if stream is None or not stream.hung:  # never close a reader under a blocked read
+                reader.close()  # FrameStream.stop closed it already; closing twice is harmless
     summary = runner.summary
     error = error or close_error
     if summary.end_reason == "output-closed":
