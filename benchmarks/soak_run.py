@@ -55,9 +55,11 @@ def proc_sample(pid: int) -> tuple[float, int, int] | None:
         fds = len(os.listdir(f"/proc/{pid}/fd"))
     except (FileNotFoundError, ProcessLookupError, PermissionError):
         return None
-    rss = int(re.search(r"^VmRSS:\s+(\d+) kB", status, re.M).group(1)) / 1024
-    threads = int(re.search(r"^Threads:\s+(\d+)", status, re.M).group(1))
-    return rss, threads, fds
+    rss = re.search(r"^VmRSS:\s+(\d+) kB", status, re.M)
+    threads = re.search(r"^Threads:\s+(\d+)", status, re.M)
+    if rss is None or threads is None:  # a zombie (exited, not yet reaped) has no VmRSS
+        return None
+    return int(rss.group(1)) / 1024, int(threads.group(1)), fds
 
 
 def count_lines(path: Path) -> int:
