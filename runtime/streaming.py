@@ -408,6 +408,9 @@ class StreamRunner:
                 self._halt.set()
 
     def _record(self, job: _Job, res: Any, infer_ms: float) -> None:
+        """The jsonl line first, then the summary and the overlay, then the --print line: a clip
+        whose event could not be written is neither counted nor shown (what the video and the
+        summary report is in the jsonl)."""
         from atfr.runtime.overlay import format_prob
 
         latency = job.preprocess_ms + infer_ms
@@ -415,9 +418,22 @@ class StreamRunner:
         topk = [(self.m.label(i), float(res.probs[i])) for i in top]
         bprime = tuple(int(b) for b in res.bprime)
         now = time.perf_counter()
+        clip_no = self.summary.clips  # only this thread changes it
+        if self.events is not None:
+            ev = {"clip": clip_no, "frame": job.frame_index, "timestamp": round(job.timestamp, 4),
+                  "topk": [{"index": i, "label": lab, "prob": p} for i, (lab, p) in zip(top, topk)],
+                  "bprime": list(bprime), "latency_ms": latency,
+                  "preprocess_ms": job.preprocess_ms, "infer_ms": infer_ms,
+                  "e2e_ms": (now - job.t_submit) * 1e3}
+            if job.padded:
+                ev["padded"] = True
+            try:
+                self.events.write(json.dumps(ev) + "\n")
+                self.events.flush()
+            except OSError as e:
+                raise _write_error(getattr(self.events, "name", "events"), e) from None
         with self._lock:
             s = self.summary
-            clip_no = s.clips
             s.clips += 1
             s.latencies_ms.append(latency)
             s.infer_ms_total += infer_ms
@@ -434,19 +450,6 @@ class StreamRunner:
                 self._results[job.seq] = self._latest
             self._done_seq = max(self._done_seq, job.seq)
             self._res_cond.notify_all()
-        if self.events is not None:
-            ev = {"clip": clip_no, "frame": job.frame_index, "timestamp": round(job.timestamp, 4),
-                  "topk": [{"index": i, "label": lab, "prob": p} for i, (lab, p) in zip(top, topk)],
-                  "bprime": list(bprime), "latency_ms": latency,
-                  "preprocess_ms": job.preprocess_ms, "infer_ms": infer_ms,
-                  "e2e_ms": (now - job.t_submit) * 1e3}
-            if job.padded:
-                ev["padded"] = True
-            try:
-                self.events.write(json.dumps(ev) + "\n")
-                self.events.flush()
-            except OSError as e:
-                raise _write_error(getattr(self.events, "name", "events"), e) from None
         if self.status is not None:  # one human line per clip (atfr demo, atfr run --print)
             try:
                 self.status.write(f"  clip {clip_no:3d} @frame {job.frame_index:5d}: {topk[0][0]} "
