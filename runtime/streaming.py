@@ -504,6 +504,11 @@ class StreamRunner:
                         break
                     continue
                 self.summary.frames += 1
+                if window and frame.image.shape != window[-1].image.shape:
+                    # A source that came back at another resolution (reconnect): a clip never
+                    # mixes sizes, the window starts again.
+                    window.clear()
+                    since_clip = 0
                 window.append(frame)
                 since_clip += 1
                 if len(window) == self.window and (submitted == 0 or since_clip >= self.opt.stride):

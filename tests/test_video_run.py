@@ -824,3 +824,27 @@ def test_max_clips_is_exact(pipeline, tmp_path, lossless):
         s = bounded(StreamRunner(pipeline, FrameStream(src, max_retries=0, lossless=lossless),
                                  RunOptions(stride=1, max_clips=7, lossless=lossless), events=f).run, 60)
     assert s.clips == 7 and s.end_reason == "max-clips" and len(_events(ev)) == 7
+
+
+class _ResizingCamera(SimulatedSource):
+    """Comes back from its reconnect at another resolution (a camera reconfigured meanwhile)."""
+
+    def reopen(self):
+        ok = super().reopen()
+        if ok:
+            self._base = cv2.resize(self._base, (56, 44))
+        return ok
+
+
+def test_resolution_change_after_reconnect_restarts_the_window(pipeline):
+    seen = []
+
+    src = _ResizingCamera(num_frames=30, fps=60.0, size=(32, 40), reconnects=1)  # window: 16 frames
+    runner = StreamRunner(pipeline, FrameStream(src, max_retries=1, backoff_s=0.01), RunOptions(stride=4),
+                          on_frame=lambda bgr: seen.append(bgr.shape[:2]) or True)
+    s = bounded(runner.run, 30)
+    # both halves ran clips (no clip mixes sizes, which the pre-processing refuses): 30 frames each,
+    # first clip at frame 15 of each half, then every 4: 15, 19, 23, 27 (the last may be dropped)
+    assert s.end_reason == "disconnected" and s.frames == 60 and s.reconnects == 1
+    assert s.clips + s.dropped_clips == 8 and s.clips >= 2
+    assert seen[:30] == [(32, 40)] * 30 and seen[30:] == [(44, 56)] * 30
