@@ -560,7 +560,9 @@ class StreamRunner:
             except BaseException as e:  # noqa: BLE001
                 self._fail(e)
             finally:
-                self.stream.stop()
+                # A source blocked in a read (a stalled stream waits out its read timeout) must not
+                # delay a stop by signal: after 2 s its thread is left behind (see FrameStream.stop).
+                self.stream.stop(timeout=2.0)
         s = self.summary
         st = self.stream.stats
         s.wall_s = time.monotonic() - t_start

@@ -368,7 +368,8 @@ class FrameStream:
 
     def _call(self, fn: Callable, limit: float | None):
         """Run a reader call with a deadline the consumer can check (see ``_check_hung``)."""
-        self._busy_until = None if limit is None else time.monotonic() + limit + self.hang_grace_s
+        # inf without a stall timeout: never "hung" for the consumer, but stop() knows it is in the reader
+        self._busy_until = math.inf if limit is None else time.monotonic() + limit + self.hang_grace_s
         try:
             return fn()
         finally:
@@ -494,17 +495,21 @@ class FrameStream:
     def stop(self, timeout: float = 10.0) -> None:
         """Stop capturing and join the thread; idempotent. The reader is closed.
 
-        A capture thread hung inside the reader (``stalled`` from the consumer side) is left
-        behind as a daemon and the reader is not closed under it."""
+        A capture thread still blocked inside the reader after ``timeout`` (a stream waiting out
+        its read timeout, a hung device) is left behind as a daemon and the reader is not closed
+        under it (``hung`` becomes True): a stop by signal must not wait for the source."""
         self._stop.set()
         with self._cond:
             self._cond.notify_all()
         if self._thread is not None:
             self._thread.join(0.5 if self._hung else timeout)
             if self._thread.is_alive():
-                if self._hung:
+                if self._hung or self._busy_until is not None:
+                    self._hung = True
+                    if not self.stats.end_reason:
+                        self.stats.end_reason = "stopped"
                     return
-                raise ATFRError("the capture thread did not stop (the source is hung in read())")
+                raise ATFRError("the capture thread did not stop")
             self._thread = None
         self.reader.close()
         if not self.stats.end_reason:

@@ -848,3 +848,23 @@ def test_resolution_change_after_reconnect_restarts_the_window(pipeline):
     assert s.end_reason == "disconnected" and s.frames == 60 and s.reconnects == 1
     assert s.clips + s.dropped_clips == 8 and s.clips >= 2
     assert seen[:30] == [(32, 40)] * 30 and seen[30:] == [(44, 56)] * 30
+
+
+def test_stop_does_not_wait_for_a_blocked_source(pipeline):
+    """SIGTERM while the source is blocked in a read (no stall timeout to end it): the run stops in
+    about 2 s with its outputs, the capture thread is left behind and the reader not closed under it."""
+    from atfr.runtime.streaming import StopFlag
+
+    src = _HangsAfter(40)
+    stop = StopFlag()
+    try:
+        stream = FrameStream(src, max_retries=0, stall_timeout=None)
+        runner = StreamRunner(pipeline, stream, RunOptions(stride=8), stop=stop)
+        threading.Timer(1.0, stop.set, args=("terminated",)).start()
+        t0 = time.monotonic()
+        s = bounded(runner.run, 30)
+        elapsed = time.monotonic() - t0
+        assert s.end_reason == "terminated" and s.frames == 40 and stream.hung
+        assert elapsed < 8  # 1 s to the signal + the 2 s join (the source would block forever)
+    finally:
+        src.release.set()
