@@ -1,4 +1,5 @@
-"""Annotating frames (top-k, B' per SGS layer, latency, fps) and writing videos atomically. Torch-free."""
+"""Annotating frames (top-k, B' per SGS layer, model latency and clips/s, display fps) and writing
+videos atomically. Torch-free."""
 
 from __future__ import annotations
 
@@ -15,21 +16,40 @@ _FOURCC = {".mp4": "mp4v", ".m4v": "mp4v", ".mov": "mp4v", ".avi": "MJPG", ".mkv
 VIDEO_EXTS = tuple(sorted(_FOURCC))  # what AtomicVideoWriter can write
 
 
+def format_prob(p: float) -> str:
+    """A probability as a percentage with 3 significant digits: "59.1%", "0.25%", "0.00251%".
+
+    Fixed decimals print "0.00" for every class of a 400-class model (uniform = 0.0025)."""
+    pct = 100.0 * float(p)
+    if pct >= 10.0:
+        return f"{pct:.1f}%"
+    return f"{pct:.3g}%"
+
+
 def overlay_lines(topk: Sequence[tuple[str, float]], bprime: Sequence[int], latency_ms: float | None,
-                  fps: float | None, bins: Sequence[int] = ()) -> list[str]:
-    """The text drawn on each frame: one line per top-k class, then B', latency and fps."""
-    lines = [f"{i + 1}. {label[:32]}  {score:.2f}" for i, (label, score) in enumerate(topk)]
+                  display_fps: float | None, bins: Sequence[int] = (),
+                  clips_per_s: float | None = None) -> list[str]:
+    """The text drawn on each frame: one line per top-k class, B', then the model's figures and
+    the display rate on separate, labelled lines.
+
+    latency_ms: one clip's pre-processing + inference; clips_per_s: clips the model finished per
+    second (its throughput in this run); display_fps: frames drawn per second (the video, not the
+    model).
+    """
+    lines = [f"{i + 1}. {label[:32]}  {format_prob(score)}" for i, (label, score) in enumerate(topk)]
     if bprime:
         # "B' 12/32": kept bins out of the layer's maximum, when the maximum is known.
         bp = " ".join(f"{b}/{bins[i]}" if i < len(bins) else f"{b}" for i, b in enumerate(bprime))
         lines.append(f"B' {bp}")
-    tail = []
+    model = []
     if latency_ms is not None:
-        tail.append(f"{latency_ms:.0f} ms")
-    if fps is not None:
-        tail.append(f"{fps:.1f} fps")
-    if tail:
-        lines.append("  ".join(tail))
+        model.append(f"{latency_ms:.0f} ms/clip")
+    if clips_per_s is not None:
+        model.append(f"{clips_per_s:.1f} clips/s")
+    if model:
+        lines.append("model " + ", ".join(model))
+    if display_fps is not None:
+        lines.append(f"display {display_fps:.1f} fps")
     return lines
 
 
@@ -61,7 +81,8 @@ class AtomicVideoWriter:
 
     The temp name keeps the target's extension because OpenCV picks the container from it.
     ``abort()`` (or an exception inside ``with``) removes the temp file and leaves any previous
-    target untouched. The writer opens lazily on the first frame (its size is not known before).
+    target untouched. The writer (and its temp file) opens lazily on the first frame (its size is
+    not known before).
     """
 
     def __init__(self, path: str | os.PathLike, fps: float):
@@ -72,10 +93,7 @@ class AtomicVideoWriter:
                             f"(use one of {', '.join(sorted(_FOURCC))})")
         self.fourcc = _FOURCC[ext]
         self.fps = float(fps) if fps and fps > 0 else 30.0
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{self.path.stem}.", suffix=f".tmp{ext}", dir=self.path.parent)
-        os.close(fd)
-        self.tmp = Path(tmp)
+        self.tmp: Path | None = None  # created with the first frame: a run that fails earlier leaves nothing
         self._writer = None
         self._size: tuple[int, int] | None = None
         self._closed = False
@@ -85,7 +103,14 @@ class AtomicVideoWriter:
         import cv2
 
         h, w = frame_bgr.shape[:2]
+        if self._closed:
+            raise ATFRError(f"{self.path}: the video writer is closed")
         if self._writer is None:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            fd, tmp = tempfile.mkstemp(prefix=f".{self.path.stem}.", suffix=f".tmp{self.path.suffix.lower()}",
+                                       dir=self.path.parent)
+            os.close(fd)
+            self.tmp = Path(tmp)
             self._writer = cv2.VideoWriter(str(self.tmp), cv2.VideoWriter_fourcc(*self.fourcc), self.fps, (w, h))
             if not self._writer.isOpened():
                 self.abort()
@@ -120,7 +145,7 @@ class AtomicVideoWriter:
         if self._writer is not None:
             self._writer.release()
             self._writer = None
-        if self.tmp.exists():
+        if self.tmp is not None and self.tmp.exists():
             self.tmp.unlink()
 
     def __enter__(self) -> "AtomicVideoWriter":

@@ -5,7 +5,11 @@
 * ``FrameStream`` runs a reader on its own thread into a bounded ring buffer
   (``collections.deque(maxlen)``): a slow consumer never blocks a live capture, the oldest
   frames are dropped and counted instead. Live sources (cameras, streams) reconnect with
-  exponential backoff for a bounded number of attempts; files end cleanly at EOF.
+  exponential backoff within a *total* budget of attempts for the whole run, and a source that
+  delivers no frame for ``stall_timeout`` seconds counts as lost (reconnect, counted), so an
+  unattended run ends by itself when the source is gone. Files (and finite files served over
+  http) end at EOF; one that ends before the frame count its container reports ends as
+  ``truncated``, not ``eof``.
 * ``SimulatedSource`` is a reader that produces frames at a set fps, then disconnects: tests
   and soak runs use it in place of a camera.
 """
@@ -76,6 +80,7 @@ class FrameReader(Protocol):
     live: bool  # True: camera/stream (pace given by the device, reconnect on loss); False: file
     fps: float
     fps_reported: bool  # False: fps is the fallback value
+    # Optional: frame_count_hint (int | None), the container's frame count (truncation check).
 
     def read(self) -> np.ndarray | None: ...
 
@@ -136,8 +141,12 @@ class CvReader:
         fps = float(self._cap.get(cv2.CAP_PROP_FPS) or 0.0)
         self.fps_reported = _valid_fps(fps)
         self.fps = fps if self.fps_reported else float(fallback_fps)
-        count = int(self._cap.get(cv2.CAP_PROP_FRAME_COUNT) or 0) if spec.kind == "file" else 0
-        self.frame_count_hint = count if count > 0 else None
+        count = float(self._cap.get(cv2.CAP_PROP_FRAME_COUNT) or 0.0) if spec.kind in ("file", "url") else 0.0
+        # Live streams report no count (or INT64_MIN); a positive one means a finite file, also
+        # over http (an .avi/.mp4 on a web server): it ends at EOF and is never replayed.
+        self.frame_count_hint = int(count) if math.isfinite(count) and 0 < count < 1e9 else None
+        if spec.kind == "url" and self.frame_count_hint is not None:
+            self.live = False
 
     def _open(self):  # -> cv2.VideoCapture | None
         cv2 = self._cv2
@@ -270,11 +279,14 @@ class SimulatedSource:
         self.opened = False
 
 
-def open_reader(src: str | int | FrameReader, fallback_fps: float = 30.0) -> FrameReader:
-    """A reader for ``src`` (camera index, /dev/videoN, file, URL, GStreamer string, or a reader)."""
+def open_reader(src: str | int | FrameReader, fallback_fps: float = 30.0,
+                timeout_s: float = 10.0) -> FrameReader:
+    """A reader for ``src`` (camera index, /dev/videoN, file, URL, GStreamer string, or a reader).
+
+    ``timeout_s`` bounds opening a URL and each read from it (the stall timeout of a stream)."""
     if not isinstance(src, (str, int)):
         return src
-    return CvReader(parse_source(src), fallback_fps)
+    return CvReader(parse_source(src), fallback_fps, timeout_ms=int(round(timeout_s * 1000)))
 
 
 @dataclass
@@ -288,8 +300,18 @@ class Frame:
 class StreamStats:
     frames_read: int = 0
     frames_dropped: int = 0  # overwritten in the ring buffer before the consumer took them
-    reconnects: int = 0
-    end_reason: str = ""  # eof | disconnected | stopped | error: ...
+    reconnects: int = 0  # successful reopens
+    reconnect_attempts: int = 0  # every reopen tried, against the total budget (max_retries)
+    stalls: int = 0  # reads that gave no frame for stall_timeout seconds
+    expected_frames: int | None = None  # a file's frame count as its container reports it
+    end_reason: str = ""  # eof | truncated | disconnected | stalled | stopped | error: ...
+    end_detail: str = ""  # one human sentence: why the source ended
+
+
+# A container's frame count is a hint, often a few frames off (edit lists, B-frame delay): a file
+# that ends this close to it ended normally.
+def _truncated(decoded: int, expected: int | None) -> bool:
+    return expected is not None and decoded < expected - max(2, expected // 100)
 
 
 class FrameStream:
@@ -298,21 +320,33 @@ class FrameStream:
     pace: hold file frames to the file's fps (a file then behaves like a camera).
     lossless: the capture waits when the buffer is full instead of dropping (offline use of a
     file: every frame reaches the consumer). Live sources should never be lossless.
+    max_retries: reconnect attempts for the *whole run* (not per loss): a source that keeps
+    opening and failing cannot loop forever.
+    stall_timeout: seconds without a frame after which a live source counts as lost (a read that
+    blocked that long is a stall: reconnect, counted). Readers with their own timeout (``CvReader``
+    on URLs, set to the same value) return by then; a reader hung inside a native call for
+    ``stall_timeout + hang_grace_s`` ends the stream as ``stalled`` from the consumer side (the
+    thread is left behind as a daemon: closing a reader under a blocked read is unsafe).
     """
 
     def __init__(self, reader: FrameReader, buffer: int = 64, pace: bool = False, lossless: bool = False,
-                 max_retries: int = 5, backoff_s: float = 0.5, max_backoff_s: float = 8.0):
+                 max_retries: int = 5, backoff_s: float = 0.5, max_backoff_s: float = 8.0,
+                 stall_timeout: float | None = 10.0, hang_grace_s: float = 5.0):
         self.reader = reader
         self.pace = pace and not reader.live
         self.lossless = lossless
-        self.max_retries = max_retries
+        self.max_retries = max(0, int(max_retries))
         self.backoff_s = backoff_s
         self.max_backoff_s = max_backoff_s
-        self.stats = StreamStats()
+        self.stall_timeout = stall_timeout if stall_timeout and stall_timeout > 0 else None
+        self.hang_grace_s = hang_grace_s
+        self.stats = StreamStats(expected_frames=getattr(reader, "frame_count_hint", None) if not reader.live else None)
         self._buf: collections.deque[Frame] = collections.deque(maxlen=max(1, buffer))
         self._cond = threading.Condition()
         self._stop = threading.Event()
         self._done = False
+        self._hung = False
+        self._busy_until: float | None = None  # deadline of the reader call in progress
         self._thread: threading.Thread | None = None
 
     @property
@@ -327,28 +361,66 @@ class FrameStream:
         return self
 
     def _loop(self) -> None:
+        reason = "stopped"
         try:
-            self.stats.end_reason = self._capture()
+            reason = self._capture()
         except Exception as e:  # noqa: BLE001 - reported to the consumer as the end reason
-            self.stats.end_reason = f"error: {type(e).__name__}: {e}"
+            reason = f"error: {type(e).__name__}: {e}"
+            self.stats.end_detail = f"capture failed ({type(e).__name__}: {e})"
         finally:
             with self._cond:
+                if not self._hung:  # else the consumer already ended the stream as stalled
+                    self.stats.end_reason = reason
                 self._done = True
                 self._cond.notify_all()
+
+    def _call(self, fn: Callable, limit: float | None):
+        """Run a reader call with a deadline the consumer can check (see ``_check_hung``)."""
+        # inf without a stall timeout: never "hung" for the consumer, but stop() knows it is in the reader
+        self._busy_until = math.inf if limit is None else time.monotonic() + limit + self.hang_grace_s
+        try:
+            return fn()
+        finally:
+            self._busy_until = None
 
     def _capture(self) -> str:
         t0 = time.monotonic()
         idx = 0
         fps = self.reader.fps
-        while not self._stop.is_set():
-            img = self.reader.read()
+        last_frame = t0
+        while not self._stop.is_set() and not self._hung:
+            t_read = time.monotonic()
+            img = self._call(self.reader.read, self.stall_timeout)
             if img is None:
+                now = time.monotonic()
+                stalled = self.stall_timeout is not None and now - t_read >= 0.9 * self.stall_timeout
                 if not self.reader.live:
+                    if stalled:
+                        self.stats.stalls += 1
+                        self.stats.end_detail = (f"no frame for {now - t_read:.0f} s after {idx} frame(s) "
+                                                 f"(a file is not reopened: it would replay)")
+                        return "stalled"
+                    exp = self.stats.expected_frames
+                    if _truncated(idx, exp):
+                        self.stats.end_detail = (f"decoding stopped after {idx} of the {exp} frames the container "
+                                                 f"reports (file truncated or corrupt)")
+                        return "truncated"
+                    self.stats.end_detail = f"end of file after {idx} frame(s)"
                     return "eof"
+                if stalled:
+                    self.stats.stalls += 1
+                if self._stop.is_set():
+                    return "stopped"
                 if not self._reconnect():
-                    return "stopped" if self._stop.is_set() else "disconnected"
+                    if self._stop.is_set():
+                        return "stopped"
+                    why = (f"no frame for {now - last_frame:.0f} s" if stalled else "the source stopped delivering frames")
+                    self.stats.end_detail = (f"{why}; {self.stats.reconnect_attempts} reconnect attempt(s) spent "
+                                             f"(budget {self.max_retries} per run, --retries)")
+                    return "stalled" if stalled else "disconnected"
                 continue
             now = time.monotonic()
+            last_frame = now
             if self.reader.live:
                 ts = now - t0
             else:
@@ -372,14 +444,26 @@ class FrameStream:
 
     def _reconnect(self) -> bool:
         delay = self.backoff_s
-        for _ in range(self.max_retries):
+        while self.stats.reconnect_attempts < self.max_retries:
             if self._stop.wait(delay):
                 return False
-            if self.reader.reopen():
+            self.stats.reconnect_attempts += 1
+            if self._call(self.reader.reopen, self.stall_timeout):
                 self.stats.reconnects += 1
                 return True
             delay = min(delay * 2, self.max_backoff_s)
         return False
+
+    def _check_hung(self) -> None:
+        """Consumer side (holding the lock): a reader call past its deadline ends the stream."""
+        busy = self._busy_until
+        if not self._done and busy is not None and time.monotonic() > busy:
+            self._hung = True
+            self._done = True
+            self.stats.stalls += 1
+            self.stats.end_reason = "stalled"
+            self.stats.end_detail = (f"the source blocked for more than {self.stall_timeout:g} s inside "
+                                     f"{type(self.reader).__name__} (hung device or network)")
 
     # -- consumer -----------------------------------------------------------------------------
     def get(self, timeout: float | None = None) -> Frame | None:
@@ -387,6 +471,7 @@ class FrameStream:
         deadline = None if timeout is None else time.monotonic() + timeout
         with self._cond:
             while not self._buf:
+                self._check_hung()
                 if self._done:
                     return None
                 left = None if deadline is None else deadline - time.monotonic()
@@ -398,8 +483,14 @@ class FrameStream:
             return f
 
     @property
+    def hung(self) -> bool:
+        """True when the consumer gave up on a reader blocked in a native call (see stall_timeout)."""
+        return self._hung
+
+    @property
     def ended(self) -> bool:
         with self._cond:
+            self._check_hung()
             return self._done and not self._buf
 
     def frames(self) -> Iterator[Frame]:
@@ -410,14 +501,23 @@ class FrameStream:
             yield f
 
     def stop(self, timeout: float = 10.0) -> None:
-        """Stop capturing and join the thread; idempotent. The reader is closed."""
+        """Stop capturing and join the thread; idempotent. The reader is closed.
+
+        A capture thread still blocked inside the reader after ``timeout`` (a stream waiting out
+        its read timeout, a hung device) is left behind as a daemon and the reader is not closed
+        under it (``hung`` becomes True): a stop by signal must not wait for the source."""
         self._stop.set()
         with self._cond:
             self._cond.notify_all()
         if self._thread is not None:
-            self._thread.join(timeout)
+            self._thread.join(0.5 if self._hung else timeout)
             if self._thread.is_alive():
-                raise ATFRError("the capture thread did not stop (the source is hung in read())")
+                if self._hung or self._busy_until is not None:
+                    self._hung = True
+                    if not self.stats.end_reason:
+                        self.stats.end_reason = "stopped"
+                    return
+                raise ATFRError("the capture thread did not stop")
             self._thread = None
         self.reader.close()
         if not self.stats.end_reason:

@@ -13,7 +13,7 @@ def test_demo_command_runs_and_reuses_its_export(capsys, tmp_path, tiny_checkpoi
     out = capsys.readouterr().out
     from atfr.demo.synth import CLASSES
 
-    clip_lines = re.findall(r"clip +\d+ @frame +\d+: .+ \((\d\.\d\d)\)  B'=\[(\d+)\]  ([\d.]+) ms", out)
+    clip_lines = re.findall(r"clip +\d+ @frame +\d+: .+ \(([\d.e+-]+)%\)  B'=\[(\d+)\]  ([\d.]+) ms", out)
     assert len(clip_lines) == 2 * 3 * len(CLASSES)  # two clips per video, three videos per class
     assert all(1 <= int(b) <= 8 for _, b, _ in clip_lines)
     summary = re.findall(r"^  (\S+) +B'= *([\d.]+)", out, flags=re.M)
