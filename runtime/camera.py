@@ -8,7 +8,7 @@
   V4L2 backend with FOURCC/size/fps set in that order (drivers apply size and fps per format),
   or with ``&backend=gstreamer`` the ``v4l2src ... ! appsink`` pipeline (MJPG via ``jpegdec``).
 
-``parse_camera`` returns a ``SourceSpec`` (or None when the string is not a preset); the
+``parse_camera`` returns the fields of a ``SourceSpec`` (or None when the string is not a preset); the
 pipeline strings are built by pure functions so they can be tested exactly.
 """
 
@@ -154,16 +154,16 @@ def v4l2_properties(p: CameraPreset) -> tuple[tuple[str, Any], ...]:
             ("CAP_PROP_FRAME_HEIGHT", p.height), ("CAP_PROP_FPS", float(p.fps)))
 
 
-def parse_camera(src: str):  # -> SourceSpec | None
-    """The SourceSpec for a camera preset string, or None when ``src`` is not one."""
-    from atfr.runtime.video import SourceSpec  # noqa: PLC0415 - video imports this module lazily
-
+def parse_camera(src: str) -> tuple[str, str | int, str, tuple[tuple[str, Any], ...]] | None:
+    """(kind, target, label, props) of the SourceSpec for a camera preset string, or None when
+    ``src`` is not one. A plain tuple, so this module does not import runtime.video (which imports
+    it): the runtime's import graph stays acyclic (tests/test_import_graph.py)."""
     p = parse_preset(src)
     if p is None:
         return None
     if p.backend == "gstreamer":
-        return SourceSpec("gstreamer", gstreamer_pipeline(p), p.label())
-    return SourceSpec("camera", p.device, p.label(), props=v4l2_properties(p))
+        return ("gstreamer", gstreamer_pipeline(p), p.label(), ())
+    return ("camera", p.device, p.label(), v4l2_properties(p))
 
 
 def open_camera(cv2: Any, spec: Any):  # -> cv2.VideoCapture

@@ -171,12 +171,12 @@ if out.get("loaded"):
         out["trt"] = None
     if out["trt"]:
         try:
-            from atfr.runtime.trt_builder import PLUGIN_NAME, PLUGIN_VERSION
+            from atfr.runtime.tensorrt.plugin import PLUGIN_NAME, PLUGIN_NAMESPACE, PLUGIN_VERSION
             reg = trt.get_plugin_registry()
             if "getCreators" in out["exports"] and "setLoggerFinder" in out["exports"]:
                 h = reg.load_library(os.path.realpath(path))
                 out["load_library"] = h is not None
-            c = reg.get_creator(PLUGIN_NAME, PLUGIN_VERSION, "atfr")
+            c = reg.get_creator(PLUGIN_NAME, PLUGIN_VERSION, PLUGIN_NAMESPACE)
             out["registered"] = c is not None
         except Exception as e:
             out["registered"], out["register_error"] = False, f"{type(e).__name__}: {e}".splitlines()[0][:300]
@@ -411,7 +411,7 @@ def diagnose(backend: str, mods: dict[str, ModuleProbe], sysp: SystemProbe, plug
         add(Check("tensorrt", "fail", f"tensorrt fails with numpy {trt.numpy or np_.version} (NumPy ABI mismatch)",
                   abi_fix("tensorrt"), ("tensorrt",)))
     elif trt.ok:
-        from atfr.runtime.trt_compat import check_supported  # noqa: PLC0415 - pure Python
+        from atfr.runtime.tensorrt.compat import check_supported  # noqa: PLC0415 - pure Python
 
         try:
             check_supported(trt.version)

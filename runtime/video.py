@@ -58,7 +58,7 @@ def parse_source(src: str | int) -> SourceSpec:
     from atfr.runtime.camera import parse_camera  # noqa: PLC0415
 
     if (preset := parse_camera(s)) is not None:
-        return preset
+        return SourceSpec(*preset)
     if s.isdigit():
         return SourceSpec("camera", int(s), f"camera {s}")
     if re.fullmatch(r"/dev/video\d+", s):
