@@ -109,6 +109,11 @@ PERTURBATIONS = {
     # Rows k..B-1 left unwritten: only the cudaMalloc poison (NaN) makes this visible; memory that
     # happens to be zero (fresh device allocations often are) would hide it.
     "no_zero_rows": ("if (p.dropBins && b >= k)", "if (false && p.dropBins && b >= k)"),
+    # Bin tiles overlap: invisible with one tile (every golden case has B <= 32); the random
+    # configurations with up to five tiles catch it.
+    "tile_offset": ("int32_t const b0 = blockIdx.y * kBinTile;", "int32_t const b0 = blockIdx.y * (kBinTile - 1);"),
+    # Global-memory weight path (T*32*4 B > 48 KiB) reads the neighbouring bin: only T = 400 reaches it.
+    "global_path_off_by_one": ("acc[j] = fmaf(__ldg(kr + j), xv, acc[j]);", "acc[j] = fmaf(__ldg(kr + j + 1), xv, acc[j]);"),
 }
 
 
@@ -126,8 +131,13 @@ def test_perturbed_kernel_fails_checks(name: str, tmp_path: Path) -> None:
             check_golden_case(harness.forward, case)
         except AssertionError as e:
             failures.append(f"{case.stem}: {e}")
-    assert failures, f"perturbation {name!r} passed every golden case: the checks are vacuous"
-    print(f"{name}: {len(failures)} of {len(GOLDEN_CASES)} golden cases fail, e.g. {failures[0][:200]}")
+    try:
+        check_random_configs(harness.forward)
+    except AssertionError as e:
+        failures.append(str(e))
+    assert failures, f"perturbation {name!r} passed every check: the checks are vacuous"
+    print(f"{name}: {len(failures)} failing checks (of {len(GOLDEN_CASES)} golden cases + the random set), "
+          f"e.g. {failures[0][:200]}")
 
 
 # Perturbations a sanitizer reports by name. The first one only a sanitizer sees: the plain build still
