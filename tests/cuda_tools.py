@@ -15,6 +15,7 @@ from __future__ import annotations
 import ctypes
 import hashlib
 import importlib
+import importlib.util
 import os
 import re
 import shutil
@@ -356,7 +357,15 @@ def check_golden_case(forward: Forward, case: Path) -> None:
 
 
 def _sgs_numpy():
-    return importlib.import_module("atfr.runtime.sgs_numpy")
+    """runtime/sgs_numpy.py (numpy only): from the installed package, else by path (a bare GPU machine that
+    runs tests/test_sgs_cuda.py from a checkout without installing it)."""
+    try:
+        return importlib.import_module("atfr.runtime.sgs_numpy")
+    except ImportError:
+        spec = importlib.util.spec_from_file_location("atfr_sgs_numpy", ROOT / "runtime" / "sgs_numpy.py")
+        mod = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(mod)
+        return mod
 
 
 def check_against_numpy(forward: Forward, x: np.ndarray, delta: np.ndarray, num_bins: int, kernel: str,

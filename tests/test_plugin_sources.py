@@ -29,7 +29,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from cuda_tools import find_nvcc
+from cuda_tools import assert_bits_equal, find_nvcc, golden_cases
 
 ROOT = Path(__file__).resolve().parents[1]
 PLUGIN_DIR = ROOT / "plugins" / "sgs"
@@ -110,24 +110,7 @@ def host_weights(fn, delta: np.ndarray, num_bins: int, kernel: str, drop_bins: b
     return out
 
 
-def assert_bits_equal(actual: np.ndarray, expected: np.ndarray, what: str) -> None:
-    """Bit-exact fp32 equality (sign of zero included); NaN positions must match (payloads may differ)."""
-    actual = np.asarray(actual, dtype=np.float32)
-    expected = np.asarray(expected, dtype=np.float32)
-    assert actual.shape == expected.shape, f"{what}: shape {actual.shape} != {expected.shape}"
-    na, ne = np.isnan(actual), np.isnan(expected)
-    assert np.array_equal(na, ne), f"{what}: NaN positions differ"
-    a_bits, e_bits = actual[~na].view(np.uint32), expected[~ne].view(np.uint32)
-    bad = np.nonzero(a_bits != e_bits)[0]
-    assert bad.size == 0, (f"{what}: {bad.size} of {a_bits.size} values differ in bits, first at flat index {bad[0]}: "
-                           f"{actual[~na][bad[0]]!r} vs {expected[~ne][bad[0]]!r}")
-
-
-def _golden_cases() -> list[Path]:
-    return sorted(GOLDEN_OPS.glob("*.npz")) if GOLDEN_OPS.is_dir() else []
-
-
-GOLDEN_CASES = _golden_cases()
+GOLDEN_CASES = golden_cases()
 
 
 @pytest.mark.parametrize("case", GOLDEN_CASES or [None], ids=[p.stem for p in GOLDEN_CASES] or ["no-golden"])
