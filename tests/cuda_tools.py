@@ -108,12 +108,15 @@ _OBJECT_CACHE: dict[tuple, Path] = {}
 
 
 def build_emulated(out_dir: Path, sanitize: str | None = None, plugin_dir: Path = PLUGIN_DIR,
-                   driver: bool = False, extra_flags: tuple[str, ...] = ()) -> Path:
+                   driver: bool | Path = False, extra_sources: tuple[Path, ...] = (),
+                   system_includes: tuple[str, ...] = ()) -> Path:
     """Compile the unmodified kernel + harness sources for the host over tests/cuda_emu/cuda_emu.h.
 
-    Returns libatfr_sgs_emu.so (for ctypes), or with ``driver=True`` the sgs_driver executable (needed for
-    TSan, which cannot be preloaded into Python). ``plugin_dir`` may point at a patched copy of
-    plugins/sgs (the perturbation tests).
+    Returns libatfr_sgs_emu.so (for ctypes), or with ``driver`` an executable: ``True`` is the
+    sgs_driver pipe driver (needed for TSan, which cannot be preloaded into Python), a path is another
+    main (e.g. tests/cuda_emu/plugin_enqueue_check.cpp). ``extra_sources`` are compiled the same way
+    (e.g. sgsPlugin.cpp, with the TensorRT headers in ``system_includes``). ``plugin_dir`` may point at a
+    patched copy of plugins/sgs (the perturbation tests).
     """
     cxx = shutil.which("g++") or shutil.which("c++")
     if cxx is None:
@@ -123,31 +126,32 @@ def build_emulated(out_dir: Path, sanitize: str | None = None, plugin_dir: Path 
     # -ffp-contract=off: a*b+c is never fused (GCC fuses by default where FMA exists, e.g. aarch64);
     # the device code uses __f*_rn, which nvcc never fuses either. -O1 keeps the sanitizer builds fast.
     common = ["-std=c++17", "-O1" if sanitize else "-O2", "-g", "-pthread", "-fPIC", "-ffp-contract=off",
-              "-fno-fast-math", "-Wall", "-Wno-unknown-pragmas", *san, *extra_flags]
-    headers = hashlib.sha256()
+              "-fno-fast-math", "-Wall", "-Wno-unknown-pragmas", *san]
+    includes = ["-I", str(EMU_DIR), "-I", str(plugin_dir)] + [f for d in system_includes for f in ("-isystem", d)]
+    headers = hashlib.sha256("\0".join(includes).encode())
     for h in sorted(plugin_dir.glob("*.h")) + sorted(EMU_DIR.glob("*.h")):
         headers.update(h.name.encode() + b"\0" + h.read_bytes())
+    main = EMU_DIR / "sgs_driver.cpp" if driver is True else (Path(driver) if driver else None)
+    sources = [plugin_dir / s for s in KERNEL_SOURCES] + [Path(p) for p in extra_sources] + ([main] if main else [])
     names: set[str] = set()
     objects = []
-    for src in KERNEL_SOURCES:
-        path = plugin_dir / src
+    for path in sources:
         text = path.read_text()
         names |= shared_array_names(text)
-        obj = out_dir / (Path(src).stem + ".o")
+        obj = out_dir / (path.stem + ".o")
         # A perturbed copy of the plugin usually changes one file: identical inputs reuse the object.
-        key = (cxx, tuple(common), src, hashlib.sha256(text.encode()).hexdigest(), headers.hexdigest())
+        key = (cxx, tuple(common), path.name, hashlib.sha256(text.encode()).hexdigest(), headers.hexdigest())
         cached = _OBJECT_CACHE.get(key)
         if cached is not None and cached.exists():
             shutil.copyfile(cached, obj)
         else:
-            _run([cxx, *common, "-x", "c++", "-include", "cuda_emu.h", "-I", str(EMU_DIR), "-I", str(plugin_dir),
-                  "-c", str(path), "-o", str(obj)])
+            _run([cxx, *common, "-x", "c++", "-include", "cuda_emu.h", *includes, "-c", str(path), "-o", str(obj)])
             _OBJECT_CACHE[key] = obj
         objects.append(obj)
     link = [*_defsyms(objects, names), "-pthread", *san]
-    if driver:
-        exe = out_dir / "sgs_driver"
-        _run([cxx, *common, str(EMU_DIR / "sgs_driver.cpp"), *map(str, objects), *link, "-o", str(exe)])
+    if main:
+        exe = out_dir / main.stem
+        _run([cxx, *map(str, objects), *link, "-o", str(exe)])
         return exe
     lib = out_dir / "libatfr_sgs_emu.so"
     _run([cxx, "-shared", "-Wl,-z,defs", *map(str, objects), *link, "-o", str(lib)])

@@ -29,7 +29,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from cuda_tools import assert_bits_equal, find_nvcc, golden_cases
+from cuda_tools import EMU_DIR, assert_bits_equal, build_emulated, find_nvcc, golden_cases
 
 ROOT = Path(__file__).resolve().parents[1]
 PLUGIN_DIR = ROOT / "plugins" / "sgs"
@@ -220,6 +220,22 @@ def test_plugin_compiles_against_trt_headers(inc: str | None, tmp_path: Path) ->
     if not (Path(inc) / "NvInferRuntime.h").exists():
         pytest.fail(f"ATFR_TRT_INCLUDE entry {inc} has no NvInferRuntime.h")
     _run(["bash", str(ROOT / "scripts" / "check_plugin_compile.sh"), inc], cwd=ROOT)
+
+
+@pytest.mark.parametrize("sanitize", [None, "asan"])
+@pytest.mark.parametrize("inc", TRT_INCLUDES or [None], ids=[Path(p).parent.name for p in TRT_INCLUDES] or ["unset"])
+def test_plugin_enqueue_on_emulated_cuda(inc: str | None, sanitize: str | None, tmp_path: Path) -> None:
+    """SgsPlugin's build and runtime methods, enqueue included, on the CPU CUDA emulation (tests/cuda_emu):
+    B' and outputs byte-identical to the harness entry point, exact-size workspace (ASan build), N = 0."""
+    if not inc:
+        pytest.skip("set ATFR_TRT_INCLUDE=<TensorRT include dir>[:<dir>...] to run the plugin class on the CUDA emulation")
+    if shutil.which("g++") is None:
+        pytest.skip("g++ not found")
+    exe = build_emulated(tmp_path, sanitize=sanitize, driver=EMU_DIR / "plugin_enqueue_check.cpp",
+                         extra_sources=(PLUGIN_DIR / "sgsPlugin.cpp",), system_includes=(inc,))
+    env = {**os.environ, "ASAN_OPTIONS": "detect_leaks=1 halt_on_error=1", "UBSAN_OPTIONS": "halt_on_error=1"}
+    proc = subprocess.run([str(exe)], capture_output=True, text=True, timeout=COMPILE_TIMEOUT, env=env)
+    assert proc.returncode == 0 and "OK enqueue" in proc.stdout, f"{proc.stdout}\n{proc.stderr[-4000:]}"
 
 
 # ---- (e) one (name, version, namespace) triple; export list ------------------------------------

@@ -21,6 +21,8 @@
  *   - cudaMalloc returns memory filled with 0xff bytes (NaN in fp32 and fp16, -1 in int32), so a
  *     kernel that relies on zero-initialized device memory fails the checks.
  *   - Atomics run under one lock. Streams and events are synchronous; copies are memcpy.
+ *     cudaMemcpyAsync between the device and pageable host memory is refused (stricter than CUDA:
+ *     a hidden synchronization, and a dangling host pointer under CUDA graph capture).
  *   - __CUDA_ARCH__ is defined, so sgsMath.h takes its device branch (__fadd_rn etc., emulated as
  *     separately rounded fp32 operations; build with -ffp-contract=off so nothing is fused).
  *   - __half is _Float16 (IEEE binary16; conversions round to nearest even like __float2half_rn).
@@ -547,9 +549,65 @@ inline cudaError_t cudaMemcpy(void* dst, void const* src, size_t bytes, cudaMemc
     return cudaSuccess;
 }
 
+//! Pinned host allocations (cudaMallocHost), for the cudaMemcpyAsync rule below.
+inline std::map<char const*, size_t>& pinnedAllocations()
+{
+    static std::map<char const*, size_t> a;
+    return a;
+}
+
+inline cudaError_t cudaMallocHost(void** ptr, size_t bytes)
+{
+    if (ptr == nullptr)
+    {
+        return cuda_emu::record(cudaErrorInvalidValue);
+    }
+    *ptr = std::malloc(bytes == 0 ? 1 : bytes);
+    std::lock_guard<std::mutex> lock(cuda_emu::allocMutex());
+    pinnedAllocations()[static_cast<char const*>(*ptr)] = bytes;
+    return *ptr ? cudaSuccess : cuda_emu::record(cudaErrorMemoryAllocation);
+}
+
+inline cudaError_t cudaFreeHost(void* ptr)
+{
+    {
+        std::lock_guard<std::mutex> lock(cuda_emu::allocMutex());
+        if (pinnedAllocations().erase(static_cast<char const*>(ptr)) == 0)
+        {
+            return cuda_emu::record(cudaErrorInvalidValue);
+        }
+    }
+    std::free(ptr);
+    return cudaSuccess;
+}
+
+inline bool isPinnedRange(void const* p, size_t n)
+{
+    std::lock_guard<std::mutex> lock(cuda_emu::allocMutex());
+    auto const& a = pinnedAllocations();
+    char const* c = static_cast<char const*>(p);
+    auto it = a.upper_bound(c);
+    if (it == a.begin())
+    {
+        return false;
+    }
+    --it;
+    return c + n <= it->first + it->second;
+}
+
+//! Stricter than the device: an asynchronous copy between the device and pageable host memory is
+//! refused. On the device it silently synchronizes (the copy is staged), and under CUDA graph capture
+//! it records a pointer to host memory that may be gone (a stack variable) when the graph replays.
 inline cudaError_t cudaMemcpyAsync(
     void* dst, void const* src, size_t bytes, cudaMemcpyKind kind, cudaStream_t /*stream*/ = nullptr)
 {
+    if ((kind == cudaMemcpyHostToDevice && !isPinnedRange(src, bytes))
+        || (kind == cudaMemcpyDeviceToHost && !isPinnedRange(dst, bytes)))
+    {
+        std::fprintf(stderr, "cuda_emu: cudaMemcpyAsync with pageable host memory (use cudaMallocHost memory, "
+                             "or write the value on the device)\n");
+        return cuda_emu::record(cudaErrorInvalidValue);
+    }
     return cudaMemcpy(dst, src, bytes, kind);
 }
 
