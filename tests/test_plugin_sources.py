@@ -11,7 +11,8 @@
 (d) the plugin C++ sources compile against TensorRT headers when ``ATFR_TRT_INCLUDE`` names one or
     more TensorRT include dirs (``os.pathsep``-separated; never fetched here; see
     scripts/check_plugin_compile.sh, which also checks the exported symbols with nm and runs both
-    libraries against a recording plugin registry);
+    libraries against a recording plugin registry), and the plugin class itself (creator, shape/format
+    methods, enqueue) runs on the CPU CUDA emulation of tests/cuda_emu, plain and under ASan+UBSan;
 (e) the plugin identity (name, version, namespace) is one triple: the C++ header sgsPluginId.h
     (compiled and printed) equals the ONNX node the exporter writes, and the registration sources use
     the header's constants (the static library registers under kSGS_PLUGIN_NAMESPACE, not "");
