@@ -8,8 +8,11 @@
 #   1. g++ -fsyntax-only -Wall -Wextra -Werror of sgsPlugin.cpp, sgsRegisterStatic.cpp, sgsRegisterDynamic.cpp
 #   2. nvcc -c of sgsKernel.cu and sgsHarness.cu (one arch: $ATFR_NVCC_ARCH, default sm_87), if nvcc exists
 #   3. links libatfr_sgs.so / libatfr_sgs_vc.so WITHOUT libnvinfer (undefined TensorRT symbols allowed)
-#      into a temp dir and checks that the vc library exports exactly getCreators, getPluginCreators,
-#      setLoggerFinder and that the static one references getPluginRegistry (the registrar).
+#      into a temp dir and checks with nm that the vc library exports exactly the names exports.map lists
+#      (getCreators, setLoggerFinder) and that the static one references getPluginRegistry (the registrar);
+#   4. builds plugins/sgs/check/sgsRegistryCheck.cpp (a recording IPluginRegistry standing in for
+#      libnvinfer) and runs it on both libraries: the static one registers its creator under "atfr", and
+#      creator and plugins (build and deserialization phase) report ("SGS", "1", "atfr") of sgsPluginId.h.
 # Environment: CXX (default g++), NVCC (default: nvcc on PATH, /usr/local/cuda/bin/nvcc, /usr/local/bin/nvcc),
 #              CUDA_INC (default /usr/local/cuda/include), ATFR_NVCC_ARCH (default sm_87).
 set -euo pipefail
@@ -55,13 +58,27 @@ for f in sgsPlugin sgsRegisterStatic sgsRegisterDynamic; do
     "$CXX" "${CXXFLAGS[@]}" -c "$SRC/$f.cpp" -o "$OUT/$f.o"
 done
 CUDA_LIB=$(dirname "$CUDA_INC")/lib64
-"$CXX" -shared -o "$OUT/libatfr_sgs.so" "$OUT/sgsRegisterStatic.o" "$OUT/sgsPlugin.o" "$OUT/sgsKernel.o" -L "$CUDA_LIB" -lcudart
+LDFLAGS=(-L "$CUDA_LIB" -Wl,-rpath,"$CUDA_LIB" -lcudart)
+"$CXX" -shared -o "$OUT/libatfr_sgs.so" "$OUT/sgsRegisterStatic.o" "$OUT/sgsPlugin.o" "$OUT/sgsKernel.o" "${LDFLAGS[@]}"
 "$CXX" -shared -Wl,--version-script="$SRC/exports.map" -o "$OUT/libatfr_sgs_vc.so" \
-    "$OUT/sgsRegisterDynamic.o" "$OUT/sgsPlugin.o" "$OUT/sgsKernel.o" -L "$CUDA_LIB" -lcudart
-exported=$(nm -D --defined-only "$OUT/libatfr_sgs_vc.so" | awk '$2 ~ /^[TW]$/ {print $3}' | sort | tr '\n' ' ')
-echo "libatfr_sgs_vc.so exports: $exported"
-[[ "$exported" == "getCreators getPluginCreators setLoggerFinder " ]] || { echo "error: unexpected vc exports" >&2; exit 1; }
+    "$OUT/sgsRegisterDynamic.o" "$OUT/sgsPlugin.o" "$OUT/sgsKernel.o" "${LDFLAGS[@]}"
+
+# The vc library exports exactly the global names of exports.map (getCreators, setLoggerFinder).
+expected=$(sed -n '/global:/,/local:/p' "$SRC/exports.map" | grep -oE '^[[:space:]]*[A-Za-z_][A-Za-z0-9_]*;' \
+    | tr -d ' ;' | sort | tr '\n' ' ')
+exported=$(nm -D --defined-only "$OUT/libatfr_sgs_vc.so" | awk '$2 ~ /^[TWiu]$/ {print $3}' | sort | tr '\n' ' ')
+echo "libatfr_sgs_vc.so exports: $exported(exports.map: $expected)"
+[[ -n "$expected" && "$exported" == "$expected" ]] || { echo "error: vc exports differ from exports.map" >&2; exit 1; }
+[[ "$expected" == "getCreators setLoggerFinder " ]] \
+    || { echo "error: exports.map must list getCreators and setLoggerFinder only (no V1 getPluginCreators)" >&2; exit 1; }
 nm -D --undefined-only "$OUT/libatfr_sgs.so" | grep -q getPluginRegistry \
     || { echo "error: libatfr_sgs.so does not reference getPluginRegistry (static registrar missing)" >&2; exit 1; }
+if nm -D --defined-only "$OUT/libatfr_sgs.so" | awk '{print $3}' | grep -qx 'getCreators\|getPluginCreators'; then
+    echo "error: libatfr_sgs.so exports a dynamic-plugin entry point; loadLibrary would register it twice" >&2; exit 1
+fi
 echo "libatfr_sgs.so: static registrar references getPluginRegistry (resolved from libnvinfer at load time)"
+
+# Registration behaviour: a driver with a recording IPluginRegistry (no libnvinfer) loads both libraries.
+"$CXX" "${CXXFLAGS[@]}" -rdynamic -o "$OUT/sgsRegistryCheck" "$SRC/check/sgsRegistryCheck.cpp" -ldl
+"$OUT/sgsRegistryCheck" "$OUT/libatfr_sgs.so" "$OUT/libatfr_sgs_vc.so"
 echo "OK"

@@ -8,21 +8,29 @@
     per-sample k and B' must equal every golden SGS-op case BIT FOR BIT when fed the stored Δ;
 (c) the same library agrees bit for bit with ``runtime/sgs_numpy.py`` on random inputs (including
     B not a power of two) and implements the ``guard_zero`` rule;
-(d) the plugin C++ sources compile against TensorRT headers when ``ATFR_TRT_INCLUDE`` names a
-    TensorRT include dir (never fetched here; see scripts/check_plugin_compile.sh).
+(d) the plugin C++ sources compile against TensorRT headers when ``ATFR_TRT_INCLUDE`` names one or
+    more TensorRT include dirs (``os.pathsep``-separated; never fetched here; see
+    scripts/check_plugin_compile.sh, which also checks the exported symbols with nm and runs both
+    libraries against a recording plugin registry), and the plugin class itself (creator, shape/format
+    methods, enqueue) runs on the CPU CUDA emulation of tests/cuda_emu, plain and under ASan+UBSan;
+(e) the plugin identity (name, version, namespace) is one triple: the C++ header sgsPluginId.h
+    (compiled and printed) equals the ONNX node the exporter writes, and the registration sources use
+    the header's constants (the static library registers under kSGS_PLUGIN_NAMESPACE, not "");
+    the vc library's export list holds only the V3-era entry points.
 """
 
 from __future__ import annotations
 
 import ctypes
 import os
+import re
 import shutil
 import subprocess
 from pathlib import Path
 
 import numpy as np
 import pytest
-from cuda_tools import find_nvcc
+from cuda_tools import EMU_DIR, assert_bits_equal, build_emulated, find_nvcc, golden_cases
 
 ROOT = Path(__file__).resolve().parents[1]
 PLUGIN_DIR = ROOT / "plugins" / "sgs"
@@ -103,24 +111,7 @@ def host_weights(fn, delta: np.ndarray, num_bins: int, kernel: str, drop_bins: b
     return out
 
 
-def assert_bits_equal(actual: np.ndarray, expected: np.ndarray, what: str) -> None:
-    """Bit-exact fp32 equality (sign of zero included); NaN positions must match (payloads may differ)."""
-    actual = np.asarray(actual, dtype=np.float32)
-    expected = np.asarray(expected, dtype=np.float32)
-    assert actual.shape == expected.shape, f"{what}: shape {actual.shape} != {expected.shape}"
-    na, ne = np.isnan(actual), np.isnan(expected)
-    assert np.array_equal(na, ne), f"{what}: NaN positions differ"
-    a_bits, e_bits = actual[~na].view(np.uint32), expected[~ne].view(np.uint32)
-    bad = np.nonzero(a_bits != e_bits)[0]
-    assert bad.size == 0, (f"{what}: {bad.size} of {a_bits.size} values differ in bits, first at flat index {bad[0]}: "
-                           f"{actual[~na][bad[0]]!r} vs {expected[~ne][bad[0]]!r}")
-
-
-def _golden_cases() -> list[Path]:
-    return sorted(GOLDEN_OPS.glob("*.npz")) if GOLDEN_OPS.is_dir() else []
-
-
-GOLDEN_CASES = _golden_cases()
+GOLDEN_CASES = golden_cases()
 
 
 @pytest.mark.parametrize("case", GOLDEN_CASES or [None], ids=[p.stem for p in GOLDEN_CASES] or ["no-golden"])
@@ -218,11 +209,91 @@ def test_guard_zero(host_lib, kernel: str) -> None:
 
 
 # ---- (d) plugin sources against TensorRT headers (opt-in) --------------------------------------
-def test_plugin_compiles_against_trt_headers(tmp_path: Path) -> None:
-    inc = os.environ.get("ATFR_TRT_INCLUDE")
+TRT_INCLUDES = [p for p in os.environ.get("ATFR_TRT_INCLUDE", "").split(os.pathsep) if p]
+
+
+@pytest.mark.parametrize("inc", TRT_INCLUDES or [None], ids=[Path(p).parent.name for p in TRT_INCLUDES] or ["unset"])
+def test_plugin_compiles_against_trt_headers(inc: str | None, tmp_path: Path) -> None:
     if not inc:
-        pytest.skip("set ATFR_TRT_INCLUDE=<TensorRT include dir> to compile sgsPlugin.cpp + registration files "
-                    "(TensorRT headers are not vendored; see plugins/sgs/README.md)")
+        pytest.skip("set ATFR_TRT_INCLUDE=<TensorRT include dir>[:<dir>...] to compile sgsPlugin.cpp + registration "
+                    "files, check the exports with nm and run the registration check (TensorRT headers are not "
+                    "vendored; see plugins/sgs/README.md)")
     if not (Path(inc) / "NvInferRuntime.h").exists():
-        pytest.fail(f"ATFR_TRT_INCLUDE={inc} has no NvInferRuntime.h")
+        pytest.fail(f"ATFR_TRT_INCLUDE entry {inc} has no NvInferRuntime.h")
     _run(["bash", str(ROOT / "scripts" / "check_plugin_compile.sh"), inc], cwd=ROOT)
+
+
+@pytest.mark.parametrize("sanitize", [None, "asan"])
+@pytest.mark.parametrize("inc", TRT_INCLUDES or [None], ids=[Path(p).parent.name for p in TRT_INCLUDES] or ["unset"])
+def test_plugin_enqueue_on_emulated_cuda(inc: str | None, sanitize: str | None, tmp_path: Path) -> None:
+    """SgsPlugin's build and runtime methods, enqueue included, on the CPU CUDA emulation (tests/cuda_emu):
+    B' and outputs byte-identical to the harness entry point, exact-size workspace (ASan build), N = 0."""
+    if not inc:
+        pytest.skip("set ATFR_TRT_INCLUDE=<TensorRT include dir>[:<dir>...] to run the plugin class on the CUDA emulation")
+    if shutil.which("g++") is None:
+        pytest.skip("g++ not found")
+    exe = build_emulated(tmp_path, sanitize=sanitize, driver=EMU_DIR / "plugin_enqueue_check.cpp",
+                         extra_sources=(PLUGIN_DIR / "sgsPlugin.cpp",), system_includes=(inc,))
+    env = {**os.environ, "ASAN_OPTIONS": "detect_leaks=1 halt_on_error=1", "UBSAN_OPTIONS": "halt_on_error=1"}
+    proc = subprocess.run([str(exe)], capture_output=True, text=True, timeout=COMPILE_TIMEOUT, env=env)
+    assert proc.returncode == 0 and "OK enqueue" in proc.stdout, f"{proc.stdout}\n{proc.stderr[-4000:]}"
+
+
+# ---- (e) one (name, version, namespace) triple; export list ------------------------------------
+def _cxx_triple(tmp_path: Path) -> tuple[str, str, str]:
+    cxx = shutil.which("g++") or shutil.which("c++")
+    if cxx is None:
+        pytest.skip("no host C++ compiler to read sgsPluginId.h")
+    src = tmp_path / "triple.cpp"
+    src.write_text('#include "sgsPluginId.h"\n#include <cstdio>\nint main() { using namespace atfr::sgs;\n'
+                   '  std::printf("%s\\n%s\\n%s\\n", kSGS_PLUGIN_NAME, kSGS_PLUGIN_VERSION, kSGS_PLUGIN_NAMESPACE); }\n')
+    exe = tmp_path / "triple"
+    _run([cxx, "-std=c++17", "-I", str(PLUGIN_DIR), str(src), "-o", str(exe)])
+    out = subprocess.run([str(exe)], capture_output=True, text=True, check=True).stdout.splitlines()
+    return out[0], out[1], out[2]
+
+
+def test_plugin_triple_matches_exported_onnx_node(tmp_path: Path) -> None:
+    from atfr.export import sgs_graphs
+    from atfr.runtime.manifest import SGSLayer
+    from atfr.spec import SGSSpec
+
+    name, version, namespace = _cxx_triple(tmp_path)
+    assert (name, version, namespace) == ("SGS", "1", "atfr")
+    assert (sgs_graphs.PLUGIN_NAME, sgs_graphs.PLUGIN_VERSION, sgs_graphs.PLUGIN_NAMESPACE) == (name, version, namespace)
+    # The node the exporter writes: op_type = name, plugin_version / plugin_namespace attributes.
+    layer = SGSLayer(spec=SGSSpec(num_bins=-1, kernel="delta_normalized"), frames=8, bins=8, channels=4, height=2, width=2)
+    model = sgs_graphs.plugin_graph([layer], opset=17)
+    (node,) = [n for n in model.graph.node if n.domain == sgs_graphs.PLUGIN_DOMAIN]
+    attrs = {a.name: a for a in node.attribute}
+    assert node.op_type == name
+    assert attrs["plugin_version"].s.decode() == version
+    assert attrs["plugin_namespace"].s.decode() == namespace
+    # Every field the node carries is one the creator lists (the parser forwards only those).
+    fields = set(re.findall(r'kField\w+ = "(\w+)"', (PLUGIN_DIR / "sgsPlugin.cpp").read_text()))
+    assert {a for a in attrs if not a.startswith("plugin_")} == fields
+
+
+def _code(path: Path) -> str:
+    return re.sub(r"//[^\n]*|/\*.*?\*/", "", path.read_text(), flags=re.S)
+
+
+def test_registration_sources_use_the_one_triple() -> None:
+    static = _code(PLUGIN_DIR / "sgsRegisterStatic.cpp")
+    # REGISTER_TENSORRT_PLUGIN registers under "" (PluginRegistrar in NvInferRuntime.h, 10.3 to 11.1).
+    assert "REGISTER_TENSORRT_PLUGIN" not in static
+    assert re.search(r"registerCreator\(\s*\w+\s*,\s*(atfr::sgs::)?kSGS_PLUGIN_NAMESPACE\s*\)", static), \
+        "the static library must register its creator under kSGS_PLUGIN_NAMESPACE"
+    for f in ("sgsPlugin.cpp", "sgsPlugin.h", "sgsRegisterStatic.cpp", "sgsRegisterDynamic.cpp"):
+        code = _code(PLUGIN_DIR / f)
+        assert '"atfr"' not in code and '"SGS"' not in code, f"{f}: use the constants of sgsPluginId.h"
+
+
+def test_vc_export_list() -> None:
+    """exports.map lists getCreators and setLoggerFinder only, and sgsRegisterDynamic.cpp defines exactly
+    those C entry points: getPluginCreators is typed IPluginCreator* const* (V1 creators) in TensorRT 10.0."""
+    m = (PLUGIN_DIR / "exports.map").read_text()
+    glob = re.search(r"global:(.*?)local:", m, re.S).group(1)
+    assert sorted(re.findall(r"(\w+)\s*;", glob)) == ["getCreators", "setLoggerFinder"]
+    dyn = _code(PLUGIN_DIR / "sgsRegisterDynamic.cpp")
+    assert sorted(re.findall(r'extern "C"[^(]*?\b(\w+)\(', dyn)) == ["getCreators", "setLoggerFinder"]

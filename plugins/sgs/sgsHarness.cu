@@ -4,6 +4,7 @@
  * Built into libatfr_sgs_harness.so (CMake option ATFR_SGS_BUILD_HARNESS, or by the tests with nvcc).
  *
  * All pointers of atfr_sgs_forward are HOST pointers; the function copies to/from the device.
+ * N == 0 runs the plugin's empty-batch path (sgsForward) and only returns B'.
  * Return value: 0 on success, otherwise the cudaError_t code (or -1 for bad arguments).
  */
 #include "sgsKernel.h"
@@ -80,12 +81,25 @@ int atfr_sgs_forward(void const* feat, int feat_is_half, float const* dist, int 
     int num_bins, int kernel, int normalize, int drop_bins, int guard_zero, void* out, int* bprime,
     int* k_per_sample, float* kernel_compact, float* kernel_raw, float* scaled, float* centers, float* width)
 {
-    if (n <= 0 || c < 0 || t <= 0 || h < 0 || w < 0 || (num_bins != -1 && num_bins < 1) || !feat || !dist || !out
+    if (n < 0 || c < 0 || t <= 0 || h < 0 || w < 0 || (num_bins != -1 && num_bins < 1) || !feat || !dist || !out
         || !bprime)
     {
         return -1;
     }
     SgsParams const p = makeParams(n, c, t, h, w, num_bins, kernel, normalize, drop_bins, guard_zero);
+    if (n == 0)
+    {
+        // Empty batch: exactly what the plugin's enqueue does (sgsForward writes B' on the device).
+        DeviceBuffer dBp;
+        SGS_CHECK(dBp.alloc(sizeof(int32_t)));
+        SGS_CHECK(atfr::sgs::sgsForward(p, feat, feat_is_half != 0, nullptr, nullptr, static_cast<int32_t*>(dBp.ptr),
+            nullptr, nullptr));
+        SGS_CHECK(cudaStreamSynchronize(nullptr));
+        int32_t bp = -1;
+        SGS_CHECK(cudaMemcpy(&bp, dBp.ptr, sizeof(int32_t), cudaMemcpyDeviceToHost));
+        *bprime = bp;
+        return 0;
+    }
     size_t const elem = feat_is_half ? 2 : 4;
     size_t const featBytes = elem * static_cast<size_t>(n) * c * t * p.HW;
     size_t const outBytes = elem * static_cast<size_t>(n) * c * p.B * p.HW;

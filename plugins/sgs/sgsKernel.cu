@@ -8,6 +8,10 @@
 #include <cuda_fp16.h>
 #include <cuda_runtime.h>
 
+#include <cstddef>
+#include <tuple>
+#include <utility>
+
 namespace atfr
 {
 namespace sgs
@@ -23,6 +27,34 @@ constexpr size_t kMaxStaticSmem = 48 * 1024; //!< default dynamic shared memory 
 size_t alignUp(size_t x, size_t a = 256)
 {
     return (x + a - 1) / a * a;
+}
+
+template <typename... P, size_t... I>
+cudaError_t launchTuple(
+    void (*kernel)(P...), dim3 grid, dim3 block, size_t smem, cudaStream_t stream, std::tuple<P...>& args,
+    std::index_sequence<I...>)
+{
+    void* ptrs[] = {static_cast<void*>(&std::get<I>(args))...};
+    return cudaLaunchKernel(kernel, grid, block, ptrs, smem, stream);
+}
+
+//! Checked launch. cudaLaunchKernel returns this launch's own configuration error. The former
+//! `kernel<<<...>>>(); return cudaGetLastError();` also returned (and cleared) an unrelated error
+//! left by earlier work in the process, e.g. another TensorRT layer's. The arguments are converted
+//! to the kernel's exact parameter types first, because cudaLaunchKernel copies them by address.
+template <typename... P, typename... A>
+cudaError_t launchKernel(void (*kernel)(P...), dim3 grid, dim3 block, size_t smem, cudaStream_t stream, A&&... args)
+{
+    static_assert(sizeof...(P) == sizeof...(A), "kernel argument count");
+    std::tuple<P...> typed(std::forward<A>(args)...);
+    return launchTuple(kernel, grid, block, smem, stream, typed, std::index_sequence_for<P...>{});
+}
+
+//! Writes one int32 on the device, on `stream` (no host memory involved, so nothing to keep alive
+//! until the copy runs and nothing to capture by reference in a CUDA graph).
+__global__ void sgsStoreScalarKernel(int32_t* dst, int32_t value)
+{
+    *dst = value;
 }
 
 //! Block-wide NaN-propagating max of one value per thread (result valid in every thread).
@@ -44,16 +76,18 @@ __device__ float blockNanMax(float v, float* red)
 }
 
 // Kernel (a): one block per sample n.
-// Dynamic shared memory: T floats (δ) + B ints (active flags).
+// Dynamic shared memory: kWeightsThreads floats (reduction) + T floats (δ) + B ints (active flags).
+// All shared memory is dynamic (one extern array): the CPU emulation in tests/cuda_emu gives it
+// exactly the launch's byte count, pre-filled with NaN.
 __global__ void __launch_bounds__(kWeightsThreads) sgsWeightsKernel(SgsParams p, float const* __restrict__ dist,
     float* __restrict__ kraw, float* __restrict__ kcompact, float* __restrict__ kT, int32_t* __restrict__ counts,
     int32_t* __restrict__ bprime, float* __restrict__ dbgScaled, float* __restrict__ dbgCenters,
     float* __restrict__ dbgWidth)
 {
     extern __shared__ float smem[];
-    __shared__ float red[kWeightsThreads];
-    float* sScaled = smem;                                      // [T]
-    int32_t* sActive = reinterpret_cast<int32_t*>(smem + p.T); // [B]
+    float* red = smem;                                                       // [kWeightsThreads]
+    float* sScaled = smem + kWeightsThreads;                                 // [T]
+    int32_t* sActive = reinterpret_cast<int32_t*>(smem + kWeightsThreads + p.T); // [B]
 
     int32_t const n = blockIdx.x;
     int32_t const T = p.T;
@@ -300,13 +334,9 @@ cudaError_t launchAggregate(SgsParams const& p, TIn const* feat, float const* kT
     size_t const smem = static_cast<size_t>(p.T) * kBinTile * sizeof(float);
     if (smem <= kMaxStaticSmem)
     {
-        sgsAggregateKernel<TIn, true><<<grid, kAggThreads, smem, stream>>>(p, feat, kT, bprime, out);
+        return launchKernel(sgsAggregateKernel<TIn, true>, grid, dim3(kAggThreads), smem, stream, p, feat, kT, bprime, out);
     }
-    else
-    {
-        sgsAggregateKernel<TIn, false><<<grid, kAggThreads, 0, stream>>>(p, feat, kT, bprime, out);
-    }
-    return cudaGetLastError();
+    return launchKernel(sgsAggregateKernel<TIn, false>, grid, dim3(kAggThreads), 0, stream, p, feat, kT, bprime, out);
 }
 
 } // namespace
@@ -336,14 +366,14 @@ cudaError_t sgsLaunchWeights(SgsParams const& p, float const* dist, SgsWorkspace
     {
         return cudaErrorInvalidValue;
     }
-    size_t const smem = sizeof(float) * static_cast<size_t>(p.T) + sizeof(int32_t) * static_cast<size_t>(p.B);
-    if (smem > kMaxStaticSmem - sizeof(float) * kWeightsThreads)
+    size_t const smem = sizeof(float) * (kWeightsThreads + static_cast<size_t>(p.T))
+        + sizeof(int32_t) * static_cast<size_t>(p.B);
+    if (smem > kMaxStaticSmem)
     {
         return cudaErrorInvalidValue; // T + B beyond ~12k: far outside any SGS configuration
     }
-    sgsWeightsKernel<<<p.N, kWeightsThreads, smem, stream>>>(
-        p, dist, ws.kraw, ws.kcompact, ws.kT, ws.counts, bprime, dbgScaled, dbgCenters, dbgWidth);
-    return cudaGetLastError();
+    return launchKernel(sgsWeightsKernel, dim3(static_cast<uint32_t>(p.N)), dim3(kWeightsThreads), smem, stream, p,
+        dist, ws.kraw, ws.kcompact, ws.kT, ws.counts, bprime, dbgScaled, dbgCenters, dbgWidth);
 }
 
 cudaError_t sgsLaunchAggregate(SgsParams const& p, void const* feat, bool featIsHalf, SgsWorkspace const& ws,
@@ -361,9 +391,27 @@ cudaError_t sgsLaunchAggregate(SgsParams const& p, void const* feat, bool featIs
     return launchAggregate<float>(p, static_cast<float const*>(feat), ws.kT, bprime, static_cast<float*>(out), stream);
 }
 
+cudaError_t sgsStoreScalar(int32_t* dst, int32_t value, cudaStream_t stream)
+{
+    if (value == 0)
+    {
+        return cudaMemsetAsync(dst, 0, sizeof(int32_t), stream);
+    }
+    return launchKernel(sgsStoreScalarKernel, dim3(1), dim3(1), 0, stream, dst, value);
+}
+
 cudaError_t sgsForward(SgsParams const& p, void const* feat, bool featIsHalf, float const* dist, void* out,
     int32_t* bprime, void* workspace, cudaStream_t stream)
 {
+    if (p.N == 0)
+    {
+        // Empty batch: B' = max over no samples = 0, or B without dropping. Nothing else to do.
+        return sgsStoreScalar(bprime, p.dropBins ? 0 : p.B, stream);
+    }
+    if (workspace == nullptr)
+    {
+        return cudaErrorInvalidValue;
+    }
     cudaError_t err = cudaMemsetAsync(bprime, 0, sizeof(int32_t), stream);
     if (err != cudaSuccess)
     {

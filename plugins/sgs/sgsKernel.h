@@ -62,7 +62,11 @@ cudaError_t sgsLaunchWeights(SgsParams const& p, float const* dist, SgsWorkspace
 cudaError_t sgsLaunchAggregate(SgsParams const& p, void const* feat, bool featIsHalf, SgsWorkspace const& ws,
     int32_t const* bprime, void* out, cudaStream_t stream);
 
-//! Full forward on device pointers: memset(bprime) + (a) + (b), all on `stream`.
+//! Writes `value` to the device int32 `dst` on `stream` (memset for 0, else a one-thread kernel).
+cudaError_t sgsStoreScalar(int32_t* dst, int32_t value, cudaStream_t stream);
+
+//! Full forward on device pointers: memset(bprime) + (a) + (b), all on `stream`. N == 0 only writes
+//! B' (0, or B when drop_bins == 0) and needs no workspace.
 cudaError_t sgsForward(SgsParams const& p, void const* feat, bool featIsHalf, float const* dist, void* out,
     int32_t* bprime, void* workspace, cudaStream_t stream);
 

@@ -334,13 +334,10 @@ int32_t SgsPlugin::enqueue(PluginTensorDesc const* inputDesc, PluginTensorDesc c
     p.dropBins = mFields.dropBins;
     p.guardZero = mFields.guardZero;
 
-    if (p.N == 0)
-    {
-        // Empty batch: B' = max over no samples = 0 (or B without dropping).
-        int32_t const value = p.dropBins ? 0 : p.B;
-        return cudaMemcpyAsync(bprime, &value, sizeof(int32_t), cudaMemcpyHostToDevice, stream) == cudaSuccess ? 0 : -1;
-    }
-    if (p.T <= 0 || p.B <= 0 || workspace == nullptr)
+    // N == 0 (empty batch) is handled by sgsForward: it writes B' on the stream from the device
+    // (formerly a cudaMemcpyAsync from a stack variable: pageable, so a hidden sync, and a dangling
+    // pointer when the enqueue is captured into a CUDA graph).
+    if (p.N > 0 && (p.T <= 0 || p.B <= 0 || workspace == nullptr))
     {
         sgsLogError("enqueue: T and B must be >= 1 and a workspace is required");
         return -1;

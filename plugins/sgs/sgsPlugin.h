@@ -13,6 +13,7 @@
 #define ATFR_SGS_PLUGIN_H
 
 #include "NvInferRuntime.h"
+#include "sgsPluginId.h"
 
 #include <cstdint>
 #include <string>
@@ -22,10 +23,6 @@ namespace atfr
 {
 namespace sgs
 {
-
-constexpr char const* kSGS_PLUGIN_NAME = "SGS";
-constexpr char const* kSGS_PLUGIN_VERSION = "1";
-constexpr char const* kSGS_PLUGIN_NAMESPACE = "atfr";
 
 struct SgsFields
 {
