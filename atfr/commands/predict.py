@@ -187,7 +187,8 @@ def run(args: argparse.Namespace) -> int:
               + (f", {len(failures)} failed" if failures else "")
               + (f"; CSV: {args.csv}" if args.csv else ""))
     if failures:
-        first = f"first: {failures[0][0]}: {failures[0][1]}"
+        v0, e0 = failures[0]
+        first = f"first: {e0}" if v0 in e0 else f"first: {v0}: {e0}"  # errors usually name the file
         if not results:
             raise SourceError(f"all {len(videos)} video(s) failed ({first})")
         raise SourceError(f"{len(failures)} of {len(videos)} video(s) failed ({first}); "
