@@ -10,7 +10,6 @@ import math
 import os
 import shlex
 import shutil
-import sys
 import warnings
 from pathlib import Path
 

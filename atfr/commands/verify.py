@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 
 from atfr.errors import ATFRError, VerificationError
 
@@ -102,7 +103,7 @@ def _precision_report(args: argparse.Namespace, m) -> int:
     with quiet_stdout("verify --precision"):  # library prints go to the log (-v), not into the report
         res = compare_precisions(args.outdir, precs, clips=args.data, reference="torch" if args.checkpoint else "fp32",
                                  thresholds=_thresholds(args, precs), checkpoint=ckpt if args.checkpoint else None,
-                                 num_clips=args.data_clips, seed=args.seed)
+                                 num_clips=args.data_clips, seed=args.seed, progress=sys.stderr.isatty())
     print(json.dumps(res, indent=2, default=float) if args.json else format_report(res))
     if not res["passed"]:
         raise VerificationError("precision report below thresholds")
