@@ -2,7 +2,13 @@
 only when used, so ``atfr run`` on a Jetson never imports torch.
 
 Every failure the user can cause ends as one line on stderr and a non-zero exit code; set
-ATFR_DEBUG=1 to see tracebacks.
+ATFR_DEBUG=1 to see tracebacks. Library chatter (warnings, quantizer prints) shows only with
+``atfr -v COMMAND`` (or ``COMMAND -v``) or ATFR_DEBUG=1; see atfr/log.py.
+
+Exit codes: 0 ok; 1 internal error (a bug: please report it); 2 bad input or usage, including
+an output path that cannot be written; 3 verification below threshold; 4 missing dependency or
+incompatible engine/plugin; 5 video source failure (also: ``predict`` when any input failed);
+130 interrupted; 141 stdout closed early (``atfr ... | head``), quietly.
 """
 
 from __future__ import annotations
@@ -36,12 +42,30 @@ def _parser() -> tuple[argparse.ArgumentParser, argparse._SubParsersAction]:
     p = argparse.ArgumentParser(prog="atfr", description="ATFR video models: export, build, run, benchmark.")
     from atfr import __version__
     p.add_argument("--version", action="version", version=f"atfr-deploy {__version__}")
+    p.add_argument("-v", "--verbose", action="store_true",
+                   help="show library warnings and debug logs (also: ATFR_DEBUG=1, which adds tracebacks)")
     sub = p.add_subparsers(dest="command", metavar="COMMAND")
     return p, sub
 
 
+def _first_line(e: BaseException) -> str:
+    lines = [ln.strip() for ln in str(e).strip().splitlines() if ln.strip()]
+    return lines[0][:300] if lines else type(e).__name__
+
+
+def _add_verbose(cmd: argparse.ArgumentParser) -> None:
+    try:
+        cmd.add_argument("-v", "--verbose", action="store_true", help="show library warnings and debug logs")
+    except argparse.ArgumentError:  # the command has its own --verbose (build): share its dest
+        cmd.add_argument("-v", dest="verbose", action="store_true", help="same as --verbose")
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
+    verbose = False
+    while argv and argv[0] in ("-v", "--verbose"):
+        verbose = True
+        argv.pop(0)
     parser, sub = _parser()
     for name, (_, help_) in COMMANDS.items():
         sub.add_parser(name, help=help_, add_help=False)
@@ -53,19 +77,28 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     name = argv[0]
     from atfr.errors import ATFRError
+    from atfr.log import cli_session, debug_env
 
-    debug = os.environ.get("ATFR_DEBUG") == "1"
+    debug = debug_env()
+    # Decided before the command module is imported, so import-time warnings obey it too.
+    verbose = verbose or debug or any(a in ("-v", "--verbose") for a in argv[1:])
+    with cli_session(name, verbose):
+        return _run_command(name, argv[1:], debug, ATFRError)
+
+
+def _run_command(name: str, argv: list[str], debug: bool, ATFRError: type) -> int:
     try:
         mod = importlib.import_module(COMMANDS[name][0])
         cmd = argparse.ArgumentParser(prog=f"atfr {name}", description=COMMANDS[name][1])
         mod.add_arguments(cmd)
-        args = cmd.parse_args(argv[1:])
+        _add_verbose(cmd)
+        args = cmd.parse_args(argv)
         rc = mod.run(args)
         return int(rc or 0)
     except ATFRError as e:
         if debug:
             raise
-        print(f"atfr {name}: error: {e}", file=sys.stderr)
+        print(f"atfr {name}: error: {_first_line(e)}", file=sys.stderr)
         return e.exit_code
     except KeyboardInterrupt:
         print(f"atfr {name}: interrupted", file=sys.stderr)
@@ -80,11 +113,28 @@ def main(argv: list[str] | None = None) -> int:
             hint = " (TensorRT is not installed; use --backend onnxruntime)"
         print(f"atfr {name}: error: missing Python package {e.name!r}{hint}", file=sys.stderr)
         return 4
+    except BrokenPipeError:
+        # The reader went away (atfr ... | head): stop quietly, as Unix tools do. Point stdout at
+        # /dev/null so the interpreter's final flush does not raise again.
+        try:
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, sys.stdout.fileno())
+        except (OSError, ValueError, AttributeError):
+            pass
+        return 141
+    except OSError as e:  # an unwritable output, a full disk, an unreadable input: name the path
+        if debug:
+            raise
+        where = e.filename or ""
+        what = e.strerror or _first_line(e)
+        print(f"atfr {name}: error: {where}: {what}" if where else f"atfr {name}: error: {what}",
+              file=sys.stderr)
+        return 2
     except Exception as e:  # noqa: BLE001 - last line of defence: one line, never a traceback
         if debug:
             raise
-        print(f"atfr {name}: internal error: {type(e).__name__}: {e} (set ATFR_DEBUG=1 for a traceback)",
-              file=sys.stderr)
+        print(f"atfr {name}: internal error: {type(e).__name__}: {_first_line(e)} "
+              "(set ATFR_DEBUG=1 for a traceback)", file=sys.stderr)
         return 1
 
 

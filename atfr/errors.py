@@ -29,3 +29,14 @@ class DependencyError(ATFRError):
 class SourceError(ATFRError):
     def __init__(self, message: str):
         super().__init__(message, exit_code=5)
+
+
+def check_range(flag: str, value: float | None, lo: float | None = None, hi: float | None = None,
+                unit: str = "") -> None:
+    """One-line ATFRError (exit 2) for a numeric option outside [lo, hi]; None means unset."""
+    if value is None:
+        return
+    if (lo is not None and value < lo) or (hi is not None and value > hi):
+        span = (f"{lo}..{hi}" if lo is not None and hi is not None
+                else f">= {lo}" if lo is not None else f"<= {hi}")
+        raise ATFRError(f"{flag} {value}: must be {span}{' ' + unit if unit else ''}")

@@ -14,11 +14,42 @@ from .errors import ATFRError
 
 
 def check_writable(path: str | os.PathLike, force: bool) -> Path:
-    """Refuse to overwrite an existing output unless ``force`` is set."""
+    """Before any work: refuse to overwrite an existing output unless ``force`` is set, and make
+    sure the file can be created where it is going (see ``check_output_dir``)."""
     p = Path(path)
+    if p.is_dir():
+        raise ATFRError(f"{p} is a folder; give a file name")
     if p.exists() and not force:
         raise ATFRError(f"{p} already exists; pass --force to overwrite it")
+    check_output_dir(p.parent if str(p.parent) else Path("."))
     return p
+
+
+def check_output_dir(folder: str | os.PathLike) -> Path:
+    """Make sure files can be written in ``folder`` (created later if missing), before any work.
+
+    Checks the folder, or the nearest existing folder above it: it must be a folder, writable
+    (os.access) and really accept a new file (a probe file is created and removed: this also
+    catches read-only mounts and root on read-only file systems, where os.access says yes).
+    One ATFRError (exit 2) naming the path otherwise.
+    """
+    target = Path(folder)
+    probe_dir = target
+    while not probe_dir.exists():
+        if probe_dir.parent == probe_dir:
+            break
+        probe_dir = probe_dir.parent
+    if probe_dir.exists() and not probe_dir.is_dir():
+        raise ATFRError(f"cannot write to {target}: {probe_dir} is a file, not a folder")
+    if not os.access(probe_dir, os.W_OK | os.X_OK):
+        raise ATFRError(f"cannot write to {target}: {probe_dir} is not writable (permission denied)")
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=".atfr-write-test.", dir=probe_dir)
+        os.close(fd)
+        os.unlink(tmp)
+    except OSError as e:
+        raise ATFRError(f"cannot write to {target}: {probe_dir}: {e.strerror or e}") from None
+    return target
 
 
 @contextmanager

@@ -20,10 +20,10 @@ import torch
 
 from atfr import __version__
 from atfr.errors import ATFRError
-from atfr.fileio import sha256_file, write_json_atomic
+from atfr.fileio import check_output_dir, sha256_file
 from atfr.models.base import VideoNet
 from atfr.models.checkpoint import LoadedModel
-from atfr.runtime.manifest import FORMAT, MANIFEST_NAME, VERSION, SGSLayer, load_manifest
+from atfr.runtime.manifest import FORMAT, MANIFEST_NAME, VERSION, SGSLayer, load_manifest, write_manifest
 
 from . import sgs_graphs
 from .compose import compose
@@ -42,6 +42,106 @@ TRT103_OPS = {
     "LessOrEqual", "Less", "GreaterOrEqual", "Neg", "Sum", "Tile", "Clip", "HardSigmoid", "Mean",
     "MatMulInteger", "QuantizeLinear", "DequantizeLinear", "Einsum", "ReduceL2", "Pow", "Exp", "Log",
 }
+
+
+# Argument bounds, checked before any work (see validate_options). Clips of video models are
+# 4..64 frames; 512 leaves room for long-clip experiments while keeping a typo (100000) from
+# allocating tens of GB. Opsets: 13 is the oldest TensorRT 10.x parses well; the TorchScript
+# exporter stops at ONNX_TORCHSCRIPT_EXPORTER_MAX_OPSET (20 in torch 2.x).
+FRAMES_MAX = 512
+SIZE_MIN, SIZE_MAX = 16, 1024
+OPSET_MIN = 13
+# Peak memory of an export relative to the largest single activation of the front at batch 1
+# (the activation, its successor, the traced graph's copies and the B' pass's clips). Measured
+# on the demo model: RSS grows 283 MB from 16 to 256 frames at 112 px, 8.2x the growth of its
+# largest activation; 10 rounds up. Plus a fixed allowance for tracing and ONNX serialisation.
+PEAK_ACTIVATION_FACTOR = 10.0
+EXPORT_OVERHEAD_BYTES = 256 << 20
+
+
+def opset_max() -> int:
+    try:
+        from torch.onnx import _constants
+        return int(getattr(_constants, "ONNX_TORCHSCRIPT_EXPORTER_MAX_OPSET", 20))
+    except ImportError:
+        return 20
+
+
+def validate_arguments(frames: int | None, size: int | None, opset: int) -> None:
+    """Plain range checks, before a checkpoint is even loaded (one line each, exit 2). The upper
+    bounds of frames and size are checked by check_export_size, which can estimate the memory."""
+    if frames is not None and frames < 1:
+        raise ATFRError(f"--frames {frames}: must be a positive number of frames")
+    if size is not None and size < SIZE_MIN:
+        raise ATFRError(f"--size {size}: the crop size must be {SIZE_MIN}..{SIZE_MAX} pixels")
+    hi = opset_max()
+    if not OPSET_MIN <= opset <= hi:
+        raise ATFRError(f"--opset {opset}: the exporter supports opsets {OPSET_MIN}..{hi} (default 17; "
+                        "TensorRT 10.x needs 13+)")
+
+
+def estimate_export_bytes(model: VideoNet, frames: int, size: int) -> int:
+    """Rough peak memory of exporting at (frames, size): the largest activation of the front at
+    the model's own input (one cheap pass), scaled by frames x size^2, times
+    PEAK_ACTIVATION_FACTOR. For messages and refusals, not an exact figure."""
+    spec = model.input_spec
+    t0, s0 = spec.num_frames, spec.crop_size
+    peak = [0]
+
+    def hook(_m, _i, out):
+        for o in out if isinstance(out, (list, tuple)) else [out]:
+            if isinstance(o, torch.Tensor):
+                peak[0] = max(peak[0], o.numel() * o.element_size())
+
+    hs = [m.register_forward_hook(hook) for m in model.modules() if not list(m.children())]
+    try:
+        with torch.no_grad():
+            model.front(example_clips(model, t0, s0))
+    finally:
+        for h in hs:
+            h.remove()
+    scale = (frames / t0) * (size / s0) ** 2
+    inputs = sum(c.numel() * 4 for c in example_clips_shapes(model, frames, size))
+    return int(PEAK_ACTIVATION_FACTOR * peak[0] * scale + 4 * inputs + EXPORT_OVERHEAD_BYTES)
+
+
+def example_clips_shapes(model: VideoNet, frames: int, size: int) -> list[torch.Size]:
+    alpha = model.input_spec.slowfast_alpha
+    shapes = [(1, 3, frames // alpha, size, size), (1, 3, frames, size, size)] if alpha else [(1, 3, frames, size, size)]
+    return [torch.Size(s) for s in shapes]
+
+
+def available_memory_bytes() -> int | None:
+    """MemAvailable from /proc/meminfo (Linux), else None (no check)."""
+    try:
+        with open("/proc/meminfo") as f:
+            for ln in f:
+                if ln.startswith("MemAvailable:"):
+                    return int(ln.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    return None
+
+
+def check_export_size(model: VideoNet, frames: int, size: int) -> None:
+    """Refuse sizes outside the bounds, or larger than the model's own and needing more memory
+    than is available, before allocating anything big (the message carries the estimate)."""
+    spec = model.input_spec
+    if frames < 1 or size < SIZE_MIN:
+        raise ATFRError(f"invalid export size: {frames} frames x {size}px (need >= 1 frame and >= {SIZE_MIN}px)")
+    if spec.slowfast_alpha and frames % spec.slowfast_alpha:
+        raise ATFRError(f"--frames {frames} must be a multiple of SlowFast alpha {spec.slowfast_alpha}")
+    if frames * size * size <= spec.num_frames * spec.crop_size ** 2:
+        return  # no larger than what the model runs at: nothing to estimate
+    need = estimate_export_bytes(model, frames, size)
+    gib = need / 2 ** 30
+    if frames > FRAMES_MAX or size > SIZE_MAX:
+        raise ATFRError(f"{frames} frames x {size}px is outside the supported range (<= {FRAMES_MAX} frames, "
+                        f"<= {SIZE_MAX}px); it would need about {gib:.1f} GiB")
+    avail = available_memory_bytes()
+    if avail is not None and need > avail:
+        raise ATFRError(f"{frames} frames x {size}px needs about {gib:.1f} GiB to export, more than the "
+                        f"{avail / 2 ** 30:.1f} GiB available; use fewer frames or a smaller size")
 
 
 @dataclass
@@ -121,17 +221,17 @@ def export_model(loaded: LoadedModel, outdir: str | Path, opts: ExportOptions) -
         clash = [a for a in ARTIFACTS if (out / a).exists()]
         if clash:
             raise ATFRError(f"{out} already holds an export ({clash[0]} ...); pass --force to overwrite it")
+    check_output_dir(out)
     model = loaded.model.eval()
     model.batch_independent = True
     spec = model.input_spec
-    frames = int(opts.frames or spec.num_frames)
-    size = int(opts.size or spec.crop_size)
-    if spec.slowfast_alpha and frames % spec.slowfast_alpha:
-        raise ATFRError(f"--frames {frames} must be a multiple of SlowFast alpha {spec.slowfast_alpha}")
-    if frames < 1 or size < 16:
-        raise ATFRError(f"invalid export size: {frames} frames x {size}px")
+    # 0 or a negative size is an error, not "the default" (None is the default).
+    frames = int(spec.num_frames if opts.frames is None else opts.frames)
+    size = int(spec.crop_size if opts.size is None else opts.size)
+    validate_arguments(None, None, int(opts.opset))
+    check_export_size(model, frames, size)
     new_spec = dataclasses.replace(spec, num_frames=frames, crop_size=size,
-                                   short_side=spec.short_side if not opts.size else size)
+                                   short_side=spec.short_side if opts.size is None else size)
     n_path = model.num_pathways
     clips = example_clips(model, frames, size)
     with torch.no_grad():
@@ -143,8 +243,6 @@ def export_model(loaded: LoadedModel, outdir: str | Path, opts: ExportOptions) -
         b = ts.spec.bins_for(t)
         sgs_layers.append(SGSLayer(ts.spec, t, b, c, h, w))
     opset = int(opts.opset)
-    if opset < 13:
-        raise ATFRError("--opset must be >= 13 (TensorRT 10.x needs opset 13+; 17 is the default)")
 
     # 1. front: fixed T,H,W; dynamic batch.
     in_names = [f"clip{p}" for p in range(n_path)]
@@ -236,7 +334,7 @@ def export_model(loaded: LoadedModel, outdir: str | Path, opts: ExportOptions) -
                          "python": platform.python_version(), "exporter": "torch.onnx (TorchScript)"},
             "checksums": {f"{k}.onnx": sha256_file(tmp / f"{k}.onnx") for k in graphs},
         }
-        write_json_atomic(tmp / MANIFEST_NAME, manifest)
+        write_manifest(tmp / MANIFEST_NAME, manifest)
         if not out.exists():
             umask = os.umask(0)
             os.umask(umask)

@@ -39,8 +39,8 @@ import onnx
 from onnx import TensorProto, helper, numpy_helper
 
 from atfr.errors import ATFRError
-from atfr.fileio import sha256_file, write_bytes_atomic, write_json_atomic
-from atfr.runtime.manifest import MANIFEST_NAME, load_manifest
+from atfr.fileio import sha256_file, write_bytes_atomic
+from atfr.runtime.manifest import MANIFEST_NAME, load_manifest, write_manifest
 
 FLOAT, FLOAT16 = TensorProto.FLOAT, TensorProto.FLOAT16
 # Float inputs that keep their own type whatever the node precision (op, input index).
@@ -387,7 +387,7 @@ def register_graphs(root: str | Path, graphs: dict[str, Path], precision_update:
         prec = d.setdefault("precision", {})
         for k, v in precision_update.items():
             prec[k] = v
-    write_json_atomic(mpath, d)
+    write_manifest(mpath, d)
 
 
 def unregister_graphs(root: str | Path, names: list[str]) -> None:
@@ -400,7 +400,7 @@ def unregister_graphs(root: str | Path, names: list[str]) -> None:
         g = d.get("graphs", {}).pop(name, None)
         if g:
             d.get("checksums", {}).pop(g.get("file", ""), None)
-    write_json_atomic(mpath, d)
+    write_manifest(mpath, d)
 
 
 def _tensor_specs(values) -> list[dict[str, Any]]:

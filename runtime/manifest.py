@@ -8,22 +8,45 @@ Tensor names are fixed by convention so every tool can connect the pieces:
 * SGS (plugin node or fallback) reads ``feat{p}``, ``dist{p}`` and writes ``sgs{p}``
   [N,C,B',H,W] plus ``bprime{p}`` (int32 scalar);
 * back inputs ``sgs{p}`` (SGS pathways) or ``feat{p}`` (pass-through); output ``logits``.
+
+Integrity: ``checksums`` holds the SHA-256 of every graph file, and ``manifest_sha256`` the
+SHA-256 of the manifest's own canonical JSON (every other field; sorted keys, no whitespace), so
+a hand-edited ``atfr.json`` (an input shape, a label list) is refused with one line instead of
+half-used. Every writer goes through ``write_manifest``. Manifests written before the field
+existed load as before.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from atfr.errors import ATFRError
-from atfr.fileio import sha256_file
+from atfr.fileio import sha256_file, write_json_atomic
 from atfr.spec import InputSpec, SGSSpec
 
 FORMAT = "atfr-export"
 VERSION = 1
 MANIFEST_NAME = "atfr.json"
+CHECKSUM_KEY = "manifest_sha256"
+
+
+def manifest_digest(d: dict[str, Any]) -> str:
+    """SHA-256 of the canonical JSON of every field except ``manifest_sha256`` itself."""
+    body = {k: v for k, v in d.items() if k != CHECKSUM_KEY}
+    text = json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=True)
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+def write_manifest(path: str | Path, d: dict[str, Any]) -> None:
+    """Write ``atfr.json`` atomically with a fresh ``manifest_sha256`` (the only way to write one)."""
+    d = dict(d)
+    d.pop(CHECKSUM_KEY, None)
+    d[CHECKSUM_KEY] = manifest_digest(d)
+    write_json_atomic(path, d)
 
 
 @dataclass
@@ -128,10 +151,14 @@ def load_manifest(outdir: str | Path, check: bool = False) -> Manifest:
         d = json.loads(mpath.read_text(encoding="utf-8"))
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise ATFRError(f"{mpath}: corrupt manifest ({e})") from None
-    if d.get("format") != FORMAT:
+    if not isinstance(d, dict) or d.get("format") != FORMAT:
         raise ATFRError(f"{mpath}: not an atfr export manifest")
     if int(d.get("version", 0)) > VERSION:
         raise ATFRError(f"{mpath}: manifest version {d['version']} is newer than this atfr-deploy ({VERSION})")
+    if CHECKSUM_KEY in d and d[CHECKSUM_KEY] != manifest_digest(d):
+        raise ATFRError(f"{mpath} was edited after export (its content no longer matches {CHECKSUM_KEY}); "
+                        f"re-export with 'atfr export --force', or delete the {CHECKSUM_KEY} field to use it "
+                        "as edited")
     try:
         m = Manifest(
             root=root,

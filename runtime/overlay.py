@@ -10,20 +10,11 @@ from typing import Sequence
 
 import numpy as np
 
+from atfr.display import format_percent
 from atfr.errors import ATFRError
 
 _FOURCC = {".mp4": "mp4v", ".m4v": "mp4v", ".mov": "mp4v", ".avi": "MJPG", ".mkv": "MJPG"}
 VIDEO_EXTS = tuple(sorted(_FOURCC))  # what AtomicVideoWriter can write
-
-
-def format_prob(p: float) -> str:
-    """A probability as a percentage with 3 significant digits: "59.1%", "0.25%", "0.00251%".
-
-    Fixed decimals print "0.00" for every class of a 400-class model (uniform = 0.0025)."""
-    pct = 100.0 * float(p)
-    if pct >= 10.0:
-        return f"{pct:.1f}%"
-    return f"{pct:.3g}%"
 
 
 def overlay_lines(topk: Sequence[tuple[str, float]], bprime: Sequence[int], latency_ms: float | None,
@@ -36,7 +27,7 @@ def overlay_lines(topk: Sequence[tuple[str, float]], bprime: Sequence[int], late
     second (its throughput in this run); display_fps: frames drawn per second (the video, not the
     model).
     """
-    lines = [f"{i + 1}. {label[:32]}  {format_prob(score)}" for i, (label, score) in enumerate(topk)]
+    lines = [f"{i + 1}. {label[:32]}  {format_percent(score)}" for i, (label, score) in enumerate(topk)]
     if bprime:
         # "B' 12/32": kept bins out of the layer's maximum, when the maximum is known.
         bp = " ".join(f"{b}/{bins[i]}" if i < len(bins) else f"{b}" for i, b in enumerate(bprime))

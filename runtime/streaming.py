@@ -411,7 +411,7 @@ class StreamRunner:
         """The jsonl line first, then the summary and the overlay, then the --print line: a clip
         whose event could not be written is neither counted nor shown (what the video and the
         summary report is in the jsonl)."""
-        from atfr.runtime.overlay import format_prob
+        from atfr.display import format_percent as format_prob
 
         latency = job.preprocess_ms + infer_ms
         top = res.top(self.opt.topk)

@@ -178,18 +178,28 @@ def test_predict_folder_counts_failures(model_files, videos, tmp_path, capsys):
     out = tmp_path / "all.csv"
     rc = main(["predict", str(export), str(folder), "--views", "1x1", "--csv", str(out)])
     cap = capsys.readouterr()
-    assert rc == 0, cap.err
+    # Any failed input fails the command (exit 5, a summary as the last line), after the others
+    # were predicted and written: scripts notice, nothing is lost.
+    assert rc == 5, cap.err
     assert re.search(r"skipped .*broken\.mp4: .*cannot (open|decode)", cap.err)
-    assert "1 of 3 video(s) failed" in cap.err
-    assert "2 video(s) predicted" in cap.out
+    last = cap.err.strip().splitlines()[-1]
+    assert re.fullmatch(r"atfr predict: error: 1 of 3 video\(s\) failed \(first: .*broken\.mp4: cannot (open|decode)"
+                        r".*\); the other 2 were predicted", last), last
+    assert "2 video(s) predicted with 1x1 views, 1 failed" in cap.out
     assert [Path(r["video"]).name for r in csv.DictReader(out.open())] == ["a.avi", "b.avi"]
     # a list file, relative to its folder, with a comment and a missing entry
     lst = folder / "list.txt"
     lst.write_text("# videos\na.avi\nsub/b.avi,3\nmissing.avi\n")
     rc = main(["predict", str(export), str(lst), "--views", "1x1", "--json"])
     cap = capsys.readouterr()
-    assert rc == 0, cap.err
+    assert rc == 5, cap.err
     assert len(cap.out.strip().splitlines()) == 2 and "missing.avi: no such file" in cap.err
+    assert cap.err.strip().splitlines()[-1].startswith("atfr predict: error: 1 of 3 video(s) failed")
+    # all inputs fine: exit 0
+    lst.write_text("a.avi\nsub/b.avi\n")
+    rc = main(["predict", str(export), str(lst), "--views", "1x1", "--json"])
+    cap = capsys.readouterr()
+    assert rc == 0 and cap.err == "" and len(cap.out.strip().splitlines()) == 2
 
 
 def _one_line(cap, rc, code, pattern):

@@ -740,7 +740,7 @@ def test_overlay_labels_model_and_display_rates():
 
 
 def test_probabilities_stay_readable_for_400_classes():
-    from atfr.runtime.overlay import format_prob
+    from atfr.display import format_percent as format_prob
 
     # a 400-class softmax near uniform: 1/400 = 0.0025 printed "0.00" before
     assert format_prob(1 / 400) == "0.25%"

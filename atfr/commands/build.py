@@ -40,6 +40,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from atfr.fileio import check_output_dir
     from atfr.runtime.manifest import int8_front_mode, load_manifest
     from atfr.runtime.tensorrt.compat import BuildOptions, validate_build_options
 
@@ -51,6 +52,7 @@ def run(args: argparse.Namespace) -> int:
         [l.bins for l in m.sgs], m.graphs, int8_front=int8_front_mode(m.raw))
     for w in opts.warnings:
         print(w, file=sys.stderr)
+    check_output_dir(args.engine_dir or args.outdir)  # before minutes of engine building
 
     from atfr.runtime.tensorrt.builder import build_engines  # imports tensorrt lazily (one-line error if absent)
 

@@ -35,13 +35,28 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from atfr.calibration.int8 import calibrate
+    from pathlib import Path
 
+    from atfr.calibration.int8 import calibrate
+    from atfr.errors import check_range
+    from atfr.fileio import check_output_dir
+    from atfr.log import quiet_stdout
+    from atfr.runtime.manifest import load_manifest
+
+    check_range("--clips", args.clips, 1, None, "clips")
+    check_range("--float-stages", args.float_stages, 0, None)
+    load_manifest(args.outdir)  # a missing or edited export is reported before anything else
+    check_output_dir(args.outdir)  # the int8 graphs go there; find out before minutes of calibration
+    if args.cache and not Path(args.cache).exists():
+        check_output_dir(Path(args.cache).parent)
     t0 = time.perf_counter()
-    res = calibrate(args.outdir, args.data, args.clips, args.method, args.cache, args.seed, args.force,
-                    progress=not args.no_progress and sys.stderr.isatty(),
-                    warn=lambda s: print(f"atfr calibrate: warning: {s}", file=sys.stderr),
-                    front=args.front, float_stages=args.float_stages)
+    # ONNX Runtime's quantizer prints "Collecting tensor data and making histogram ..." per call
+    # on stdout: to the log (-v) instead.
+    with quiet_stdout("onnxruntime.quantization"):
+        res = calibrate(args.outdir, args.data, args.clips, args.method, args.cache, args.seed, args.force,
+                        progress=not args.no_progress and sys.stderr.isatty(),
+                        warn=lambda s: print(f"atfr calibrate: warning: {s}", file=sys.stderr),
+                        front=args.front, float_stages=args.float_stages)
     src = f"cache {res.cache}" if res.from_cache else f"{res.clips} clip(s), ranges saved to {res.cache}"
     print(f"calibrated ({res.method}, {src}) in {time.perf_counter() - t0:.1f} s; "
           f"front: {'int8' if res.front == 'int8' else 'float (fp16 policy)'}, back: int8")

@@ -16,8 +16,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from atfr.fileio import check_writable
     from atfr.models.checkpoint import load_checkpoint, save_checkpoint
 
+    check_writable(args.output, args.force)  # before loading: exists without --force, unwritable folder
     lm = load_checkpoint(args.source, args.config)
     labels = lm.labels
     if args.labels:

@@ -7,6 +7,7 @@ against the static model, and per-clip predictions with latency.
 from __future__ import annotations
 
 import argparse
+import shlex
 import sys
 import time
 from importlib import resources
@@ -17,6 +18,12 @@ from atfr.errors import ATFRError
 
 def builtin_checkpoint() -> Path:
     return Path(str(resources.files("atfr").joinpath("assets/demo_atfr.pt")))
+
+
+def next_command(export_dir: Path, video: Path, work: Path) -> str:
+    """The suggested ``atfr run`` line, with absolute, shell-quoted paths: it works from any folder."""
+    q = [shlex.quote(str(Path(p).resolve())) for p in (export_dir, video, work / "annotated.mp4")]
+    return f"atfr run {q[0]} --source {q[1]} --save {q[2]} --print"
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -35,10 +42,15 @@ def run(args: argparse.Namespace) -> int:
     from atfr.runtime.pipeline import Pipeline
     from atfr.runtime.video import FrameStream, open_reader
 
+    from atfr.errors import check_range
+    from atfr.fileio import check_output_dir
+
+    check_range("--videos-per-class", args.videos_per_class, 1, 100)
     ckpt = Path(args.checkpoint) if args.checkpoint else builtin_checkpoint()
     if not ckpt.exists():
         raise ATFRError(f"demo model {ckpt} is missing; train it with 'atfr train-demo -o {ckpt}'")
     work = Path(args.workdir)
+    check_output_dir(work)
     export_dir, video_dir = work / "export", work / "videos"
     t0 = time.perf_counter()
     if args.force or not (export_dir / MANIFEST_NAME).exists():
@@ -89,6 +101,5 @@ def run(args: argparse.Namespace) -> int:
         lat = sum(v[2] for v in vals) / len(vals)
         gtxt = f"{g:.3f} ({100 * g / static:.0f}% of static)" if g and static else "-"
         print(f"  {name:18s} B'={bp:5.2f}  {gtxt:26s} {lat:6.1f} ms")
-    print(f"done in {time.perf_counter() - t0:.1f} s. Try: atfr run {export_dir} --source {videos[0]} "
-          f"--save {work / 'annotated.mp4'} --print")
+    print(f"done in {time.perf_counter() - t0:.1f} s. Try: {next_command(export_dir, videos[0], work)}")
     return 0

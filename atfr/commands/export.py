@@ -11,9 +11,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("source", help="checkpoint: official .pyth (cfg embedded or --config) or ours")
     p.add_argument("-o", "--output", required=True, help="output folder")
     p.add_argument("--config", help="config YAML (official dump or our compact format)")
-    p.add_argument("--frames", type=int, help="clip length T (default: the model's)")
-    p.add_argument("--size", type=int, help="crop size S (default: the model's)")
-    p.add_argument("--opset", type=int, default=17)
+    p.add_argument("--frames", type=int, help="clip length T, 1..512 (default: the model's)")
+    p.add_argument("--size", type=int, help="crop size S in pixels, 16..1024 (default: the model's)")
+    p.add_argument("--opset", type=int, default=17, help="ONNX opset, 13..20 (default 17)")
     p.add_argument("--name", help="model name recorded in the manifest")
     p.add_argument("--fp16", action="store_true",
                    help="also write fp16 graphs (SGS embedding, distances and SGS stay fp32)")
@@ -24,11 +24,17 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from atfr.export.exporter import ExportOptions, export_model
+    from atfr.export.exporter import ExportOptions, check_export_size, export_model, validate_arguments
+    from atfr.fileio import check_output_dir
     from atfr.models.checkpoint import load_checkpoint
 
+    # Everything that can be checked cheaply is checked before the checkpoint loads.
+    validate_arguments(args.frames, args.size, args.opset)
+    check_output_dir(args.output)
     t0 = time.perf_counter()
     lm = load_checkpoint(args.source, args.config)
+    spec = lm.model.input_spec
+    check_export_size(lm.model, args.frames or spec.num_frames, args.size or spec.crop_size)
     lm.meta.setdefault("source", args.source)
     out = export_model(lm, args.output, ExportOptions(args.frames, args.size, args.opset, args.force,
                                                       args.name or Path(args.source).stem))

@@ -10,8 +10,10 @@ from pathlib import Path
 
 import numpy as np
 
-from atfr.errors import ATFRError
+from atfr.errors import ATFRError, check_range
 from atfr.runtime.ort_providers import add_providers_argument
+
+SIZE_MIN, SIZE_MAX = 16, 1024  # as export (export/exporter.py), without importing onnx here
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -20,14 +22,19 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--config", help="config YAML for an official checkpoint without an embedded cfg")
     p.add_argument("--backend", default="auto", help="torch (checkpoint), onnxruntime, tensorrt, auto")
     add_providers_argument(p)
-    p.add_argument("--size", type=int, help="model input size for a checkpoint (default: its test crop)")
+    p.add_argument("--size", type=int, help=f"model input size for a checkpoint, {SIZE_MIN}..{SIZE_MAX} px "
+                                            "(default: its test crop)")
     p.add_argument("--json", action="store_true", help="print JSON: logits, probs, bprime, top5")
 
 
 def run(args: argparse.Namespace) -> int:
+    from atfr.display import format_prob
     from atfr.runtime.clips import frames_to_inputs, load_clip_npy
 
+    check_range("--size", args.size, SIZE_MIN, SIZE_MAX, "pixels")
     src = Path(args.source)
+    if src.is_dir() and args.size is not None:
+        raise ATFRError(f"--size applies to a checkpoint; the export {src} has a fixed input size")
     frames = load_clip_npy(args.input)
     t0 = time.perf_counter()
     if src.is_dir():
@@ -52,7 +59,7 @@ def run(args: argparse.Namespace) -> int:
         print(f"backend {backend}, B' {list(result.bprime)}, {ms:.0f} ms (including load)")
         for i in result.top(5):
             name = labels[i] if i < len(labels) else str(i)
-            print(f"  {result.probs[i]:.4f}  {name}")
+            print(f"  {format_prob(result.probs[i]):>8s}  {name}")
     return 0
 
 

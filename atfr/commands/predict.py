@@ -6,8 +6,10 @@ transform; the softmax probabilities of the T*S views are SUMMED (PySlowFast Tes
 ranked. Reported scores are that sum divided by the number of views (a mean probability, same
 ranking). Videos shorter than a clip are padded by repeating their last frame (official clamp).
 
-A single video that cannot be read is an error; in a folder or list each failure is reported,
-counted and skipped, and the command fails only if every video failed. Torch-free.
+A single video that cannot be read is an error; in a folder or list each failure is reported
+(one line each), skipped, and the others are predicted (stdout, --csv); the command then ends with
+a summary line ("2 of 7 video(s) failed ...") and exit code 5, so scripts notice. Exit 0 means
+every input was predicted. Torch-free.
 """
 
 from __future__ import annotations
@@ -147,48 +149,50 @@ def _csv_text(rows: list[VideoPrediction], labels: Any, layer_names: list[str]) 
 
 
 def run(args: argparse.Namespace) -> int:
-    from tqdm import tqdm
-
+    from atfr.display import format_prob
     from atfr.fileio import check_writable, write_text_atomic
+    from atfr.progress import progress
     from atfr.runtime.pipeline import Pipeline
     from atfr.runtime.preprocess import Preprocessor
 
     temporal, spatial = parse_views(args.views)
     if args.csv:
-        check_writable(args.csv, args.force)
+        check_writable(args.csv, args.force)  # before any work: exists without --force, unwritable folder
     videos, batch = collect_videos(args.input)
     pipeline = Pipeline.load(args.outdir, args.backend, providers=args.providers)
     m = pipeline.manifest
     pre = Preprocessor(m.input)
     results: list[VideoPrediction] = []
     failures: list[tuple[str, str]] = []
-    bar = tqdm(videos, desc="predict", unit="video", disable=None, file=sys.stderr)
-    for v in bar:
-        try:
-            r = predict_video(pipeline, pre, v, temporal, spatial)
-        except ATFRError as e:
-            if not batch:
-                raise
-            failures.append((str(v), str(e)))
-            tqdm.write(f"atfr predict: skipped {v}: {e}", file=sys.stderr)
-            continue
-        results.append(r)
-        if args.json:
-            tqdm.write(json.dumps(r.to_json(m.label)), file=sys.stdout)
-        else:
-            top = r.top(5)
-            bp = " ".join(f"{b:.1f}" for b in r.mean_bprime)
-            tqdm.write(f"{v}: {m.label(top[0])} ({r.scores[top[0]]:.3f})"
-                       + (f"  mean B' {bp}" if bp else ""), file=sys.stdout)
-    bar.close()
+    with progress(videos, "predict", unit="video", enabled=batch) as bar:
+        for v in bar:
+            try:
+                r = predict_video(pipeline, pre, v, temporal, spatial)
+            except ATFRError as e:
+                if not batch:
+                    raise
+                failures.append((str(v), str(e)))
+                bar.write(f"atfr predict: skipped {v}: {e}", file=sys.stderr)
+                continue
+            results.append(r)
+            if args.json:
+                bar.write(json.dumps(r.to_json(m.label)), file=sys.stdout)
+            else:
+                top = r.top(5)
+                bp = " ".join(f"{b:.1f}" for b in r.mean_bprime)
+                bar.write(f"{v}: {m.label(top[0])} ({format_prob(r.scores[top[0]])})"
+                          + (f"  mean B' {bp}" if bp else ""), file=sys.stdout)
     if args.csv and results:
         write_text_atomic(args.csv, _csv_text(results, m.label, [f"{s.spec.name}" for s in m.sgs]))
-    if failures:
-        print(f"atfr predict: {len(failures)} of {len(videos)} video(s) failed", file=sys.stderr)
-        if not results:
-            raise SourceError(f"all {len(videos)} video(s) failed (first: {failures[0][0]}: {failures[0][1]})")
-    if not args.json and batch:
+    if not args.json and batch and results:
         print(f"{len(results)} video(s) predicted with {temporal}x{spatial} views"
               + (f", {len(failures)} failed" if failures else "")
               + (f"; CSV: {args.csv}" if args.csv else ""))
+    if failures:
+        v0, e0 = failures[0]
+        first = f"first: {e0}" if v0 in e0 else f"first: {v0}: {e0}"  # errors usually name the file
+        if not results:
+            raise SourceError(f"all {len(videos)} video(s) failed ({first})")
+        raise SourceError(f"{len(failures)} of {len(videos)} video(s) failed ({first}); "
+                          f"the other {len(results)} were predicted")
     return 0

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 
 from atfr.errors import ATFRError, VerificationError
 from atfr.runtime.ort_providers import add_providers_argument
@@ -40,6 +41,10 @@ def run(args: argparse.Namespace) -> int:
     from atfr.runtime.manifest import load_manifest
     from atfr.runtime.pipeline import Pipeline
 
+    from atfr.errors import check_range
+
+    check_range("--clips", args.clips, 0, None)
+    check_range("--data-clips", args.data_clips, 1, None)
     m = load_manifest(args.outdir, check=True)
     if args.precision:
         return _precision_report(args, m)
@@ -94,12 +99,14 @@ def _thresholds(args: argparse.Namespace, precs: list[str]) -> dict[str, dict[st
 def _precision_report(args: argparse.Namespace, m) -> int:
     """Accuracy of fp32/fp16/int8 graphs vs a reference on a clip set (ONNX Runtime CPU)."""
     from atfr.calibration.accuracy import compare_precisions, format_report
+    from atfr.log import quiet_stdout
 
     precs = [p.strip() for p in args.precision.split(",") if p.strip()]
     ckpt = args.checkpoint or m.raw.get("source", {}).get("checkpoint")
-    res = compare_precisions(args.outdir, precs, clips=args.data, reference="torch" if args.checkpoint else "fp32",
-                             thresholds=_thresholds(args, precs), checkpoint=ckpt if args.checkpoint else None,
-                             num_clips=args.data_clips, seed=args.seed)
+    with quiet_stdout("verify --precision"):  # library prints go to the log (-v), not into the report
+        res = compare_precisions(args.outdir, precs, clips=args.data, reference="torch" if args.checkpoint else "fp32",
+                                 thresholds=_thresholds(args, precs), checkpoint=ckpt if args.checkpoint else None,
+                                 num_clips=args.data_clips, seed=args.seed, progress=sys.stderr.isatty())
     print(json.dumps(res, indent=2, default=float) if args.json else format_report(res))
     if not res["passed"]:
         raise VerificationError("precision report below thresholds")
