@@ -19,7 +19,8 @@ def format_prob(p: float) -> str:
 
 
 def format_percent(p: float) -> str:
-    """A probability as a percentage (overlays and per-clip lines) with 3 significant digits: "59.1%", "0.25%", "0.00251%".
+    """A probability as a percentage with 3 significant digits, for overlays and per-clip lines:
+    "59.1%", "0.25%", "0.00251%".
 
     Fixed decimals print "0.00" for every class of a 400-class model (uniform = 0.0025)."""
     pct = 100.0 * float(p)

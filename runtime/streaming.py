@@ -411,7 +411,7 @@ class StreamRunner:
         """The jsonl line first, then the summary and the overlay, then the --print line: a clip
         whose event could not be written is neither counted nor shown (what the video and the
         summary report is in the jsonl)."""
-        from atfr.display import format_percent as format_prob
+        from atfr.display import format_percent
 
         latency = job.preprocess_ms + infer_ms
         top = res.top(self.opt.topk)
@@ -453,7 +453,7 @@ class StreamRunner:
         if self.status is not None:  # one human line per clip (atfr demo, atfr run --print)
             try:
                 self.status.write(f"  clip {clip_no:3d} @frame {job.frame_index:5d}: {topk[0][0]} "
-                                  f"({format_prob(topk[0][1])})  B'={list(bprime)}  {latency:.1f} ms\n")
+                                  f"({format_percent(topk[0][1])})  B'={list(bprime)}  {latency:.1f} ms\n")
                 self.status.flush()
             except BrokenPipeError:
                 self.request_stop("output-closed")  # `atfr run --print | head`: the reader had enough
