@@ -87,7 +87,7 @@ OPENCV_DISTS = {"opencv-python", "opencv-python-headless", "opencv-contrib-pytho
 # -- our markers (pure) -------------------------------------------------------------------------
 
 def test_extras_exist():
-    assert {"jetson", "jetson-thor", "desktop-gpu", "cuda12", "cpu", "export", "dev"} <= set(
+    assert {"jetson", "jetson-thor", "desktop-gpu", "cuda12", "cpu", "export", "dev", "tensorrt"} <= set(
         PYPROJECT["optional-dependencies"])
 
 
@@ -107,6 +107,14 @@ def test_cuda_python_matches_the_jetpack_cuda():
     assert s6.contains("12.6.2.post1", prereleases=False) and not s6.contains("12.8.0") and not s6.contains("12.5.0")
     s7 = spec_of(requirements(("jetson-thor",), "jetpack7"), "cuda-python")
     assert s7.contains("13.0.0") and not s7.contains("12.6.0") and not s7.contains("14.0.0")
+
+
+def test_tensorrt_extra_is_cuda_python_for_cuda_12():
+    # JetPack 6 (CUDA 12.6) and CUDA 12 desktops; a 13.x cuda-python fails cudaGetDevice on them.
+    j6 = spec_of(requirements(("tensorrt",), "jetpack6"), "cuda-python")
+    assert j6.contains("12.6.2.post1") and not j6.contains("12.8.0") and not j6.contains("13.0.0")
+    x86 = spec_of(requirements(("tensorrt",), "x86_311"), "cuda-python")
+    assert x86.contains("12.9.0") and not x86.contains("13.0.0") and not x86.contains("12.5.0")
 
 
 @pytest.mark.parametrize("extras", [(), ("export", "dev"), ("desktop-gpu",)])
