@@ -3,6 +3,11 @@
 The pipeline runs the fixed-shape front graph on the whole batch, samples each clip alone
 (its own B', no zero padding from batch-mates), then runs the dynamic-T back graph once per
 group of clips with equal B'. Stage functions are public so benchmarks can time them.
+
+A static export (no SGS layer) runs its monolithic ``model.onnx`` on ONNX Runtime instead
+(``graph="auto"``): one session, no split to pay for (measured 9-18% faster than front + back at
+default threads on the 2-core CPU, benchmarks/runtime_speed.py). ATFR exports keep the split:
+model.onnx would hide B' and pad a batch to its largest B'. ``Pipeline.graph`` says which ran.
 """
 
 from __future__ import annotations
@@ -19,6 +24,9 @@ from atfr.errors import ATFRError
 from .backends import GraphRunner, OrtRunner, resolve_backend
 from .manifest import Manifest, load_manifest
 from .sgs_numpy import guard_zero_max, sgs_step
+from .threads import DEFAULT_BLAS_THREADS, BlasLimit
+
+GRAPHS = ("auto", "split", "model")
 
 
 def softmax(x: np.ndarray, axis: int = -1) -> np.ndarray:
@@ -80,28 +88,72 @@ class SGSStep:
         return out, tuple(bp)
 
 
+class LazyRunner:
+    """A GraphRunner created on first use (the split graphs of a static export that runs model.onnx:
+    only benchmarks and calibration ask for them)."""
+
+    def __init__(self, factory: Callable[[], GraphRunner]):
+        self._factory = factory
+        self._runner: GraphRunner | None = None
+
+    def get(self) -> GraphRunner:
+        if self._runner is None:
+            self._runner = self._factory()
+        return self._runner
+
+    def __getattr__(self, name: str) -> Any:  # input_names, output_names, session, path, ...
+        if name.startswith("_"):
+            raise AttributeError(name)
+        return getattr(self.get(), name)
+
+    def run(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        return self.get().run(feeds)
+
+
 class Pipeline:
     def __init__(self, manifest: Manifest, front: GraphRunner, back: GraphRunner, sgs: SGSStep | None,
-                 backend: str = "onnxruntime"):
+                 backend: str = "onnxruntime", model: GraphRunner | None = None, blas: BlasLimit | None = None):
         self.manifest = manifest
         self.front = front
         self.back = back
         self.sgs = sgs
         self.backend = backend
+        self.model = model  # monolithic graph that infer() runs instead of front + back (static exports)
+        self.blas = blas if blas is not None else BlasLimit()
+
+    @property
+    def graph(self) -> str:
+        """Which graphs infer() runs: 'model' (model.onnx) or 'split' (front + SGS + back)."""
+        return "model" if self.model is not None else "split"
 
     # -- construction --------------------------------------------------------------------------
     @classmethod
     def load(cls, outdir: str | Path, backend: str = "onnxruntime", sgs: str = "numpy",
-             threads: int | None = None, **trt_options: Any) -> "Pipeline":
+             threads: int | None = None, graph: str = "auto", spin: str | None = None,
+             blas_threads: int | None = DEFAULT_BLAS_THREADS, **trt_options: Any) -> "Pipeline":
+        """``graph``: 'auto' (model.onnx for a static export on ONNX Runtime, else the split),
+        'split', or 'model' (static exports only). ``spin``: ONNX Runtime's spin policy
+        (see backends.SPIN_POLICIES). ``blas_threads``: BLAS threads in the SGS step (None: no cap)."""
+        if graph not in GRAPHS:
+            raise ATFRError(f"unknown graph {graph!r} (choose one of: {', '.join(GRAPHS)})")
         m = load_manifest(outdir, check=True)
         backend = resolve_backend(backend)
         if backend == "tensorrt":
             from .tensorrt_backend import load_trt_pipeline  # imports tensorrt lazily
             return load_trt_pipeline(m, **trt_options)
-        front = OrtRunner(m.path("front"), threads)
-        back = OrtRunner(m.path("back"), threads)
-        step = SGSStep(m, sgs, lambda p: OrtRunner(p, threads)) if m.sgs else None
-        return cls(m, front, back, step, backend)
+        if graph == "model" and m.sgs:
+            raise ATFRError("model.onnx of an ATFR export hides B' and pads a batch to its largest B': "
+                            "the runtime runs the split graphs (graph 'split' or 'auto')")
+        mono = graph == "model" or (graph == "auto" and not m.sgs and "model" in m.graphs)
+
+        def runner(name: str) -> OrtRunner:
+            return OrtRunner(m.path(name), threads, spin=spin)
+
+        model = runner("model") if mono else None
+        front: GraphRunner = LazyRunner(lambda: runner("front")) if mono else runner("front")
+        back: GraphRunner = LazyRunner(lambda: runner("back")) if mono else runner("back")
+        step = SGSStep(m, sgs, lambda p: OrtRunner(p, threads, spin=spin)) if m.sgs else None
+        return cls(m, front, back, step, backend, model=model, blas=BlasLimit(blas_threads))
 
     # -- input checks --------------------------------------------------------------------------
     def check_inputs(self, clips: list[np.ndarray]) -> list[np.ndarray]:
@@ -126,6 +178,10 @@ class Pipeline:
 
     def run_sgs(self, front_out: dict[str, np.ndarray]) -> list[tuple[dict[str, np.ndarray], tuple[int, ...]]]:
         """Per clip: (back feeds for N=1, B' per SGS layer)."""
+        with self.blas.limit():
+            return self._run_sgs(front_out)
+
+    def _run_sgs(self, front_out: dict[str, np.ndarray]) -> list[tuple[dict[str, np.ndarray], tuple[int, ...]]]:
         m = self.manifest
         n = front_out["feat0"].shape[0]
         results = []
@@ -152,6 +208,9 @@ class Pipeline:
     # -- end to end ----------------------------------------------------------------------------
     def infer(self, clips: list[np.ndarray]) -> list[ClipResult]:
         clips = self.check_inputs(clips)
+        if self.model is not None:
+            logits = self.model.run({f"clip{p}": x for p, x in enumerate(clips)})["logits"].astype(np.float32)
+            return [ClipResult(lg, softmax(lg), ()) for lg in logits]
         front_out = self.run_front(clips)
         per_clip = self.run_sgs(front_out)
         groups: dict[tuple[int, ...], list[int]] = defaultdict(list)
