@@ -185,7 +185,7 @@ def main(argv: list[str] | None = None) -> int:
     blocks = [
         ("default threads", None, None, 1, "model"),
         ("1 thread", 1, None, 1, "model"),
-        ("default threads, previous settings (spin on, BLAS all cores, static split)", None, "on", None, "split"),
+        ("default threads, previous settings, static on split", None, "on", None, "split"),
     ]
     res = []
     for label, th, spin, blas, sg in blocks:
