@@ -9,8 +9,8 @@ otherwise:
    candidate, interleaved round-robin: each round runs every candidate once on the same clip):
    the ATFR split pipeline (front -> numpy SGS -> back, what the runtime runs), the ATFR
    monolithic model.onnx (SGS as ONNX ops), the static model.onnx (what the runtime runs for a
-   static export) and the static split; at ORT's default threads, at 1 thread, and at default
-   threads with the runtime's previous settings (ORT workers spinning after each run, BLAS on
+   static export) and the static split; at ORT's default threads (spin off, the default, and
+   spin stop), at 1 thread, and at default threads with the runtime's previous settings (ORT workers spinning after each run, BLAS on
    every core in the SGS step, static exports on the split graphs);
 2. `atfr run EXPORT --source VIDEO --fast` (every strided clip, no drops) as a whole command,
    ATFR and static alternating, wall time of the command and the run's own clips/s;
@@ -184,6 +184,7 @@ def main(argv: list[str] | None = None) -> int:
 
     blocks = [
         ("default threads", None, None, 1, "model"),
+        ("default threads, ORT spin stop", None, "stop", 1, "model"),
         ("1 thread", 1, None, 1, "model"),
         ("default threads, previous settings, static on split", None, "on", None, "split"),
     ]
