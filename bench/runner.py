@@ -11,8 +11,16 @@ noise hits every candidate alike:
   SGS pathways (SlowFast) both vary together, proportionally: the curve's x is B' of the layer
   with the most bins (B_max) and layer p gets max(1, round(x * B_p / B_max));
 * ``atfr.e2e``: ``Pipeline.infer`` on the batch (input checks, front, SGS, grouped back);
-* with a static export: its front, back and end-to-end; with a checkpoint: PyTorch eager
-  (``torch.inference_mode``, channels_last_3d where it applies).
+* with a static export: its front, back and end-to-end (end-to-end = what the runtime runs for
+  it: model.onnx on ONNX Runtime); with a checkpoint: PyTorch eager (``torch.inference_mode``)
+  in both memory layouts, the faster one being PyTorch's figure;
+* ``atfr.model``: the ATFR export's monolithic model.onnx on the same clips (ONNX Runtime);
+* with ``threads``: the ATFR and static end-to-end again at ONNX Runtime's default threads, the
+  setting atfr run/infer/predict use (``*.e2e@default_threads``);
+* ``fp16.e2e`` / ``int8.e2e`` where the export has those graphs: are they faster than fp32 here?
+  (:mod:`atfr.bench.precision_speed`).
+
+The load average is recorded before and after the timing; a loaded machine gets a warning.
 
 Derived: per clip latency at each B' = (front + SGS + back(B')) medians / batch; the linear fit of
 back latency vs B'; expected latency / throughput under the B' distribution of ``videos`` (or the
@@ -590,8 +598,8 @@ def build_report(o: BenchOptions, m: Manifest, pipe: Pipeline, env: dict[str, An
         if static_info:
             ratios["torch_e2e / static_e2e"] = t["median"] / static_info["end_to_end"]["median"]
     mono = _stats(res, "atfr.model")
-    if mono:
-        # Same clips, same B' at batch 1 (model.onnx pads a batch to its largest B' above that).
+    if mono and n == 1:
+        # Same clip, same B' (at batch > 1 model.onnx pads every clip to the batch's largest B').
         ratios["atfr_e2e / atfr_model (split vs monolithic)"] = e2e["median"] / mono["median"]
     if static_info and static_info.get("graph") == "model":
         ratios["static_split / static_model"] = static_info["split_clip_ms"] / static_info["clip_ms"]
