@@ -631,7 +631,7 @@ def build_report(o: BenchOptions, m: Manifest, pipe: Pipeline, env: dict[str, An
     loaded = bool((la0 and la0[0] > 0.5 * cores) or (la1 and la1[0] > 0.5 * cores))
     load = {"before": la0, "after": la1, "usable_cores": cores, "loaded": loaded,
             "rule": "loaded = 1-minute load average above half the usable cores, before or after the timing"}
-    if loaded:
+    if loaded and not any(w.startswith("the machine is busy") for w in warnings):  # env warned about 'before'
         fmt = lambda la: f"{la[0]:.2f}" if la else "?"  # noqa: E731
         warnings.append(f"the machine was loaded (1-min load average {fmt(la0)} before, {fmt(la1)} after, on {cores} "
                         f"cores): ratios measured side by side hold, absolute ms do not")
