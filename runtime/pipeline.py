@@ -5,8 +5,9 @@ The pipeline runs the fixed-shape front graph on the whole batch, samples each c
 group of clips with equal B'. Stage functions are public so benchmarks can time them.
 
 A static export (no SGS layer) runs its monolithic ``model.onnx`` on ONNX Runtime instead
-(``graph="auto"``): one session, no split to pay for (measured 9-18% faster than front + back at
-default threads on the 2-core CPU, benchmarks/runtime_speed.py). ATFR exports keep the split:
+(``graph="auto"``): one session instead of two, the same logits (measured on the 2-core CPU with
+benchmarks/runtime_speed.py: within noise of front + back with the defaults below, 9-32% faster
+with ORT's workers spinning). ATFR exports keep the split:
 model.onnx would hide B' and pad a batch to its largest B'. ``Pipeline.graph`` says which ran.
 """
 
