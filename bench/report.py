@@ -163,6 +163,13 @@ def to_markdown(r: dict[str, Any]) -> str:
                  + (", ".join(f"p{s['pathway']} T={s['frames']} B={s['bins']}" for s in model["sgs"]) or "none"))
     h = r["harness"]
     lines.append(f"- harness: {h['interleaving']}; percentiles: numpy '{h['percentile_method']}'")
+    ld = r.get("load")
+    if ld:
+        lines.append(f"- load average before {ld.get('before')}, after {ld.get('after')} on {ld.get('usable_cores')} "
+                     f"cores: {'LOADED' if ld.get('loaded') else 'not loaded'}")
+    if cfg.get("threads_meaning"):
+        lines.append(f"- threads: {cfg['threads_meaning']}; ORT spin {cfg.get('ort_spin')}; {cfg.get('blas')}; "
+                     f"graphs: {cfg.get('graph')}")
     ov = h.get("overhead")
     if ov:
         lines.append(f"- harness overhead: {ov['overhead_pct']:+.2f}% vs a bare loop on the same session call "
@@ -184,8 +191,15 @@ def to_markdown(r: dict[str, Any]) -> str:
         row("static front", r["static"]["front"])
         row("static back", r["static"]["back"])
         row("static end-to-end", r["static"]["end_to_end"])
-    if r.get("torch") and r["torch"].get("end_to_end"):
-        row("PyTorch eager", r["torch"]["end_to_end"])
+    if r.get("model_onnx"):
+        row("ATFR model.onnx (monolithic)", r["model_onnx"])
+    for k, v in (r.get("default_threads") or {}).items():
+        row(f"{k.replace('_e2e', '')} end-to-end, default threads", v)
+    t = r.get("torch") or {}
+    for k, v in (t.get("layouts") or {}).items():
+        row(f"PyTorch eager ({k})", v)
+    if t.get("end_to_end") and not t.get("layouts"):
+        row("PyTorch eager", t["end_to_end"])
     tp = r["throughput"]["end_to_end"]
     lines += ["", f"End-to-end throughput: {tp['clips_per_s']:.2f} clips/s, {tp['frames_per_s']:.1f} frames/s.", ""]
 
@@ -201,6 +215,22 @@ def to_markdown(r: dict[str, Any]) -> str:
             f = r["fit"]
             lines += ["", f"Back latency vs B': slope {f['slope']:.4f} ms per B', intercept {f['intercept']:.3f} ms, "
                           f"R^2 = {f['r2']:.4f} (n = {f['n']})."]
+        lines.append("")
+    if r.get("back_steps"):
+        lines += ["## Back latency per slow-pathway step (two SGS pathways)", "",
+                  "| slow B' | B' (fast) | back median ms | fit over the step |", "|---|---|---|---|"]
+        for st_ in r["back_steps"]:
+            f = st_.get("fit")
+            lines.append(f"| {st_['slow_bprime']} | {', '.join(map(str, st_['bprime']))} | "
+                         f"{', '.join(f'{v:.2f}' for v in st_['back_median_ms'])} | "
+                         + (f"{f['slope']:.3f} ms per B', R^2 {f['r2']:.3f}" if f else "-") + " |")
+        lines.append("")
+    ps = r.get("precision_speed")
+    if ps:
+        lines += [f"## Precision on this provider ({ps['provider']})", "", "| precision | median ms | vs fp32 |",
+                  "|---|---|---|"]
+        for p_, v in ps["median_ms"].items():
+            lines.append(f"| {p_} | {v:.3f} | {ps['ratio_vs_fp32'].get(p_, 1.0):.2f}x |")
         lines.append("")
     d = r.get("distribution")
     if d:

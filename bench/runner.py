@@ -11,8 +11,16 @@ noise hits every candidate alike:
   SGS pathways (SlowFast) both vary together, proportionally: the curve's x is B' of the layer
   with the most bins (B_max) and layer p gets max(1, round(x * B_p / B_max));
 * ``atfr.e2e``: ``Pipeline.infer`` on the batch (input checks, front, SGS, grouped back);
-* with a static export: its front, back and end-to-end; with a checkpoint: PyTorch eager
-  (``torch.inference_mode``, channels_last_3d where it applies).
+* with a static export: its front, back and end-to-end (end-to-end = what the runtime runs for
+  it: model.onnx on ONNX Runtime); with a checkpoint: PyTorch eager (``torch.inference_mode``)
+  in both memory layouts, the faster one being PyTorch's figure;
+* ``atfr.model``: the ATFR export's monolithic model.onnx on the same clips (ONNX Runtime);
+* with ``threads``: the ATFR and static end-to-end again at ONNX Runtime's default threads, the
+  setting atfr run/infer/predict use (``*.e2e@default_threads``);
+* ``fp16.e2e`` / ``int8.e2e`` where the export has those graphs: are they faster than fp32 here?
+  (:mod:`atfr.bench.precision_speed`).
+
+The load average is recorded before and after the timing; a loaded machine gets a warning.
 
 Derived: per clip latency at each B' = (front + SGS + back(B')) medians / batch; the linear fit of
 back latency vs B'; expected latency / throughput under the B' distribution of ``videos`` (or the
@@ -43,6 +51,7 @@ from .timing import Candidate, Timings, measure_overhead, run_interleaved
 
 CLIPS_PER_VIDEO = 4  # uniformly spaced windows per video for the B' distribution
 TRT_FIELDS = ("host_latency", "gpu_compute", "enqueue", "h2d", "d2h")
+TORCH_LAYOUT_CANDIDATES = {"contiguous": "torch.e2e", "channels_last_3d": "torch.e2e.channels_last_3d"}
 
 
 @dataclass
@@ -113,6 +122,24 @@ def back_feeds(m: Manifest, front_out: dict[str, np.ndarray], bps: list[int]) ->
             idx = np.round(np.linspace(0, f.shape[2] - 1, b)).astype(np.int64)
             feeds[f"sgs{p}"] = np.ascontiguousarray(f[:, :, idx])
     return feeds
+
+
+def back_steps(m: Manifest, curve: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Two SGS pathways (SlowFast): the back's cost jumps with the slow pathway's B' and grows with
+    the fast one's in between, so one line over the curve misleads. Per slow step (the layer with
+    fewer bins): its curve points, their mean, and the fit over the step where it has >= 2 points."""
+    slow = min(range(len(m.sgs)), key=lambda k: m.sgs[k].bins)
+    steps = []
+    for sb in sorted({c["bprime_per_layer"][slow] for c in curve}):
+        pts = [c for c in curve if c["bprime_per_layer"][slow] == sb]
+        ys = [c["back"]["median"] for c in pts]
+        row: dict[str, Any] = {"slow_pathway": m.sgs[slow].pathway, "slow_bprime": sb,
+                               "bprime": [c["bprime"] for c in pts], "back_median_ms": ys,
+                               "mean_back_ms": float(np.mean(ys)), "fit": None}
+        if len({c["bprime"] for c in pts}) >= 2:
+            row["fit"] = linear_fit([c["bprime"] for c in pts], ys)
+        steps.append(row)
+    return steps
 
 
 # -- inputs ----------------------------------------------------------------------------------------
@@ -227,14 +254,22 @@ def gflops_table(m: Manifest, xs: list[int], torch_model: Any = None) -> dict[st
 
 
 # -- torch eager (lazy) ----------------------------------------------------------------------------
-def torch_candidate(checkpoint: str, clips: list[np.ndarray], threads: int | None) -> tuple[Callable, dict[str, Any], Any]:
-    """PyTorch eager on the same clips. Before torch (and its OpenMP runtime) is first imported,
-    OMP_WAIT_POLICY defaults to PASSIVE in this process: interleaved with ONNX Runtime, OpenMP
-    workers that keep spinning after each torch call would steal the cores from the next
-    candidate (and oversubscribed spin barriers slow torch itself by orders of magnitude on a
-    busy machine). Set OMP_WAIT_POLICY yourself to override; the value used is in the report."""
+def torch_candidate(checkpoint: str, clips: list[np.ndarray], threads: int | None
+                    ) -> tuple[dict[str, Callable], dict[str, Any], Any]:
+    """PyTorch eager on the same clips, in both memory layouts: {"contiguous": fn,
+    "channels_last_3d": fn} (the latter only where the model converts). Which is faster depends on
+    the CPU and the model (channels_last_3d was 1.5-9% slower for X3D-S on the 2-core CPU), so the
+    bench times both and reports the faster as PyTorch's figure.
+
+    Before torch (and its OpenMP runtime) is first imported, OMP_WAIT_POLICY defaults to PASSIVE
+    in this process: interleaved with ONNX Runtime, OpenMP workers that keep spinning after each
+    torch call would steal the cores from the next candidate (and oversubscribed spin barriers
+    slow torch itself by orders of magnitude on a busy machine). Set OMP_WAIT_POLICY yourself to
+    override; the value used is in the report."""
     if "torch" not in sys.modules:
         os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+    import copy
+
     import torch
 
     from atfr.models.checkpoint import load_checkpoint
@@ -244,26 +279,30 @@ def torch_candidate(checkpoint: str, clips: list[np.ndarray], threads: int | Non
     model = lm.model.eval()
     model.batch_independent = True
     xs = [torch.from_numpy(c.copy()) for c in clips]
-    info: dict[str, Any] = {"checkpoint": str(checkpoint), "channels_last_3d": False, "threads": torch.get_num_threads(),
-                            "torch_version": torch.__version__, "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY")}
-    try:
-        model = model.to(memory_format=torch.channels_last_3d)
-        xs = [x.contiguous(memory_format=torch.channels_last_3d) for x in xs]
-        with torch.inference_mode():
-            model(xs)
-        info["channels_last_3d"] = True
-    except Exception:  # noqa: BLE001 - best effort: fall back to the default layout
-        model = lm.model.to(memory_format=torch.contiguous_format).eval()  # .to() works in place
-        xs = [torch.from_numpy(c.copy()) for c in clips]
+    info: dict[str, Any] = {"checkpoint": str(checkpoint), "channels_last_3d": None, "threads": torch.get_num_threads(),
+                            "torch_version": torch.__version__, "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY"),
+                            "layouts_timed": ["contiguous"]}
     with torch.inference_mode():
         _, k = model.forward_with_bprime(xs)
     info["bprime"] = [[int(v) for v in row] for row in k.tolist()]
 
-    def fn() -> Any:
-        with torch.inference_mode():
-            return model(xs)
+    def call(mod: Any, inp: list[Any]) -> Callable[[], Any]:
+        def fn() -> Any:
+            with torch.inference_mode():
+                return mod(inp)
+        return fn
 
-    return fn, info, lm.model
+    fns = {"contiguous": call(model, xs)}
+    try:
+        cl = copy.deepcopy(model).to(memory_format=torch.channels_last_3d)  # .to() works in place: a copy
+        xcl = [x.contiguous(memory_format=torch.channels_last_3d) for x in xs]
+        with torch.inference_mode():
+            cl(xcl)
+        fns["channels_last_3d"] = call(cl, xcl)
+        info["layouts_timed"].append("channels_last_3d")
+    except Exception as e:  # noqa: BLE001 - best effort: the default layout alone
+        info["channels_last_3d_error"] = f"{type(e).__name__}: {str(e)[:120]}"
+    return fns, info, lm.model
 
 
 def _trt_probe(pipe: Pipeline) -> Callable[[], dict[str, float] | None] | None:
@@ -363,12 +402,35 @@ def _run(o: BenchOptions, env: dict[str, Any], warnings: list[str], sampler: env
                   Candidate("static.e2e", lambda: spipe.infer(clips))]
         static_info = {"export": str(o.static), "name": sm.name, "arch": sm.arch}
 
+    extra: dict[str, Any] = {"load_average_before": env.get("cpu", {}).get("load_average")}
+    # -- what users run beside the lab setting: ORT default threads when --threads is given --
+    if o.threads is not None:
+        dpipe = Pipeline.load(o.export, o.backend, providers=o.providers)
+        cands.append(Candidate("atfr.e2e@default_threads", lambda: dpipe.infer(clips)))
+        if o.static:
+            dspipe = Pipeline.load(o.static, o.backend, providers=o.providers)
+            cands.append(Candidate("static.e2e@default_threads", lambda: dspipe.infer(clips)))
+    # -- the monolithic model.onnx of the ATFR export (one ORT session, SGS as ONNX ops) --
+    if pipe.backend == "onnxruntime" and "model" in m.graphs:
+        from atfr.runtime.backends import OrtRunner
+
+        mono = OrtRunner(m.path("model"), o.threads)
+        mono_feeds = {f"clip{p}": c for p, c in enumerate(clips)}
+        cands.append(Candidate("atfr.model", lambda: mono.run(mono_feeds)))
+    # -- reduced-precision graphs of the export, if any: are they faster on this provider? --
+    if pipe.backend == "onnxruntime":
+        from .precision_speed import DEFAULT_PROVIDER, _pipeline, available_precisions
+
+        for prec in available_precisions(o.export):
+            pp = _pipeline(m, prec, o.threads, DEFAULT_PROVIDER)
+            cands.append(Candidate(f"{prec}.e2e", (lambda pp=pp: pp.infer(clips))))
+
     torch_info: dict[str, Any] | None = None
     torch_model = None
     if o.torch_checkpoint:
         try:
-            fn, info, torch_model = torch_candidate(o.torch_checkpoint, clips, o.threads)
-            cands.append(Candidate("torch.e2e", fn))
+            fns, info, torch_model = torch_candidate(o.torch_checkpoint, clips, o.threads)
+            cands += [Candidate(TORCH_LAYOUT_CANDIDATES[k], fn) for k, fn in fns.items()]
             torch_info = {**info, "error": None}
         except ATFRError:
             raise
@@ -394,6 +456,10 @@ def _run(o: BenchOptions, env: dict[str, Any], warnings: list[str], sampler: env
         if bar is not None:
             bar.close()
     wall_s = time.perf_counter() - t_start
+    try:
+        extra["load_average_after"] = list(os.getloadavg())
+    except (AttributeError, OSError):
+        extra["load_average_after"] = None
 
     # -- harness overhead on the back at B'=B (or the front for static exports) --
     overhead = None
@@ -413,7 +479,7 @@ def _run(o: BenchOptions, env: dict[str, Any], warnings: list[str], sampler: env
                             f"bare loop; fixed cost {overhead['noop_pct']:.3f}%) - likely machine noise")
 
     return build_report(o, m, pipe, env, warnings, res, xs, e2e_bp, static_info, spipe, torch_info, torch_model,
-                        overhead, sampler, wall_s)
+                        overhead, sampler, wall_s, extra)
 
 
 def _stats(res: dict[str, Timings], name: str) -> dict[str, float] | None:
@@ -423,7 +489,9 @@ def _stats(res: dict[str, Timings], name: str) -> dict[str, float] | None:
 def build_report(o: BenchOptions, m: Manifest, pipe: Pipeline, env: dict[str, Any], warnings: list[str],
                  res: dict[str, Timings], xs: list[int], e2e_bp: list[list[int]], static_info: dict[str, Any] | None,
                  spipe: Pipeline | None, torch_info: dict[str, Any] | None, torch_model: Any,
-                 overhead: dict[str, Any] | None, sampler: envmod.TegrastatsSampler, wall_s: float) -> dict[str, Any]:
+                 overhead: dict[str, Any] | None, sampler: envmod.TegrastatsSampler, wall_s: float,
+                 extra: dict[str, Any] | None = None) -> dict[str, Any]:
+    extra = extra or {}
     n = o.batch
     frames = m.input.num_frames
     front = _stats(res, "atfr.front")
@@ -439,9 +507,14 @@ def build_report(o: BenchOptions, m: Manifest, pipe: Pipeline, env: dict[str, An
         s_front, s_back = _stats(res, "static.front"), _stats(res, "static.back")
         # Per clip, the same way as the ATFR curve (sum of stage medians), so ratios compare like
         # with like; end-to-end vs end-to-end is in ratios['static_e2e / atfr_e2e'].
-        static_info.update({"front": s_front, "back": s_back, "end_to_end": s_e2e,
-                            "clip_ms": (s_front["median"] + s_back["median"]) / n,
-                            "clip_ms_definition": "(front + back medians) / batch",
+        graph = getattr(spipe, "graph", "split")
+        split_ms = (s_front["median"] + s_back["median"]) / n
+        static_info.update({"front": s_front, "back": s_back, "end_to_end": s_e2e, "graph": graph,
+                            "clip_ms": s_e2e["median"] / n if graph == "model" else split_ms,
+                            "clip_ms_definition": ("end-to-end median / batch (model.onnx: what the runtime runs "
+                                                   "for a static export)" if graph == "model"
+                                                   else "(front + back medians) / batch"),
+                            "split_clip_ms": split_ms,
                             "throughput": throughput(s_e2e["mean"], n, frames)})
         sg = (spipe.manifest.gflops or {}) if spipe else {}
         static_info["gflops"] = sg.get("total")
@@ -461,7 +534,12 @@ def build_report(o: BenchOptions, m: Manifest, pipe: Pipeline, env: dict[str, An
                       "speedup_vs_static": (static_clip / clip) if static_clip else None,
                       "gflops_ratio_vs_static": (g / static_gflops) if g is not None and static_gflops else None})
     fit = None
-    if len(xs) >= 2:
+    steps = None
+    if len(m.sgs) > 1 and curve:
+        steps = back_steps(m, curve)
+        warnings.append("two SGS pathways: back latency is a step function of the slow pathway's B' - see "
+                        "'back_steps' (per step) instead of one linear fit")
+    elif len(xs) >= 2:
         fit = linear_fit([c["bprime"] for c in curve], [c["back"]["median"] for c in curve])
         fit["y"] = "back latency per call (median, ms)"
 
@@ -509,18 +587,55 @@ def build_report(o: BenchOptions, m: Manifest, pipe: Pipeline, env: dict[str, An
                 ratios["gflops_ratio_there"] = near["gflops"] / static_gflops
                 ratios["static_clip / atfr_clip there"] = static_clip / near["clip_ms"]
     if torch_info and "torch.e2e" in res:
-        t = _stats(res, "torch.e2e")
+        layouts = {k: _stats(res, c) for k, c in TORCH_LAYOUT_CANDIDATES.items() if c in res}
+        best = min(layouts, key=lambda k: layouts[k]["median"])  # type: ignore[index]
+        torch_info["layouts"] = layouts
+        torch_info["channels_last_3d"] = best == "channels_last_3d"
+        torch_info["layout_chosen"] = f"{best} (the faster of {', '.join(layouts)} in this run)"
+        t = layouts[best]
         torch_info["end_to_end"] = t
         torch_info["clip_ms"] = t["median"] / n
         ratios["torch_e2e / atfr_e2e"] = t["median"] / e2e["median"]
         if static_info:
             ratios["torch_e2e / static_e2e"] = t["median"] / static_info["end_to_end"]["median"]
+    mono = _stats(res, "atfr.model")
+    if mono and n == 1:
+        # Same clip, same B' (at batch > 1 model.onnx pads every clip to the batch's largest B').
+        ratios["atfr_e2e / atfr_model (split vs monolithic)"] = e2e["median"] / mono["median"]
+    if static_info and static_info.get("graph") == "model":
+        ratios["static_split / static_model"] = static_info["split_clip_ms"] / static_info["clip_ms"]
+    dflt = _stats(res, "atfr.e2e@default_threads")
+    sdflt = _stats(res, "static.e2e@default_threads")
+    if dflt and sdflt:
+        ratios["static_e2e / atfr_e2e (default threads)"] = sdflt["median"] / dflt["median"]
+    prec = {p: _stats(res, f"{p}.e2e") for p in ("fp16", "int8")}
+    prec = {p: v for p, v in prec.items() if v}
+    precision_speed = None
+    if prec:
+        from .precision_speed import DEFAULT_PROVIDER, slower_than_fp32_lines
+
+        med = {"fp32": e2e["median"], **{p: v["median"] for p, v in prec.items()}}
+        precision_speed = {"provider": DEFAULT_PROVIDER, "threads": o.threads, "rounds": o.iters, "median_ms": med,
+                           "ratio_vs_fp32": {p: med[p] / med["fp32"] for p in prec}}
+        for p in prec:
+            ratios[f"{p}_e2e / fp32_e2e"] = precision_speed["ratio_vs_fp32"][p]
+        warnings.extend(slower_than_fp32_lines(precision_speed))
     if sgs:
         ratios["sgs_share_of_e2e"] = sgs["median"] / e2e["median"]
     if fit:
         ratios["back_vs_bprime_r2"] = fit["r2"]
     ratios = {k: (float(v) if isinstance(v, (int, float)) and not isinstance(v, bool) else v)
               for k, v in ratios.items() if v is not None}
+
+    la0, la1 = extra.get("load_average_before"), extra.get("load_average_after")
+    cores = (env.get("cpu") or {}).get("usable_cores") or os.cpu_count() or 1
+    loaded = bool((la0 and la0[0] > 0.5 * cores) or (la1 and la1[0] > 0.5 * cores))
+    load = {"before": la0, "after": la1, "usable_cores": cores, "loaded": loaded,
+            "rule": "loaded = 1-minute load average above half the usable cores, before or after the timing"}
+    if loaded and not any(w.startswith("the machine is busy") for w in warnings):  # env warned about 'before'
+        fmt = lambda la: f"{la[0]:.2f}" if la else "?"  # noqa: E731
+        warnings.append(f"the machine was loaded (1-min load average {fmt(la0)} before, {fmt(la1)} after, on {cores} "
+                        f"cores): ratios measured side by side hold, absolute ms do not")
 
     trt = None
     if pipe.backend == "tensorrt":
@@ -550,7 +665,12 @@ def build_report(o: BenchOptions, m: Manifest, pipe: Pipeline, env: dict[str, An
         "environment": env,
         "config": {"export": str(o.export), "backend": getattr(pipe, "backend", o.backend),
                    "provider": getattr(pipe, "provider", None), "warmup": o.warmup, "iters": o.iters,
-                   "batch": n, "threads": o.threads, "bprime": xs, "videos": o.videos, "static": o.static,
+                   "batch": n, "threads": o.threads,
+                   "threads_meaning": (f"{o.threads} intra-op thread(s) per ONNX Runtime session (and torch); "
+                                       "'atfr.e2e@default_threads' runs the defaults beside it") if o.threads else
+                                      "ONNX Runtime default (one intra-op thread per physical core), as atfr run/infer/predict",
+                   "ort_spin": getattr(pipe.front, "spin", None), "blas": pipe.blas.describe() if hasattr(pipe, "blas") else None,
+                   "graph": getattr(pipe, "graph", None), "bprime": xs, "videos": o.videos, "static": o.static,
                    "torch": o.torch_checkpoint, "seed": o.seed, "sgs_impl": getattr(pipe.sgs, "impl", None),
                    "inputs": "standard normal random clips (seeded); back fed T'=B' frames of the real front features",
                    "wall_s": wall_s},
@@ -565,6 +685,11 @@ def build_report(o: BenchOptions, m: Manifest, pipe: Pipeline, env: dict[str, An
                    "back": _stats(res, "atfr.back")},
         "bprime_curve": curve,
         "fit": fit,
+        "back_steps": steps,
+        "load": load,
+        "precision_speed": precision_speed,
+        "model_onnx": mono,
+        "default_threads": {"atfr_e2e": dflt, "static_e2e": sdflt} if dflt else None,
         "distribution": dist,
         "static": static_info,
         "torch": torch_info,

@@ -82,10 +82,6 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--no-torch", action="store_true", help="skip PyTorch eager")
     ap.add_argument("--seed", type=int, default=0)
     a = ap.parse_args(argv)
-    if a.threads:  # before numpy is imported: caps the SGS step's BLAS threads too (see atfr bench --threads)
-        import os
-        for var in ("OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
-            os.environ.setdefault(var, str(a.threads))
 
     arch = a.arch
     note = None
@@ -156,8 +152,9 @@ def print_table(r: dict, arch: str, a: argparse.Namespace, wall: float, note: st
     if sclip:
         print(f"static {name} end-to-end: median {sclip:.2f} ms; GFLOPs {r['gflops'].get('static')}")
     if tor.get("end_to_end"):
-        print(f"PyTorch eager (ATFR model, channels_last_3d={tor.get('channels_last_3d')}): median "
-              f"{tor['end_to_end']['median']:.2f} ms")
+        lay = ", ".join(f"{k} {v['median']:.2f} ms" for k, v in (tor.get("layouts") or {}).items())
+        print(f"PyTorch eager (ATFR model): median {tor['end_to_end']['median']:.2f} ms, layout "
+              f"{tor.get('layout_chosen')}" + (f" [{lay}]" if lay else ""))
     elif tor.get("error"):
         print(f"PyTorch eager: skipped ({tor['error']})")
     print()
@@ -170,6 +167,12 @@ def print_table(r: dict, arch: str, a: argparse.Namespace, wall: float, note: st
         ("split overhead at B'=B vs static (ATFR clip / static - 1)",
          f"{rat['atfr_clip_at_B / static_clip (split overhead)'] - 1:+.1%}"
          if "atfr_clip_at_B / static_clip (split overhead)" in rat else "-"),
+        ("ATFR split pipeline / its monolithic model.onnx (same clip)",
+         f"{rat['atfr_e2e / atfr_model (split vs monolithic)'] - 1:+.1%}"
+         if "atfr_e2e / atfr_model (split vs monolithic)" in rat else "-"),
+        ("static / ATFR end-to-end at ORT default threads (what users run)",
+         f"{rat['static_e2e / atfr_e2e (default threads)']:.2f}x" if "static_e2e / atfr_e2e (default threads)" in rat
+         else ("same as the row below (no --threads)" if not a.threads else "-")),
         ("SGS share of end-to-end clip latency", f"{rat['sgs_share_of_e2e']:.1%}" if "sgs_share_of_e2e" in rat else "-"),
         ("R^2 of back latency vs B'", f"{rat['back_vs_bprime_r2']:.4f}" if "back_vs_bprime_r2" in rat else "-"),
         ("PyTorch eager / ATFR end-to-end", f"{rat['torch_e2e / atfr_e2e']:.2f}x" if "torch_e2e / atfr_e2e" in rat else "-"),
@@ -187,7 +190,9 @@ def print_table(r: dict, arch: str, a: argparse.Namespace, wall: float, note: st
         print()
         for wmsg in r["warnings"]:
             print("warning: " + wmsg)
-    print(f"\nfull report: {Path(a.work) / 'report'}/report.md")
+    ld = r.get("load") or {}
+    print(f"\nload average before {ld.get('before')}, after {ld.get('after')}" + (" (machine loaded)" if ld.get("loaded") else ""))
+    print(f"full report: {Path(a.work) / 'report'}/report.md")
 
 
 if __name__ == "__main__":

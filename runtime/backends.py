@@ -23,10 +23,48 @@ class GraphRunner(Protocol):
     def run(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]: ...
 
 
+# What ORT's intra-op workers do when a Run() ends. ORT's default ("on") keeps them spin-waiting
+# for the next parallel section, so on a small or shared CPU they steal the cores from whatever
+# runs next: the SGS step, the other graph of the split pipeline, the pre-processing thread, other
+# processes. "stop" spins inside a Run() and parks the workers when it returns
+# (session.force_spinning_stop=1); "off" never spins (session.intra_op.allow_spinning=0).
+# Measured side by side by benchmarks/runtime_speed.py.
+SPIN_POLICIES = ("off", "stop", "on")
+DEFAULT_SPIN = "off"
+
+
+def spin_policy(spin: str | None = None) -> str:
+    """The argument, else ATFR_ORT_SPIN (off/stop/on; 0 = off, 1 = on), else DEFAULT_SPIN."""
+    raw = spin if spin is not None else os.environ.get("ATFR_ORT_SPIN", DEFAULT_SPIN)
+    v = str(raw).strip().lower()
+    v = {"0": "off", "1": "on"}.get(v, v)
+    if v not in SPIN_POLICIES:
+        raise ATFRError(f"ONNX Runtime spin policy {raw!r} is not one of {', '.join(SPIN_POLICIES)} (ATFR_ORT_SPIN)")
+    return v
+
+
+def ort_session_options(ort: Any, threads: int | None = None, spin: str | None = None) -> Any:
+    """SessionOptions for every session the runtime creates: intra-op threads (the argument, else
+    ATFR_ORT_THREADS, else ORT's default of one per physical core) and the spin policy."""
+    so = ort.SessionOptions()
+    so.log_severity_level = 3
+    if threads:
+        so.intra_op_num_threads = int(threads)
+    elif os.environ.get("ATFR_ORT_THREADS"):
+        so.intra_op_num_threads = int(os.environ["ATFR_ORT_THREADS"])
+    policy = spin_policy(spin)
+    if policy == "off":
+        so.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    elif policy == "stop":
+        so.add_session_config_entry("session.force_spinning_stop", "1")
+    return so
+
+
 class OrtRunner:
     """ONNX Runtime session over one graph (CPU by default; CUDA EP when asked and present)."""
 
-    def __init__(self, path: str | Path, threads: int | None = None, providers: list[Any] | None = None):
+    def __init__(self, path: str | Path, threads: int | None = None, providers: list[Any] | None = None,
+                 spin: str | None = None):
         try:
             import onnxruntime as ort
         except ImportError:
@@ -34,16 +72,8 @@ class OrtRunner:
         p = Path(path)
         if not p.exists():
             raise ATFRError(f"{p} is missing; re-run 'atfr export'")
-        so = ort.SessionOptions()
-        so.log_severity_level = 3
-        if threads:
-            so.intra_op_num_threads = int(threads)
-        elif os.environ.get("ATFR_ORT_THREADS"):
-            so.intra_op_num_threads = int(os.environ["ATFR_ORT_THREADS"])
-        if os.environ.get("ATFR_ORT_SPIN") == "0":
-            # Idle worker threads spin by default; on shared or small CPUs (Jetson's, CI's)
-            # that steals time from whatever runs next (the SGS step, the other graph).
-            so.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        so = ort_session_options(ort, threads, spin)
+        self.spin = spin_policy(spin)
         # Names or (name, options) pairs, passed through as given: atfr.runtime.ort_providers checks them
         # against the installed onnxruntime first and the session's providers after.
         prov = list(providers) if providers else ["CPUExecutionProvider"]

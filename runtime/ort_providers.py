@@ -139,10 +139,11 @@ def check_session(runner: "OrtRunner | OrtIoBindingRunner", choice: ProviderChoi
                               "needs installed and on the library path?")
 
 
-def make_runner(path: str | Path, threads: int | None, choice: ProviderChoice) -> "GraphRunner":
+def make_runner(path: str | Path, threads: int | None, choice: ProviderChoice,
+                spin: str | None = None) -> "GraphRunner":
     from .backends import OrtRunner  # noqa: PLC0415
 
-    runner = OrtRunner(path, threads, providers=choice.providers)
+    runner = OrtRunner(path, threads, providers=choice.providers, spin=spin)
     check_session(runner, choice)
     return OrtIoBindingRunner(runner, choice.device) if choice.io_binding else runner
 

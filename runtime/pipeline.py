@@ -3,6 +3,12 @@
 The pipeline runs the fixed-shape front graph on the whole batch, samples each clip alone
 (its own B', no zero padding from batch-mates), then runs the dynamic-T back graph once per
 group of clips with equal B'. Stage functions are public so benchmarks can time them.
+
+A static export (no SGS layer) runs its monolithic ``model.onnx`` on ONNX Runtime instead
+(``graph="auto"``): one session instead of two, the same logits (measured on the 2-core CPU with
+benchmarks/runtime_speed.py: within noise of front + back with the defaults below, 9-32% faster
+with ORT's workers spinning). ATFR exports keep the split:
+model.onnx would hide B' and pad a batch to its largest B'. ``Pipeline.graph`` says which ran.
 """
 
 from __future__ import annotations
@@ -20,6 +26,9 @@ from . import ort_providers
 from .backends import GraphRunner, OrtRunner, pipeline_loader, resolve_backend
 from .manifest import Manifest, load_manifest
 from .sgs_numpy import guard_zero_max, sgs_step
+from .threads import DEFAULT_BLAS_THREADS, BlasLimit
+
+GRAPHS = ("auto", "split", "model")
 
 
 def softmax(x: np.ndarray, axis: int = -1) -> np.ndarray:
@@ -81,22 +90,58 @@ class SGSStep:
         return out, tuple(bp)
 
 
+class LazyRunner:
+    """A GraphRunner created on first use (the split graphs of a static export that runs model.onnx:
+    only benchmarks and calibration ask for them)."""
+
+    def __init__(self, factory: Callable[[], GraphRunner]):
+        self._factory = factory
+        self._runner: GraphRunner | None = None
+
+    def get(self) -> GraphRunner:
+        if self._runner is None:
+            self._runner = self._factory()
+        return self._runner
+
+    def __getattr__(self, name: str) -> Any:  # input_names, output_names, session, path, ...
+        if name.startswith("_"):
+            raise AttributeError(name)
+        return getattr(self.get(), name)
+
+    def run(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        return self.get().run(feeds)
+
+
 class Pipeline:
     def __init__(self, manifest: Manifest, front: GraphRunner, back: GraphRunner, sgs: SGSStep | None,
-                 backend: str = "onnxruntime"):
+                 backend: str = "onnxruntime", model: GraphRunner | None = None, blas: BlasLimit | None = None):
         self.manifest = manifest
         self.front = front
         self.back = back
         self.sgs = sgs
         self.backend = backend
         self.provider: str | None = "cpu" if backend == "onnxruntime" else None  # ONNX Runtime's EP (--providers)
+        self.model = model  # monolithic graph that infer() runs instead of front + back (static exports)
+        self.blas = blas if blas is not None else BlasLimit()
+
+    @property
+    def graph(self) -> str:
+        """Which graphs infer() runs: 'model' (model.onnx) or 'split' (front + SGS + back)."""
+        return "model" if self.model is not None else "split"
 
     # -- construction --------------------------------------------------------------------------
     @classmethod
     def load(cls, outdir: str | Path, backend: str = "onnxruntime", sgs: str = "numpy",
-             threads: int | None = None, providers: str | None = None, **trt_options: Any) -> "Pipeline":
+             threads: int | None = None, providers: str | None = None, graph: str = "auto",
+             spin: str | None = None, blas_threads: int | None = DEFAULT_BLAS_THREADS,
+             **trt_options: Any) -> "Pipeline":
         """``providers``: ONNX Runtime's execution provider, cpu (default), cuda or tensorrt
-        (see atfr.runtime.ort_providers); it implies --backend onnxruntime where backend is auto."""
+        (see atfr.runtime.ort_providers); it implies --backend onnxruntime where backend is auto.
+        ``graph``: 'auto' (model.onnx for a static export on ONNX Runtime, else the split),
+        'split', or 'model' (static exports only). ``spin``: ONNX Runtime's spin policy
+        (see backends.SPIN_POLICIES). ``blas_threads``: BLAS threads in the SGS step (None: no cap)."""
+        if graph not in GRAPHS:
+            raise ATFRError(f"unknown graph {graph!r} (choose one of: {', '.join(GRAPHS)})")
         m = load_manifest(outdir, check=True)
         if providers and backend == "auto":
             backend = "onnxruntime"
@@ -106,15 +151,20 @@ class Pipeline:
             if providers and providers != "cpu":
                 raise ATFRError(f"--providers {providers} applies to --backend onnxruntime, not {backend}")
             return loader(m, **trt_options)
+        if graph == "model" and m.sgs:
+            raise ATFRError("model.onnx of an ATFR export hides B' and pads a batch to its largest B': "
+                            "the runtime runs the split graphs (graph 'split' or 'auto')")
+        mono = graph == "model" or (graph == "auto" and not m.sgs and "model" in m.graphs)
         choice = ort_providers.choose(providers, m.root)
 
         def runner(path: Path) -> GraphRunner:
-            return ort_providers.make_runner(path, threads, choice)
+            return ort_providers.make_runner(path, threads, choice, spin=spin)
 
-        front = runner(m.path("front"))
-        back = runner(m.path("back"))
+        model = runner(m.path("model")) if mono else None
+        front: GraphRunner = LazyRunner(lambda: runner(m.path("front"))) if mono else runner(m.path("front"))
+        back: GraphRunner = LazyRunner(lambda: runner(m.path("back"))) if mono else runner(m.path("back"))
         step = SGSStep(m, sgs, runner) if m.sgs else None
-        pipe = cls(m, front, back, step, backend)
+        pipe = cls(m, front, back, step, backend, model=model, blas=BlasLimit(blas_threads))
         pipe.provider = choice.name
         return pipe
 
@@ -141,6 +191,10 @@ class Pipeline:
 
     def run_sgs(self, front_out: dict[str, np.ndarray]) -> list[tuple[dict[str, np.ndarray], tuple[int, ...]]]:
         """Per clip: (back feeds for N=1, B' per SGS layer)."""
+        with self.blas.limit():
+            return self._run_sgs(front_out)
+
+    def _run_sgs(self, front_out: dict[str, np.ndarray]) -> list[tuple[dict[str, np.ndarray], tuple[int, ...]]]:
         m = self.manifest
         n = front_out["feat0"].shape[0]
         results = []
@@ -167,6 +221,9 @@ class Pipeline:
     # -- end to end ----------------------------------------------------------------------------
     def infer(self, clips: list[np.ndarray]) -> list[ClipResult]:
         clips = self.check_inputs(clips)
+        if self.model is not None:
+            logits = self.model.run({f"clip{p}": x for p, x in enumerate(clips)})["logits"].astype(np.float32)
+            return [ClipResult(lg, softmax(lg), ()) for lg in logits]
         front_out = self.run_front(clips)
         per_clip = self.run_sgs(front_out)
         groups: dict[tuple[int, ...], list[int]] = defaultdict(list)

@@ -420,6 +420,21 @@ def test_bench_end_to_end(tiny_export, tmp_path, capsys):
     assert {"static_e2e / atfr_e2e", "torch_e2e / atfr_e2e", "sgs_share_of_e2e"} <= set(r["ratios"])
     assert r["memory"]["peak_rss_mb"] > 0
     assert r["harness"]["overhead"] is not None
+    # what users run beside the lab setting (--threads 1): ORT default threads, model.onnx, both torch layouts
+    assert r["default_threads"]["atfr_e2e"]["n"] == 3 and r["default_threads"]["static_e2e"]["n"] == 3
+    assert r["ratios"]["static_e2e / atfr_e2e (default threads)"] == pytest.approx(
+        r["default_threads"]["static_e2e"]["median"] / r["default_threads"]["atfr_e2e"]["median"])
+    assert r["model_onnx"]["n"] == 3
+    assert r["ratios"]["atfr_e2e / atfr_model (split vs monolithic)"] == pytest.approx(
+        r["stages"]["end_to_end"]["median"] / r["model_onnx"]["median"])
+    assert r["static"]["graph"] == "model"  # a static export runs its model.onnx, and the report says so
+    assert r["static"]["clip_ms"] == pytest.approx(r["static"]["end_to_end"]["median"])
+    lay = r["torch"]["layouts"]
+    assert set(lay) == {"contiguous", "channels_last_3d"}
+    best = min(lay, key=lambda k: lay[k]["median"])
+    assert r["torch"]["end_to_end"] == lay[best] and r["torch"]["channels_last_3d"] == (best == "channels_last_3d")
+    assert len(r["load"]["before"]) == 3 and len(r["load"]["after"]) == 3 and isinstance(r["load"]["loaded"], bool)
+    assert r["config"]["ort_spin"] in ("off", "stop", "on") and r["precision_speed"] is None
     # refuses to overwrite without --force, with one line
     rc = main(["bench", str(ex), "--iters", "1", "--warmup", "0", "--out", str(out)])
     assert rc == 2 and "--force" in capsys.readouterr().err
@@ -446,6 +461,30 @@ def test_bench_bprime_list_and_videos(tiny_export, tmp_path, capsys):
     assert d["expected"]["latency_ms"] > 0
     assert r["static"] is None and r["torch"] is None
     assert set(r["gflops"]["per_bprime"]) == {"2", "8"}  # manifest table (or its B'/B scaling), no torch
+
+
+def test_back_steps_per_slow_pathway_bprime():
+    """SlowFast-like: slow layer B=4, fast B=8; x = fast B', slow = round(x * 4 / 8) (per_layer_bprime).
+    Back latency = 10 ms per slow bin + 1 ms per fast bin: a step function, linear within a step."""
+    from types import SimpleNamespace
+
+    from atfr.bench.runner import back_steps, per_layer_bprime
+    m = SimpleNamespace(sgs=[SimpleNamespace(pathway=0, bins=4), SimpleNamespace(pathway=1, bins=8)])
+    curve = []
+    for x in range(1, 9):
+        bp = per_layer_bprime(m, x)
+        curve.append({"bprime": x, "bprime_per_layer": bp, "back": {"median": 10.0 * bp[0] + 1.0 * bp[1]}})
+    steps = back_steps(m, curve)
+    # round(x/2) with Python's banker's rounding, at least 1: x=1 -> 1 (max(1, 0)), 2 -> 1, 3 -> 2, 4 -> 2,
+    # 5 -> 2, 6 -> 3, 7 -> 4, 8 -> 4
+    assert [(s["slow_bprime"], s["bprime"]) for s in steps] == [(1, [1, 2]), (2, [3, 4, 5]), (3, [6]), (4, [7, 8])]
+    for s in steps:
+        if len(s["bprime"]) >= 2:
+            assert s["fit"]["slope"] == pytest.approx(1.0) and s["fit"]["r2"] == pytest.approx(1.0)
+            assert s["fit"]["intercept"] == pytest.approx(10.0 * s["slow_bprime"])
+        else:
+            assert s["fit"] is None
+    assert steps[2]["mean_back_ms"] == pytest.approx(36.0)
 
 
 def test_bench_errors_are_one_line(tiny_export, tmp_path, capsys):

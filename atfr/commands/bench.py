@@ -7,8 +7,6 @@ stages.png into --out (default OUTDIR/bench). See atfr.bench.runner for what is 
 from __future__ import annotations
 
 import argparse
-import os
-import sys
 from pathlib import Path
 
 from atfr.runtime.ort_providers import add_providers_argument
@@ -25,7 +23,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--videos", help="folder of videos: measure the B' distribution on them (OpenCV decode)")
     p.add_argument("--static", help="export folder of the static (no SGS) model, timed side by side")
     p.add_argument("--torch", help="checkpoint: also time PyTorch eager (best effort; needs torch)")
-    p.add_argument("--threads", type=int, help="intra-op threads (ONNX Runtime, torch, numpy BLAS of the SGS step)")
+    p.add_argument("--threads", type=int,
+                   help="intra-op threads of ONNX Runtime and torch (the lab setting); the defaults users run "
+                        "are timed beside it. Default: ONNX Runtime's own (one per physical core)")
     p.add_argument("--out", help="report folder (default OUTDIR/bench)")
     p.add_argument("--force", action="store_true", help="overwrite an existing report")
     p.add_argument("--seed", type=int, default=0, help=argparse.SUPPRESS)
@@ -46,17 +46,7 @@ def _command_line(args: argparse.Namespace) -> list[str]:
     return out
 
 
-def limit_blas_threads(threads: int | None) -> None:
-    """--threads also caps numpy's BLAS (the SGS step's matmul): OpenBLAS/MKL read these variables
-    when numpy is first imported, so this works only before that (the CLI imports numpy lazily).
-    An explicit OPENBLAS_NUM_THREADS / MKL_NUM_THREADS in the environment wins."""
-    if threads and "numpy" not in sys.modules:
-        for var in ("OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
-            os.environ.setdefault(var, str(int(threads)))
-
-
 def run(args: argparse.Namespace) -> int:
-    limit_blas_threads(args.threads)
     from atfr.bench.report import check_outputs, write_report
     from atfr.bench.runner import BenchOptions, run_benchmark
     from atfr.errors import ATFRError
@@ -81,6 +71,9 @@ def run(args: argparse.Namespace) -> int:
           f"(p99 {e2e['p99']:.3f}) at batch {report['config']['batch']}, B'={report['stages']['end_to_end_bprime']}")
     for k, v in report["ratios"].items():
         print(f"  {k}: {v:.3f}" if isinstance(v, float) else f"  {k}: {v}")
+    ld = report.get("load") or {}
+    print(f"  load average before {ld.get('before')}, after {ld.get('after')}"
+          + (" (machine loaded)" if ld.get("loaded") else ""))
     for w in report["warnings"]:
         print(f"  warning: {w}")
     print(f"wrote {', '.join(str(p) for p in files.values())}")

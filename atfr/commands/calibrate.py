@@ -64,4 +64,7 @@ def run(args: argparse.Namespace) -> int:
         print(f"  {path}")
     for layer, hist in res.bprime_hist.items():
         print(f"  back calibration B' ({layer}): " + ", ".join(f"{b}:{n}" for b, n in sorted(hist.items())))
+    from atfr.bench.precision_speed import precision_speed_lines  # measured: is int8 faster here?
+    for line in precision_speed_lines(args.outdir, ["int8"]):
+        print(f"atfr calibrate: note: {line}", file=sys.stderr)
     return 0

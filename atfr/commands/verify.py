@@ -108,6 +108,9 @@ def _precision_report(args: argparse.Namespace, m) -> int:
                                  thresholds=_thresholds(args, precs), checkpoint=ckpt if args.checkpoint else None,
                                  num_clips=args.data_clips, seed=args.seed, progress=sys.stderr.isatty())
     print(json.dumps(res, indent=2, default=float) if args.json else format_report(res))
+    from atfr.bench.precision_speed import precision_speed_lines  # measured: are fp16/int8 faster here?
+    for line in precision_speed_lines(args.outdir, precs):
+        print(f"atfr verify: note: {line}", file=sys.stderr)
     if not res["passed"]:
         raise VerificationError("precision report below thresholds")
     return 0
