@@ -130,3 +130,16 @@ def test_describe_prints_the_exact_pipeline():
     assert describe(v)[1] == ("OpenCV V4L2 capture of /dev/video0: CAP_PROP_FOURCC=MJPG, CAP_PROP_FRAME_WIDTH=1280, "
                               "CAP_PROP_FRAME_HEIGHT=720, CAP_PROP_FPS=30.0")
     assert v4l2_properties(parse_preset("v4l2://0"))[0] == ("CAP_PROP_FOURCC", "MJPG")
+
+
+def test_run_verbose_prints_the_preset_pipeline_before_opening(capsys, tiny_export):
+    # atfr run -v logs what --source resolves to before anything is opened; without -v it stays quiet.
+    from atfr.cli import main
+
+    src = "csi://1?width=640&height=480&fps=15"
+    expected = gstreamer_pipeline(parse_preset(src))
+    rc = main(["run", "-v", str(tiny_export) + "-missing", "--source", src])
+    err = capsys.readouterr().err
+    assert rc == 2 and f"GStreamer pipeline: {expected}" in err
+    rc = main(["run", str(tiny_export) + "-missing", "--source", src])
+    assert rc == 2 and "GStreamer pipeline" not in capsys.readouterr().err

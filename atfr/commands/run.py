@@ -74,6 +74,18 @@ def _display(stop_keys: tuple[int, ...] = (27, ord("q"))) -> Callable[[np.ndarra
     return show
 
 
+def _log_source(source: str) -> None:
+    """At -v: what --source resolves to (the exact GStreamer pipeline of a csi:// preset, the V4L2
+    settings of a v4l2:// one), before anything is opened, so a camera that fails can be debugged."""
+    from atfr.log import get_logger
+    from atfr.runtime.camera import describe
+    from atfr.runtime.video import parse_source
+
+    log = get_logger("run")
+    for line in describe(parse_source(source)):
+        log.debug(line)
+
+
 def run(args: argparse.Namespace) -> int:
     from atfr.fileio import check_writable
     from atfr.runtime.overlay import VIDEO_EXTS, AtomicVideoWriter
@@ -98,6 +110,7 @@ def run(args: argparse.Namespace) -> int:
                             f"(use one of {', '.join(VIDEO_EXTS)})")
     if args.jsonl:
         check_writable(args.jsonl, args.force)
+    _log_source(args.source)
     stop = StopFlag()
     with stop_on_signals(stop):  # SIGTERM/SIGHUP during loading also end in a clean stop
         pipeline = Pipeline.load(args.outdir, args.backend, providers=args.providers)
