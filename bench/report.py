@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from atfr.errors import ATFRError
-from atfr.fileio import write_bytes_atomic, write_text_atomic
+from atfr.fileio import check_output_dir, write_bytes_atomic, write_text_atomic
 
 SCHEMA_VERSION = "1.0"
 OUTPUT_FILES = ("report.json", "report.md", "latency_vs_bprime.png", "bprime_hist.png", "stages.png")
@@ -395,6 +395,7 @@ def check_outputs(out: str | Path, force: bool) -> Path:
         clash = [f for f in OUTPUT_FILES if (p / f).exists()]
         if clash:
             raise ATFRError(f"{p} already holds a bench report ({clash[0]} ...); pass --force to overwrite it")
+    check_output_dir(p)  # a read-only folder fails now, not after minutes of timing
     return p
 
 

@@ -258,6 +258,7 @@ def test_unwritable_outputs_are_refused_before_work(capsys, tmp_path, tiny_check
         ["calibrate", tiny_export, "--data", tmp_path, "--cache", blocked / "cache.json"],
         ["build", tiny_export, "--sgs", "host", "--engine-dir", blocked],
         ["demo", "--workdir", blocked, "--checkpoint", tiny_checkpoint],
+        ["bench", tiny_export, "--out", blocked / "report"],
     ]
     monkeypatch.setattr(ck, "load_checkpoint", lambda *a, **k: pytest.fail("loaded before checking"))
     cases += [["export", tiny_checkpoint, "-o", blocked / "exp"], ["convert", tiny_checkpoint, "-o", blocked / "c.pt"]]
