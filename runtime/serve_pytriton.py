@@ -48,6 +48,7 @@ class ServeOptions:
     model_name: str | None = None
     exit_timeout_s: int = 10
     verbose: bool = False
+    log_file: str | None = None  # Triton's log (default: this process's stdout)
 
 
 def _concat(reqs: list[dict[str, np.ndarray]], names: list[str]) -> list[np.ndarray]:
@@ -121,7 +122,8 @@ def serve(export: str | Path, opt: ServeOptions, ready: Callable[[dict[str, Any]
     clips_in, frames_in, outs = _tensors(services[0])
     cfg = TritonConfig(http_address=opt.host, http_port=opt.http_port, grpc_address=opt.host,
                        grpc_port=opt.grpc_port, metrics_address=opt.host, metrics_port=opt.metrics_port,
-                       exit_timeout_secs=opt.exit_timeout_s, log_verbose=1 if opt.verbose else 0)
+                       exit_timeout_secs=opt.exit_timeout_s, log_verbose=1 if opt.verbose else 0,
+                       log_file=Path(opt.log_file).resolve() if opt.log_file else None)
     mcfg = ModelConfig(max_batch_size=opt.max_batch,
                        batcher=DynamicBatcher(max_queue_delay_microseconds=opt.queue_delay_us))
     if not opt.verbose:

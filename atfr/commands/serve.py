@@ -20,7 +20,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--threads", type=int, help="ONNX Runtime threads per graph")
     p.add_argument("--topk", type=int, default=5)
     p.add_argument("--model-name", help="Triton model name (default: the export's name)")
-    p.add_argument("--verbose", action="store_true", help="Triton's log on stdout")
+    p.add_argument("--verbose", action="store_true", help="Triton's verbose log")
+    p.add_argument("--log-file", help="write Triton's log there instead of stdout")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -29,7 +30,8 @@ def run(args: argparse.Namespace) -> int:
     opt = ServeOptions(host=args.host, http_port=args.http_port, grpc_port=args.grpc_port,
                        metrics_port=args.metrics_port, instances=args.instances, max_batch=args.max_batch,
                        queue_delay_us=args.queue_delay_us, backend=args.backend, topk=args.topk,
-                       threads=args.threads, model_name=args.model_name, verbose=args.verbose)
+                       threads=args.threads, model_name=args.model_name, verbose=args.verbose,
+                       log_file=args.log_file)
 
     def ready(info: dict) -> None:  # one JSON line: scripts and tests wait for it
         print(json.dumps({"ready": True, **info}), flush=True)
