@@ -173,41 +173,44 @@ def main() -> int:
           f"ATFR_ORT_THREADS={os.environ.get('ATFR_ORT_THREADS', 'unset')}; model {pl.manifest.name} "
           f"{list(clips[0].shape[1:])}; clips' B' {bps}", flush=True)
 
-    def run_levels(name: str, call) -> None:
-        call(clips[0], {})  # warm-up
+    calls: dict[str, object] = {}
+    procs: list[subprocess.Popen] = []
+    try:
+        if "pipeline" in targets:
+            calls["in-process Pipeline"] = lambda x, st: pl.infer([x])
+        if "serve" in targets:
+            h, g, mp = free_ports(3)
+            procs.append(subprocess.Popen(
+                [py, "-m", "atfr.cli", "serve", str(export), "--http-port", str(h), "--grpc-port", str(g),
+                 "--metrics-port", str(mp), "--max-batch", str(args.max_batch), "--queue-delay-us",
+                 str(args.queue_delay_us), "--log-file", str(work / "serve.log")],
+                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True))
+            wait_ready(f"127.0.0.1:{h}", pl.manifest.name, procs[-1])
+            calls["atfr serve (PyTriton)"] = http_call(f"127.0.0.1:{h}", pl.manifest.name)
+        if "repo" in targets:
+            write_repo(export, work / "repo", RepoOptions(flavor="python", max_batch=args.max_batch,
+                                                          queue_delay_us=args.queue_delay_us), force=True)
+            h, g, mp = free_ports(3)
+            log = open(work / "repo-server.log", "wb")
+            procs.append(start_bundled_server(work / "repo", work / "server", "127.0.0.1", h, g, mp,
+                                              python_env=args.python_env, log=log))
+            wait_ready(f"127.0.0.1:{h}", pl.manifest.name, procs[-1])
+            calls["tritonserver, triton-repo --flavor python"] = http_call(f"127.0.0.1:{h}", pl.manifest.name)
+        for call in calls.values():
+            call(clips[0], {})  # warm-up
+        # Interleaved: every target at one client count before the next count, so load drifts on a
+        # shared machine hit all targets alike (all servers stay up; idle ones cost ~nothing).
         for c in levels:
-            r = drive(call, clips, c, args.requests)
-            rows.append((name, r))
-            print(json.dumps({"target": name, **r}), flush=True)
-
-    if "pipeline" in targets:
-        run_levels("in-process Pipeline", lambda x, st: pl.infer([x]))
-    if "serve" in targets:
-        h, g, mp = free_ports(3)
-        proc = subprocess.Popen([py, "-m", "atfr.cli", "serve", str(export), "--http-port", str(h), "--grpc-port",
-                                 str(g), "--metrics-port", str(mp), "--max-batch", str(args.max_batch),
-                                 "--queue-delay-us", str(args.queue_delay_us), "--log-file", str(work / "serve.log")],
-                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
-        try:
-            wait_ready(f"127.0.0.1:{h}", pl.manifest.name, proc)
-            run_levels("atfr serve (PyTriton)", http_call(f"127.0.0.1:{h}", pl.manifest.name))
-        finally:
+            for name, call in calls.items():
+                r = drive(call, clips, c, args.requests)
+                rows.append((name, r))
+                print(json.dumps({"target": name, **r}), flush=True)
+    finally:
+        for proc in procs:
             stop(proc)
-    if "repo" in targets:
-        write_repo(export, work / "repo", RepoOptions(flavor="python", max_batch=args.max_batch,
-                                                      queue_delay_us=args.queue_delay_us), force=True)
-        h, g, mp = free_ports(3)
-        with open(work / "repo-server.log", "wb") as log:
-            proc = start_bundled_server(work / "repo", work / "server", "127.0.0.1", h, g, mp,
-                                        python_env=args.python_env, log=log)
-            try:
-                wait_ready(f"127.0.0.1:{h}", pl.manifest.name, proc)
-                run_levels("tritonserver, triton-repo --flavor python", http_call(f"127.0.0.1:{h}", pl.manifest.name))
-            finally:
-                stop(proc)
 
     print("\n| target | clients | requests | clips/s | p50 ms | p95 ms | p99 ms |\n|---|---:|---:|---:|---:|---:|---:|")
-    for name, r in rows:
+    for name, r in sorted(rows, key=lambda nr: list(calls).index(nr[0])):
         print(f"| {name} | {r['clients']} | {r['requests']} | {r['rps']:.1f} | {r['p50']:.1f} | {r['p95']:.1f} | "
               f"{r['p99']:.1f} |")
     return 0
