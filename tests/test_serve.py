@@ -93,6 +93,21 @@ def session_processes(sid: int) -> list[int]:
     return out
 
 
+def wait_session_empty(sid: int, timeout: float = 15.0) -> list[str]:
+    """Command lines of what is still in the session after ``timeout`` (helpers such as
+    multiprocessing's resource tracker exit a moment after their parent)."""
+    t0 = time.monotonic()
+    while session_processes(sid) and time.monotonic() - t0 < timeout:
+        time.sleep(0.2)
+    left = []
+    for pid in session_processes(sid):
+        try:
+            left.append(Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace"))
+        except OSError:
+            pass
+    return left
+
+
 # -- clips with mixed B' ------------------------------------------------------------------------
 
 def make_clips(n: int) -> np.ndarray:
@@ -254,7 +269,7 @@ def test_serve_stops_cleanly_on_sigterm(served):
     assert len(session_processes(proc.pid)) >= 3  # atfr serve, tritonserver, its stubs: the check can see them
     proc.send_signal(signal.SIGTERM)
     assert proc.wait(60) == 0
-    assert session_processes(proc.pid) == []
+    assert wait_session_empty(proc.pid) == []
     with socket.socket() as s:  # the port is free again
         s.bind(("127.0.0.1", served["port"]))
 
@@ -355,10 +370,10 @@ def test_repo_rejects_malformed_requests_with_one_line(repo_server, reference):
 @pytest.mark.slow
 def test_repo_server_stops_cleanly_on_sigint(repo_server):
     proc = repo_server["proc"]
-    assert len(session_processes(proc.pid)) >= 6  # tritonserver and a stub per Python-backend model
+    assert len(session_processes(proc.pid)) >= 5  # tritonserver and a stub per Python-backend model (4)
     proc.send_signal(signal.SIGINT)
     assert proc.wait(60) == 0
-    assert session_processes(proc.pid) == []
+    assert wait_session_empty(proc.pid) == []
 
 
 # -- repository layout for the other flavors (no server: the wheel has no ORT/TRT backends) ------
