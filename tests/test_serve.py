@@ -49,7 +49,8 @@ def stub_env(tmp_path_factory) -> Path | None:
     purelib = subprocess.run([str(py), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
                              capture_output=True, text=True, check=True).stdout.strip()
     r = subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", "--disable-pip-version-check",
-                        "--no-deps", "--target", purelib, "numpy<2", "nvidia-pytriton"],
+                        "--no-deps", "--target", purelib, "numpy<2", "nvidia-pytriton",
+                        "ml_dtypes>=0.5,<0.6"],  # tritonclient imports ml_dtypes; 0.6+ needs numpy 2
                        capture_output=True, text=True, timeout=600)
     if r.returncode != 0:
         pytest.skip("cannot install numpy<2 + nvidia-pytriton for Triton's Python backend stub: "
