@@ -134,3 +134,41 @@ def start_bundled_server(repo: str | Path, workdir: str | Path, host: str = "127
            "--allow-gpu-metrics=false", f"--exit-timeout-secs={exit_timeout_s}", "--strict-readiness=true"]
     return subprocess.Popen(cmd, env=server_env(python_env), stdout=log or subprocess.DEVNULL,
                             stderr=subprocess.STDOUT if log else subprocess.DEVNULL, start_new_session=True)
+
+
+OVERLAY_PACKAGES = ("numpy<2", "nvidia-pytriton", "ml_dtypes>=0.5,<0.6")  # tritonclient imports ml_dtypes
+
+
+def make_overlay_env(dest: str | Path, timeout_s: float = 600) -> Path:
+    """A numpy<2 environment for the server's stub over THIS environment (dev/CI helper).
+
+    Where this environment needs numpy 2 (other packages), the stub still needs numpy < 2: a venv
+    without pip whose own site-packages hold ``OVERLAY_PACKAGES`` (installed with this
+    environment's pip, no dependencies) and that sees this environment's site-packages after
+    them (a .pth file). Pass it as ``python_env`` or run ``atfr serve`` with its ``bin/python3``.
+    Needs the package index (or pip's cache)."""
+    import site
+
+    d = Path(dest)
+    base = getattr(sys, "_base_executable", sys.executable)
+    subprocess.run([base, "-m", "venv", "--without-pip", str(d)], check=True, timeout=120)
+    py = d / "bin" / "python3"
+    purelib = subprocess.run([str(py), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
+                             capture_output=True, text=True, check=True).stdout.strip()
+    r = subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", "--disable-pip-version-check",
+                        "--no-deps", "--target", purelib, *OVERLAY_PACKAGES],
+                       capture_output=True, text=True, timeout=timeout_s)
+    if r.returncode != 0:
+        last = (r.stderr.strip().splitlines() or ["pip failed"])[-1]
+        raise DependencyError(f"cannot install {' '.join(OVERLAY_PACKAGES)} into {d}: {last}")
+    lines = [f"import site; site.addsitedir({p!r})" for p in site.getsitepackages()]
+    (Path(purelib) / "zz_atfr_base_env.pth").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return d
+
+
+if __name__ == "__main__":  # python -m atfr.runtime.triton_env make-overlay DIR
+    if len(sys.argv) == 3 and sys.argv[1] == "make-overlay":
+        print(make_overlay_env(sys.argv[2]))
+    else:
+        print("usage: python -m atfr.runtime.triton_env make-overlay DIR", file=sys.stderr)
+        sys.exit(2)

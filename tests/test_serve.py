@@ -42,24 +42,13 @@ def stub_env(tmp_path_factory) -> Path | None:
         return Path(os.environ["ATFR_TRITON_PYTHON_ENV"])
     if int(np.__version__.split(".")[0]) < 2:
         return None
-    d = tmp_path_factory.mktemp("triton_stub_env") / "env"
-    base = getattr(sys, "_base_executable", sys.executable)
-    subprocess.run([base, "-m", "venv", "--without-pip", str(d)], check=True, timeout=120)
-    py = d / "bin" / "python3"
-    purelib = subprocess.run([str(py), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
-                             capture_output=True, text=True, check=True).stdout.strip()
-    r = subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", "--disable-pip-version-check",
-                        "--no-deps", "--target", purelib, "numpy<2", "nvidia-pytriton",
-                        "ml_dtypes>=0.5,<0.6"],  # tritonclient imports ml_dtypes; 0.6+ needs numpy 2
-                       capture_output=True, text=True, timeout=600)
-    if r.returncode != 0:
-        pytest.skip("cannot install numpy<2 + nvidia-pytriton for Triton's Python backend stub: "
-                    + (r.stderr.strip().splitlines() or ["pip failed"])[-1])
-    import site
-    # After the overlay's own site-packages: this venv's packages (atfr editable, ORT, zmq, ...).
-    lines = [f"import site; site.addsitedir({p!r})" for p in site.getsitepackages()]
-    (Path(purelib) / "zz_atfr_main_env.pth").write_text("\n".join(lines) + "\n")
-    return d
+    from atfr.errors import DependencyError
+    from atfr.runtime.triton_env import make_overlay_env
+
+    try:
+        return make_overlay_env(tmp_path_factory.mktemp("triton_stub_env") / "env")
+    except DependencyError as e:
+        pytest.skip(f"no numpy<2 environment for Triton's Python backend stub: {e}")
 
 
 def _python(env: Path | None) -> str:
