@@ -34,6 +34,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "train-demo": ("atfr.commands.train_demo", "train the demo model on generated videos"),
     "pack": ("atfr.commands.pack", "pack an export folder into one checksummed archive for a device"),
     "unpack": ("atfr.commands.unpack", "unpack and verify an 'atfr pack' archive"),
+    "serve": ("atfr.commands.serve", "serve an export on Triton Inference Server (PyTriton): HTTP, gRPC, metrics"),
+    "triton-repo": ("atfr.commands.triton_repo", "write a Triton model repository (ensemble, SGS/B' grouping model)"),
     "doctor": ("atfr.commands.doctor", "check this environment (modules, OpenCV, TensorRT, GPU, Jetson) with fixes"),
 }
 
