@@ -14,7 +14,7 @@ from typing import Any, Callable
 
 import numpy as np
 
-from atfr.errors import ATFRError
+from atfr.errors import ATFRError, check_range
 
 from . import ort_providers
 from .backends import GraphRunner, OrtRunner, pipeline_loader, resolve_backend
@@ -51,12 +51,19 @@ class ClipResult:
 
 
 class SGSStep:
-    """The SGS step for one clip at a time: numpy reference or the ONNX fallback graph."""
+    """The SGS step for one clip at a time: numpy reference or the ONNX fallback graph.
+
+    ``num_bins`` (None: the trained B): run-time bins B_run (paper Table A.4), the official
+    arithmetic with NUM_BINS = B_run (bin width, centres and the 2B scaling all use B_run). The
+    fallback graph has the trained B baked into its constants, so with B_run set the step uses the
+    numpy SGS, which computes exactly that arithmetic for any B (tests/test_bins.py).
+    """
 
     def __init__(self, manifest: Manifest, impl: str = "numpy", runner_factory: Callable | None = None):
         self.m = manifest
         self.impl = impl
         self.runner: GraphRunner | None = None
+        self.num_bins: int | None = None
         if impl == "fallback":
             self.runner = (runner_factory or OrtRunner)(manifest.path("sgs_fallback"))
         elif impl != "numpy":
@@ -66,7 +73,7 @@ class SGSStep:
         """feats holds feat{p}/dist{p} for ONE clip (N=1); returns sgs{p} and B' per layer."""
         out: dict[str, np.ndarray] = {}
         bp: list[int] = []
-        if self.runner is not None:
+        if self.runner is not None and self.num_bins is None:
             res = self.runner.run(feats)
             for layer in self.m.sgs:
                 p = layer.pathway
@@ -75,7 +82,8 @@ class SGSStep:
             return out, tuple(bp)
         for layer in self.m.sgs:
             p, s = layer.pathway, layer.spec
-            r = sgs_step(feats[f"feat{p}"], guard_zero_max(feats[f"dist{p}"]), s.num_bins, s.kernel, s.drop_bins)
+            b = s.num_bins if self.num_bins is None else self.num_bins
+            r = sgs_step(feats[f"feat{p}"], guard_zero_max(feats[f"dist{p}"]), b, s.kernel, s.drop_bins)
             out[f"sgs{p}"] = r.output
             bp.append(r.b_prime)
         return out, tuple(bp)
@@ -90,13 +98,45 @@ class Pipeline:
         self.sgs = sgs
         self.backend = backend
         self.provider: str | None = "cpu" if backend == "onnxruntime" else None  # ONNX Runtime's EP (--providers)
+        self.bins: int | None = None  # run-time bins B_run (None: the trained B); see set_bins
+
+    @property
+    def trained_bins(self) -> int:
+        """The largest B_run every SGS layer accepts (the trained B; the smallest over layers)."""
+        return min((layer.bins for layer in self.manifest.sgs), default=0)
+
+    def set_bins(self, bins: int | None) -> None:
+        """Run every SGS layer with ``bins`` bins from the next clip on (None: the trained B).
+
+        Cheap, so a latency controller may call it between clips. The back graph needs no change:
+        B' <= B_run <= B, and its T' axis is dynamic (ONNX) or profiled over 1..B (TensorRT).
+        A TensorRT front engine with SGS inside (--sgs plugin/fallback) has num_bins baked into
+        the plugin attribute or graph constants; rather than silently running the trained B there,
+        it is refused: build with --sgs host to change bins at run time.
+        """
+        if bins is None:
+            self.bins = None
+            if self.sgs is not None:
+                self.sgs.num_bins = None
+            return
+        if not self.manifest.sgs:
+            raise ATFRError(f"--bins {bins}: {self.manifest.name} has no SGS layer")
+        check_range("--bins", bins, 1, self.trained_bins, "(the trained number of bins)")
+        if self.sgs is None:
+            raise ATFRError(f"--bins {bins}: this front engine runs SGS inside with the trained {self.trained_bins} "
+                            f"bins baked in; rebuild it with 'atfr build {self.manifest.root} --sgs host' to "
+                            f"change bins at run time")
+        self.bins = int(bins)
+        self.sgs.num_bins = int(bins)
 
     # -- construction --------------------------------------------------------------------------
     @classmethod
     def load(cls, outdir: str | Path, backend: str = "onnxruntime", sgs: str = "numpy",
-             threads: int | None = None, providers: str | None = None, **trt_options: Any) -> "Pipeline":
+             threads: int | None = None, providers: str | None = None, bins: int | None = None,
+             **trt_options: Any) -> "Pipeline":
         """``providers``: ONNX Runtime's execution provider, cpu (default), cuda or tensorrt
-        (see atfr.runtime.ort_providers); it implies --backend onnxruntime where backend is auto."""
+        (see atfr.runtime.ort_providers); it implies --backend onnxruntime where backend is auto.
+        ``bins``: run-time B_run (see ``set_bins``)."""
         m = load_manifest(outdir, check=True)
         if providers and backend == "auto":
             backend = "onnxruntime"
@@ -105,7 +145,9 @@ class Pipeline:
         if loader is not None:
             if providers and providers != "cpu":
                 raise ATFRError(f"--providers {providers} applies to --backend onnxruntime, not {backend}")
-            return loader(m, **trt_options)
+            pipe = loader(m, **trt_options)
+            pipe.set_bins(bins)
+            return pipe
         choice = ort_providers.choose(providers, m.root)
 
         def runner(path: Path) -> GraphRunner:
@@ -116,6 +158,7 @@ class Pipeline:
         step = SGSStep(m, sgs, runner) if m.sgs else None
         pipe = cls(m, front, back, step, backend)
         pipe.provider = choice.name
+        pipe.set_bins(bins)
         return pipe
 
     # -- input checks --------------------------------------------------------------------------
