@@ -30,7 +30,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from atfr.errors import ATFRError
+from atfr.errors import ATFRError, check_range
 
 
 def add_bins_argument(p: argparse.ArgumentParser) -> None:
@@ -38,6 +38,15 @@ def add_bins_argument(p: argparse.ArgumentParser) -> None:
     p.add_argument("--bins", type=int, metavar="B_RUN",
                    help="run SGS with B_RUN bins, 1..the trained B (the paper's Table A.4: fewer GFLOPs after "
                         "SGS, a little accuracy; default: the trained B)")
+
+
+def check_bins(manifest, bins: int | None) -> None:
+    """One-line error (exit 2) unless ``bins`` is None or in 1..the trained B of every SGS layer."""
+    if bins is None:
+        return
+    if not manifest.sgs:
+        raise ATFRError(f"--bins {bins}: {manifest.name} has no SGS layer")
+    check_range("--bins", bins, 1, min(layer.bins for layer in manifest.sgs), "(the trained number of bins)")
 
 
 def add_budget_argument(p: argparse.ArgumentParser) -> None:

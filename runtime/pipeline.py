@@ -14,10 +14,11 @@ from typing import Any, Callable
 
 import numpy as np
 
-from atfr.errors import ATFRError, check_range
+from atfr.errors import ATFRError
 
 from . import ort_providers
 from .backends import GraphRunner, OrtRunner, pipeline_loader, resolve_backend
+from .budget import check_bins
 from .manifest import Manifest, load_manifest
 from .sgs_numpy import guard_zero_max, sgs_step
 
@@ -119,9 +120,7 @@ class Pipeline:
             if self.sgs is not None:
                 self.sgs.num_bins = None
             return
-        if not self.manifest.sgs:
-            raise ATFRError(f"--bins {bins}: {self.manifest.name} has no SGS layer")
-        check_range("--bins", bins, 1, self.trained_bins, "(the trained number of bins)")
+        check_bins(self.manifest, bins)
         if self.sgs is None:
             raise ATFRError(f"--bins {bins}: this front engine runs SGS inside with the trained {self.trained_bins} "
                             f"bins baked in; rebuild it with 'atfr build {self.manifest.root} --sgs host' to "
