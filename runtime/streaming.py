@@ -622,19 +622,25 @@ class StreamRunner:
         last = window[-1]
         return _Job(seq, last.index, last.timestamp, [f.image for f in window], padded, time.perf_counter())
 
+    def overlay_text(self, result: tuple, fps: float | None) -> list[str]:
+        """The overlay lines for one clip's result (``_latest``)."""
+        from atfr.runtime.overlay import overlay_lines
+
+        topk, bprime, latency, cps, b_run = result
+        lines = overlay_lines(topk, bprime, latency, fps, [b_run or layer.bins for layer in self.m.sgs], cps)
+        if b_run is not None:  # "B' 3/8" above reads against B_run; say it is not the trained B
+            budget = f", budget {self.opt.latency_budget_ms:g} ms" if self.opt.latency_budget_ms else ""
+            lines.append(f"bins {b_run}/{self.pipeline.trained_bins}{budget}")
+        return lines
+
     def _draw(self, frame: Any, result: tuple | None, buffered: int, fps: float | None) -> bool:
         import cv2
 
-        from atfr.runtime.overlay import draw_lines, overlay_lines
+        from atfr.runtime.overlay import draw_lines
 
         bgr = cv2.cvtColor(frame.image, cv2.COLOR_RGB2BGR)
         if result is not None:
-            topk, bprime, latency, cps, b_run = result
-            lines = overlay_lines(topk, bprime, latency, fps, [b_run or layer.bins for layer in self.m.sgs], cps)
-            if b_run is not None:  # "B' 3/8" above reads against B_run; say it is not the trained B
-                budget = f", budget {self.opt.latency_budget_ms:g} ms" if self.opt.latency_budget_ms else ""
-                lines.append(f"bins {b_run}/{self.pipeline.trained_bins}{budget}")
-            draw_lines(bgr, lines)
+            draw_lines(bgr, self.overlay_text(result, fps))
         else:
             draw_lines(bgr, [f"buffering {buffered}/{self.window}" if buffered < self.window else "first clip running"])
         return self.on_frame(bgr) is not False

@@ -140,3 +140,6 @@ def test_stream_runner_follows_the_budget(tiny_export, tmp_path):
     assert s.bins_changes <= 2 + 2 + b  # down (at most log2 B), up one by one, one failed probe
     assert sum(s.bins_hist.values()) == n and "bins used (B_run)" in "\n".join(s.lines())
     assert s.to_json()["latency_budget_ms"] == budget
+    text = runner.overlay_text(runner._latest, None)
+    assert f"bins {b}/{b}, budget 100 ms" in text and any(line.startswith("B' ") and line.endswith(f"/{b}")
+                                                           for line in text)
