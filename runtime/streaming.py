@@ -161,6 +161,9 @@ class RunSummary:
             budget = (f" (latency budget {self.budget_ms:g} ms, p95 {self.p95_latency_ms:.1f} ms, "
                       f"{self.bins_changes} change(s))" if self.budget_ms else "")
             out.append(f"  bins used (B_run): {hist}{budget}")
+            if self.budget_ms and self.p95_latency_ms > self.budget_ms and min(self.bins_hist) == 1:
+                out.append("  the budget is out of reach even at 1 bin: the part before SGS (and pre-processing) "
+                           "alone takes longer")
         return out
 
 
