@@ -137,6 +137,7 @@ class Pipeline:
         (see atfr.runtime.ort_providers); it implies --backend onnxruntime where backend is auto.
         ``bins``: run-time B_run (see ``set_bins``)."""
         m = load_manifest(outdir, check=True)
+        check_bins(m, bins)  # before minutes of engine loading
         if providers and backend == "auto":
             backend = "onnxruntime"
         backend = resolve_backend(backend)
