@@ -187,3 +187,13 @@ def _clip_npy(export) -> str:
         rng = np.random.default_rng(0)
         np.save(path, rng.integers(0, 256, (m.input.num_frames, 40, 48, 3), dtype=np.uint8))
     return str(path)
+
+
+def test_bench_with_bins(tiny_export, tmp_path):
+    """atfr bench --bins: the end-to-end B' stays within B_run and the report records it."""
+    from atfr.bench.runner import BenchOptions, run_benchmark
+
+    rep = run_benchmark(BenchOptions(export=str(tiny_export), warmup=0, iters=1, bprime=[1], bins=1,
+                                     progress=False, measure_overhead=False))
+    assert rep["config"]["bins"] == 1
+    assert rep["stages"]["end_to_end_bprime"] == [[1]]

@@ -143,3 +143,28 @@ def test_stream_runner_follows_the_budget(tiny_export, tmp_path):
     text = runner.overlay_text(runner._latest, None)
     assert f"bins {b}/{b}, budget 100 ms" in text and any(line.startswith("B' ") and line.endswith(f"/{b}")
                                                            for line in text)
+
+
+def test_atfr_run_cli_budget_and_bins(tiny_export, tmp_path, capsys):
+    """`atfr run --latency-budget` and `--bins` end to end: exit 0, B_run in every event and in the
+    summary; a bad budget is one line, exit 2."""
+    from atfr.cli import main
+    from test_video_run import write_video
+
+    video = write_video(tmp_path / "v.avi", 40)
+    for extra, check in ((["--latency-budget", "10000"], lambda bins, b: bins == [b] * len(bins)),
+                         (["--bins", "2"], lambda bins, b: bins == [2] * len(bins))):
+        ev = tmp_path / "ev.jsonl"
+        rc = main(["run", str(tiny_export), "--source", str(video), "--fast", "--stride", "4",
+                   "--jsonl", str(ev), "--force", *extra])
+        out = capsys.readouterr().out
+        assert rc == 0
+        events = [json.loads(line) for line in ev.read_text().splitlines()]
+        from atfr.runtime.manifest import load_manifest
+
+        b = load_manifest(tiny_export).sgs[0].bins
+        assert events and check([e["bins"] for e in events], b)
+        assert "bins used (B_run)" in out
+    rc = main(["run", str(tiny_export), "--source", str(video), "--latency-budget", "-5"])
+    err = capsys.readouterr().err
+    assert rc == 2 and "--latency-budget -5" in err and len(err.strip().splitlines()) == 1
