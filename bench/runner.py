@@ -70,6 +70,7 @@ class BenchOptions:
     seed: int = 0
     progress: bool | None = None  # None: tqdm decides (a bar on a terminal only)
     measure_overhead: bool = True
+    bins: int | None = None  # run-time B_run (--bins); None: the trained B
     argv: list[str] = field(default_factory=list)
 
 
@@ -357,7 +358,7 @@ def run_benchmark(o: BenchOptions) -> dict[str, Any]:
 
 
 def _run(o: BenchOptions, env: dict[str, Any], warnings: list[str], sampler: envmod.TegrastatsSampler) -> dict[str, Any]:
-    pipe = Pipeline.load(o.export, o.backend, threads=o.threads, providers=o.providers)
+    pipe = Pipeline.load(o.export, o.backend, threads=o.threads, providers=o.providers, bins=o.bins)
     m = pipe.manifest
     bmax = max((l.bins for l in m.sgs), default=0)
     xs = parse_bprime(o.bprime, bmax)
@@ -671,7 +672,7 @@ def build_report(o: BenchOptions, m: Manifest, pipe: Pipeline, env: dict[str, An
                                       "ONNX Runtime default (one intra-op thread per physical core), as atfr run/infer/predict",
                    "ort_spin": getattr(pipe.front, "spin", None), "blas": pipe.blas.describe() if hasattr(pipe, "blas") else None,
                    "graph": getattr(pipe, "graph", None), "bprime": xs, "videos": o.videos, "static": o.static,
-                   "torch": o.torch_checkpoint, "seed": o.seed, "sgs_impl": getattr(pipe.sgs, "impl", None),
+                   "torch": o.torch_checkpoint, "seed": o.seed, "bins": o.bins, "sgs_impl": getattr(pipe.sgs, "impl", None),
                    "inputs": "standard normal random clips (seeded); back fed T'=B' frames of the real front features",
                    "wall_s": wall_s},
         "model": {"name": m.name, "arch": m.arch, "num_frames": m.input.num_frames, "crop_size": m.input.crop_size,

@@ -24,6 +24,7 @@ from atfr.errors import ATFRError
 
 from . import ort_providers
 from .backends import GraphRunner, OrtRunner, pipeline_loader, resolve_backend
+from .budget import check_bins
 from .manifest import Manifest, load_manifest
 from .sgs_numpy import guard_zero_max, sgs_step
 from .threads import DEFAULT_BLAS_THREADS, BlasLimit
@@ -60,12 +61,19 @@ class ClipResult:
 
 
 class SGSStep:
-    """The SGS step for one clip at a time: numpy reference or the ONNX fallback graph."""
+    """The SGS step for one clip at a time: numpy reference or the ONNX fallback graph.
+
+    ``num_bins`` (None: the trained B): run-time bins B_run (paper Table A.4), the official
+    arithmetic with NUM_BINS = B_run (bin width, centres and the 2B scaling all use B_run). The
+    fallback graph has the trained B baked into its constants, so with B_run set the step uses the
+    numpy SGS, which computes exactly that arithmetic for any B (tests/test_bins.py).
+    """
 
     def __init__(self, manifest: Manifest, impl: str = "numpy", runner_factory: Callable | None = None):
         self.m = manifest
         self.impl = impl
         self.runner: GraphRunner | None = None
+        self.num_bins: int | None = None
         if impl == "fallback":
             self.runner = (runner_factory or OrtRunner)(manifest.path("sgs_fallback"))
         elif impl != "numpy":
@@ -75,7 +83,7 @@ class SGSStep:
         """feats holds feat{p}/dist{p} for ONE clip (N=1); returns sgs{p} and B' per layer."""
         out: dict[str, np.ndarray] = {}
         bp: list[int] = []
-        if self.runner is not None:
+        if self.runner is not None and self.num_bins is None:
             res = self.runner.run(feats)
             for layer in self.m.sgs:
                 p = layer.pathway
@@ -84,7 +92,8 @@ class SGSStep:
             return out, tuple(bp)
         for layer in self.m.sgs:
             p, s = layer.pathway, layer.spec
-            r = sgs_step(feats[f"feat{p}"], guard_zero_max(feats[f"dist{p}"]), s.num_bins, s.kernel, s.drop_bins)
+            b = s.num_bins if self.num_bins is None else self.num_bins
+            r = sgs_step(feats[f"feat{p}"], guard_zero_max(feats[f"dist{p}"]), b, s.kernel, s.drop_bins)
             out[f"sgs{p}"] = r.output
             bp.append(r.b_prime)
         return out, tuple(bp)
@@ -123,26 +132,56 @@ class Pipeline:
         self.provider: str | None = "cpu" if backend == "onnxruntime" else None  # ONNX Runtime's EP (--providers)
         self.model = model  # monolithic graph that infer() runs instead of front + back (static exports)
         self.blas = blas if blas is not None else BlasLimit()
+        self.bins: int | None = None  # run-time bins B_run (None: the trained B); see set_bins
 
     @property
     def graph(self) -> str:
         """Which graphs infer() runs: 'model' (model.onnx) or 'split' (front + SGS + back)."""
         return "model" if self.model is not None else "split"
 
+    @property
+    def trained_bins(self) -> int:
+        """The largest B_run every SGS layer accepts (the trained B; the smallest over layers)."""
+        return min((layer.bins for layer in self.manifest.sgs), default=0)
+
+    def set_bins(self, bins: int | None) -> None:
+        """Run every SGS layer with ``bins`` bins from the next clip on (None: the trained B).
+
+        Cheap, so a latency controller may call it between clips. The back graph needs no change:
+        B' <= B_run <= B, and its T' axis is dynamic (ONNX) or profiled over 1..B (TensorRT).
+        A TensorRT front engine with SGS inside (--sgs plugin/fallback) has num_bins baked into
+        the plugin attribute or graph constants; rather than silently running the trained B there,
+        it is refused: build with --sgs host to change bins at run time.
+        """
+        if bins is None:
+            self.bins = None
+            if self.sgs is not None:
+                self.sgs.num_bins = None
+            return
+        check_bins(self.manifest, bins)
+        if self.sgs is None:
+            raise ATFRError(f"--bins {bins}: this front engine runs SGS inside with the trained {self.trained_bins} "
+                            f"bins baked in; rebuild it with 'atfr build {self.manifest.root} --sgs host' to "
+                            f"change bins at run time")
+        self.bins = int(bins)
+        self.sgs.num_bins = int(bins)
+
     # -- construction --------------------------------------------------------------------------
     @classmethod
     def load(cls, outdir: str | Path, backend: str = "onnxruntime", sgs: str = "numpy",
              threads: int | None = None, providers: str | None = None, graph: str = "auto",
              spin: str | None = None, blas_threads: int | None = DEFAULT_BLAS_THREADS,
-             **trt_options: Any) -> "Pipeline":
+             bins: int | None = None, **trt_options: Any) -> "Pipeline":
         """``providers``: ONNX Runtime's execution provider, cpu (default), cuda or tensorrt
         (see atfr.runtime.ort_providers); it implies --backend onnxruntime where backend is auto.
         ``graph``: 'auto' (model.onnx for a static export on ONNX Runtime, else the split),
         'split', or 'model' (static exports only). ``spin``: ONNX Runtime's spin policy
-        (see backends.SPIN_POLICIES). ``blas_threads``: BLAS threads in the SGS step (None: no cap)."""
+        (see backends.SPIN_POLICIES). ``blas_threads``: BLAS threads in the SGS step (None: no cap).
+        ``bins``: run-time B_run (see ``set_bins``)."""
         if graph not in GRAPHS:
             raise ATFRError(f"unknown graph {graph!r} (choose one of: {', '.join(GRAPHS)})")
         m = load_manifest(outdir, check=True)
+        check_bins(m, bins)  # before minutes of engine loading
         if providers and backend == "auto":
             backend = "onnxruntime"
         backend = resolve_backend(backend)
@@ -150,7 +189,9 @@ class Pipeline:
         if loader is not None:
             if providers and providers != "cpu":
                 raise ATFRError(f"--providers {providers} applies to --backend onnxruntime, not {backend}")
-            return loader(m, **trt_options)
+            pipe = loader(m, **trt_options)
+            pipe.set_bins(bins)
+            return pipe
         if graph == "model" and m.sgs:
             raise ATFRError("model.onnx of an ATFR export hides B' and pads a batch to its largest B': "
                             "the runtime runs the split graphs (graph 'split' or 'auto')")
@@ -166,6 +207,7 @@ class Pipeline:
         step = SGSStep(m, sgs, runner) if m.sgs else None
         pipe = cls(m, front, back, step, backend, model=model, blas=BlasLimit(blas_threads))
         pipe.provider = choice.name
+        pipe.set_bins(bins)
         return pipe
 
     # -- input checks --------------------------------------------------------------------------

@@ -69,6 +69,7 @@ class RunOptions:
     duration: float | None = None
     max_clips: int | None = None  # stop after this many processed clips (exactly this many)
     lossless: bool = False  # offline file mode: run every strided clip, in step with the frames
+    latency_budget_ms: float | None = None  # pick B_run per clip to keep p95 latency under it (runtime.budget)
 
 
 @dataclass
@@ -88,6 +89,9 @@ class RunSummary:
     end_detail: str = ""  # one sentence from the source (eof/truncated/lost) when it ended the run
     wall_s: float = 0.0
     padded_clips: int = 0
+    bins_hist: dict[int, int] = field(default_factory=dict)  # run-time B_run -> clips (with --bins/--latency-budget)
+    bins_changes: int = 0  # B_run changes made by the latency budget
+    budget_ms: float | None = None
 
     @property
     def mean_latency_ms(self) -> float:
@@ -127,7 +131,10 @@ class RunSummary:
                 "preprocess_s": self.preprocess_ms_total / 1e3,
                 "bprime_hist": [{str(k): v for k, v in sorted(h.items())} for h in self.bprime_hist],
                 "end_reason": self.end_reason, "end_detail": self.end_detail, "wall_s": self.wall_s,
-                "padded_clips": self.padded_clips}
+                "padded_clips": self.padded_clips,
+                **({"bins_hist": {str(k): v for k, v in sorted(self.bins_hist.items())},
+                    "bins_changes": self.bins_changes, "latency_budget_ms": self.budget_ms}
+                   if self.bins_hist else {})}
 
     def lines(self, layer_names: list[str] | None = None) -> list[str]:
         out = [f"summary: {self.clips} clip(s) from {self.frames} frame(s) in {self.wall_s:.2f} s "
@@ -149,6 +156,14 @@ class RunSummary:
             name = layer_names[i] if layer_names and i < len(layer_names) else f"layer {i}"
             hist = " ".join(f"{k}:{v}" for k, v in sorted(h.items())) or "-"
             out.append(f"  B' histogram ({name}): {hist}")
+        if self.bins_hist:
+            hist = " ".join(f"{k}:{v}" for k, v in sorted(self.bins_hist.items()))
+            budget = (f" (latency budget {self.budget_ms:g} ms, p95 {self.p95_latency_ms:.1f} ms, "
+                      f"{self.bins_changes} change(s))" if self.budget_ms else "")
+            out.append(f"  bins used (B_run): {hist}{budget}")
+            if self.budget_ms and self.p95_latency_ms > self.budget_ms and min(self.bins_hist) == 1:
+                out.append("  the budget is out of reach even at 1 bin: the part before SGS (and pre-processing) "
+                           "alone takes longer")
         return out
 
 
@@ -256,6 +271,7 @@ class _Job:
     t_submit: float = 0.0
     inputs: list[np.ndarray] | None = None  # packed model inputs (pre-processing stage)
     preprocess_ms: float = 0.0
+    bins: int | None = None  # run-time B_run the clip ran with (--bins / --latency-budget)
 
 
 class _Slot:
@@ -336,9 +352,18 @@ class StreamRunner:
         self.stop = stop or StopFlag()
         self.pre = Preprocessor(self.m.input)
         self.window = stream_window(self.m.input, stream.fps)
-        self.summary = RunSummary(bprime_hist=[{} for _ in self.m.sgs])
+        self.summary = RunSummary(bprime_hist=[{} for _ in self.m.sgs], budget_ms=options.latency_budget_ms)
+        self.budget = None  # BudgetController when options.latency_budget_ms is set
+        if options.latency_budget_ms is not None:
+            from atfr.runtime.budget import BudgetController
+
+            if not self.m.sgs:
+                raise ATFRError(f"--latency-budget: {self.m.name} has no SGS layer (no bins to choose)")
+            self.budget = BudgetController(options.latency_budget_ms, pipeline.trained_bins,
+                                           bins=getattr(pipeline, "bins", None) or 0)
+            pipeline.set_bins(self.budget.bins)  # refused here (one line) where SGS cannot change bins
         self._lock = threading.Lock()
-        self._latest: tuple | None = None  # (topk, bprime, latency_ms, clips_per_s) of the newest clip
+        self._latest: tuple | None = None  # (topk, bprime, latency_ms, clips_per_s, B_run) of the newest clip
         self._results: dict[int, tuple] = {}  # lossless overlay: seq -> the same tuple
         self._done_seq = -1  # lossless: highest seq recorded (jobs are recorded in order)
         self._done_times: collections.deque[float] = collections.deque(maxlen=16)
@@ -395,11 +420,18 @@ class StreamRunner:
             if job is None or self._halted():
                 return
             try:
+                if self.budget is not None:
+                    self.pipeline.set_bins(self.budget.bins)  # only this thread runs the pipeline
+                b_run = getattr(self.pipeline, "bins", None)
                 t1 = time.perf_counter()
                 res = self.pipeline.infer(job.inputs)[0]
                 infer_ms = (time.perf_counter() - t1) * 1e3
                 job.inputs = None
+                job.bins = b_run
                 self._record(job, res, infer_ms)
+                if self.budget is not None:
+                    self.budget.observe(job.preprocess_ms + infer_ms)
+                    self.summary.bins_changes = self.budget.changes
             except BaseException as e:  # noqa: BLE001 - the one failure path
                 self._fail(e)
                 return
@@ -414,6 +446,7 @@ class StreamRunner:
         from atfr.display import format_percent
 
         latency = job.preprocess_ms + infer_ms
+        b_run = job.bins
         top = res.top(self.opt.topk)
         topk = [(self.m.label(i), float(res.probs[i])) for i in top]
         bprime = tuple(int(b) for b in res.bprime)
@@ -425,6 +458,8 @@ class StreamRunner:
                   "bprime": list(bprime), "latency_ms": latency,
                   "preprocess_ms": job.preprocess_ms, "infer_ms": infer_ms,
                   "e2e_ms": (now - job.t_submit) * 1e3}
+            if b_run is not None:
+                ev["bins"] = b_run
             if job.padded:
                 ev["padded"] = True
             try:
@@ -442,10 +477,12 @@ class StreamRunner:
             for i, b in enumerate(bprime):
                 if i < len(s.bprime_hist):
                     s.bprime_hist[i][b] = s.bprime_hist[i].get(b, 0) + 1
+            if b_run is not None:
+                s.bins_hist[b_run] = s.bins_hist.get(b_run, 0) + 1
             self._done_times.append(now)
             n = len(self._done_times)
             cps = (n - 1) / (self._done_times[-1] - self._done_times[0]) if n > 1 and now > self._done_times[0] else None
-            self._latest = (topk, bprime, latency, cps)
+            self._latest = (topk, bprime, latency, cps, b_run)
             if self.opt.lossless and self.on_frame is not None:
                 self._results[job.seq] = self._latest
             self._done_seq = max(self._done_seq, job.seq)
@@ -453,7 +490,8 @@ class StreamRunner:
         if self.status is not None:  # one human line per clip (atfr demo, atfr run --print)
             try:
                 self.status.write(f"  clip {clip_no:3d} @frame {job.frame_index:5d}: {topk[0][0]} "
-                                  f"({format_percent(topk[0][1])})  B'={list(bprime)}  {latency:.1f} ms\n")
+                                  f"({format_percent(topk[0][1])})  B'={list(bprime)}"
+                                  + (f" bins={b_run}" if b_run is not None else "") + f"  {latency:.1f} ms\n")
                 self.status.flush()
             except BrokenPipeError:
                 self.request_stop("output-closed")  # `atfr run --print | head`: the reader had enough
@@ -587,15 +625,25 @@ class StreamRunner:
         last = window[-1]
         return _Job(seq, last.index, last.timestamp, [f.image for f in window], padded, time.perf_counter())
 
+    def overlay_text(self, result: tuple, fps: float | None) -> list[str]:
+        """The overlay lines for one clip's result (``_latest``)."""
+        from atfr.runtime.overlay import overlay_lines
+
+        topk, bprime, latency, cps, b_run = result
+        lines = overlay_lines(topk, bprime, latency, fps, [b_run or layer.bins for layer in self.m.sgs], cps)
+        if b_run is not None:  # "B' 3/8" above reads against B_run; say it is not the trained B
+            budget = f", budget {self.opt.latency_budget_ms:g} ms" if self.opt.latency_budget_ms else ""
+            lines.append(f"bins {b_run}/{self.pipeline.trained_bins}{budget}")
+        return lines
+
     def _draw(self, frame: Any, result: tuple | None, buffered: int, fps: float | None) -> bool:
         import cv2
 
-        from atfr.runtime.overlay import draw_lines, overlay_lines
+        from atfr.runtime.overlay import draw_lines
 
         bgr = cv2.cvtColor(frame.image, cv2.COLOR_RGB2BGR)
         if result is not None:
-            topk, bprime, latency, cps = result
-            draw_lines(bgr, overlay_lines(topk, bprime, latency, fps, [layer.bins for layer in self.m.sgs], cps))
+            draw_lines(bgr, self.overlay_text(result, fps))
         else:
             draw_lines(bgr, [f"buffering {buffered}/{self.window}" if buffered < self.window else "first clip running"])
         return self.on_frame(bgr) is not False

@@ -30,6 +30,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--force", action="store_true", help="overwrite an existing report")
     p.add_argument("--seed", type=int, default=0, help=argparse.SUPPRESS)
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    from atfr.runtime.budget import add_bins_argument
+    add_bins_argument(p)
 
 
 def _command_line(args: argparse.Namespace) -> list[str]:
@@ -62,7 +64,7 @@ def run(args: argparse.Namespace) -> int:
     opts = BenchOptions(export=args.outdir, backend=args.backend, warmup=args.warmup, iters=args.iters,
                         batch=args.batch, bprime=args.bprime, videos=args.videos, static=args.static,
                         torch_checkpoint=args.torch, threads=args.threads, seed=args.seed, providers=args.providers,
-                        progress=False if args.no_progress else None,
+                        progress=False if args.no_progress else None, bins=args.bins,
                         argv=_command_line(args))
     report = run_benchmark(opts)
     files = write_report(report, out, force=args.force)

@@ -25,6 +25,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--size", type=int, help=f"model input size for a checkpoint, {SIZE_MIN}..{SIZE_MAX} px "
                                             "(default: its test crop)")
     p.add_argument("--json", action="store_true", help="print JSON: logits, probs, bprime, top5")
+    from atfr.runtime.budget import add_bins_argument
+    add_bins_argument(p)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -41,7 +43,7 @@ def run(args: argparse.Namespace) -> int:
         if args.backend == "torch":
             raise ATFRError(f"{src} is an export folder; --backend torch needs a checkpoint")
         from atfr.runtime.pipeline import Pipeline
-        pl = Pipeline.load(src, backend=args.backend, providers=args.providers)
+        pl = Pipeline.load(src, backend=args.backend, providers=args.providers, bins=args.bins)
         inputs = frames_to_inputs(frames, pl.manifest.input, args.input)
         result = pl.infer(inputs)[0]
         labels, backend = pl.manifest.labels, pl.backend

@@ -41,6 +41,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--backend", default="auto", choices=["auto", "tensorrt", "onnxruntime"])
     add_providers_argument(p)
     p.add_argument("--force", action="store_true", help="overwrite --csv")
+    from atfr.runtime.budget import add_bins_argument
+    add_bins_argument(p)
 
 
 def parse_views(s: str) -> tuple[int, int]:
@@ -159,7 +161,7 @@ def run(args: argparse.Namespace) -> int:
     if args.csv:
         check_writable(args.csv, args.force)  # before any work: exists without --force, unwritable folder
     videos, batch = collect_videos(args.input)
-    pipeline = Pipeline.load(args.outdir, args.backend, providers=args.providers)
+    pipeline = Pipeline.load(args.outdir, args.backend, providers=args.providers, bins=args.bins)
     m = pipeline.manifest
     pre = Preprocessor(m.input)
     results: list[VideoPrediction] = []

@@ -29,6 +29,7 @@ from typing import Callable
 import numpy as np
 
 from atfr.errors import ATFRError, SourceError
+from atfr.runtime.budget import add_bins_argument, add_budget_argument
 from atfr.runtime.ort_providers import add_providers_argument
 
 
@@ -38,6 +39,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="camera index, /dev/videoN, video file, rtsp/http URL, or GStreamer pipeline ending in appsink")
     p.add_argument("--backend", default="auto", choices=["auto", "tensorrt", "onnxruntime"])
     add_providers_argument(p)
+    add_bins_argument(p)
+    add_budget_argument(p)
     p.add_argument("--stride", type=int, default=8, help="run inference every K frames (default 8)")
     p.add_argument("--show", action="store_true", help="show the annotated video in a window (q/Esc quits)")
     p.add_argument("--save", help="write the annotated video here (.mp4 or .avi; atomic)")
@@ -103,6 +106,8 @@ def run(args: argparse.Namespace) -> int:
         raise ATFRError("--retries must be >= 0")
     if not args.stall_timeout > 0:
         raise ATFRError("--stall-timeout must be > 0")
+    if args.latency_budget is not None and not args.latency_budget > 0:
+        raise ATFRError(f"--latency-budget {args.latency_budget:g}: must be > 0 ms")
     if args.save:
         check_writable(args.save, args.force)
         if Path(args.save).suffix.lower() not in VIDEO_EXTS:
@@ -113,7 +118,7 @@ def run(args: argparse.Namespace) -> int:
     _log_source(args.source)
     stop = StopFlag()
     with stop_on_signals(stop):  # SIGTERM/SIGHUP during loading also end in a clean stop
-        pipeline = Pipeline.load(args.outdir, args.backend, providers=args.providers)
+        pipeline = Pipeline.load(args.outdir, args.backend, providers=args.providers, bins=args.bins)
         m = pipeline.manifest
         reader = open_reader(args.source, fallback_fps=m.input.target_fps, timeout_s=args.stall_timeout)
         stream = None
@@ -127,7 +132,8 @@ def run(args: argparse.Namespace) -> int:
             writer = AtomicVideoWriter(args.save, reader.fps) if args.save else None
             events = EventLog(args.jsonl, args.force) if args.jsonl else None
             on_frame = _frame_sink(writer, show) if (writer or show) else None
-            opts = RunOptions(stride=args.stride, topk=args.topk, duration=args.duration, lossless=offline)
+            opts = RunOptions(stride=args.stride, topk=args.topk, duration=args.duration, lossless=offline,
+                              latency_budget_ms=args.latency_budget)
             print(f"atfr run: {m.name} ({pipeline.backend}) on {reader.name} at {reader.fps:g} fps; "
                   f"clip = {m.input.num_frames} frames every {args.stride} frame(s)", file=sys.stderr)
             runner = StreamRunner(pipeline, stream, opts, events, on_frame,

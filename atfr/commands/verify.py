@@ -32,6 +32,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--min-bprime", action="append", default=[], metavar="PREC=FRAC",
                    help="B' agreement threshold, e.g. fp16=0.99 (repeatable)")
     p.add_argument("--json", action="store_true")
+    from atfr.runtime.budget import add_bins_argument
+    add_bins_argument(p)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -47,12 +49,19 @@ def run(args: argparse.Namespace) -> int:
     check_range("--data-clips", args.data_clips, 1, None)
     m = load_manifest(args.outdir, check=True)
     if args.precision:
+        if args.bins is not None:
+            raise ATFRError("--bins applies to the parity check, not to --precision reports")
         return _precision_report(args, m)
     ckpt = args.checkpoint or m.raw.get("source", {}).get("checkpoint")
     if not ckpt:
         raise ATFRError("no reference checkpoint: pass --checkpoint CKPT")
     lm = load_checkpoint(ckpt, args.config)
     require_match(lm, m)
+    if args.bins is not None:
+        from atfr.runtime.budget import check_bins
+
+        check_bins(m, args.bins)
+        _reference_bins(lm.model, args.bins)  # the reference runs with the same B_run (the official NUM_BINS)
     extra = [frames_to_inputs(load_clip_npy(p), m.input, p) for p in args.input]
     clips = verification_clips(lm, m, args.clips, extra)
     if args.backend == "all":
@@ -69,7 +78,7 @@ def run(args: argparse.Namespace) -> int:
     for b in backends:
         trt_opts = ({"plugin": args.plugin, "engine_dir": args.engine_dir} if b == "tensorrt"
                     else {"providers": args.providers})
-        pl = Pipeline.load(args.outdir, backend=b, sgs=args.sgs, **trt_opts)
+        pl = Pipeline.load(args.outdir, backend=b, sgs=args.sgs, bins=args.bins, **trt_opts)
         rep = verify_backend(lm, pl, clips, tol)
         reports.append(rep)
         if not args.json:
@@ -80,6 +89,17 @@ def run(args: argparse.Namespace) -> int:
     if bad:
         raise VerificationError(f"verification failed for: {', '.join(bad)}")
     return 0
+
+
+def _reference_bins(model, bins: int) -> None:
+    """Set every SGS layer of the torch reference to ``bins`` bins (the official NUM_BINS = B_run)."""
+    import dataclasses
+
+    from atfr.models.sgs import TSLayer
+
+    for layer in model.modules():
+        if isinstance(layer, TSLayer):
+            layer.spec = dataclasses.replace(layer.spec, num_bins=int(bins))
 
 
 def _thresholds(args: argparse.Namespace, precs: list[str]) -> dict[str, dict[str, float]]:
