@@ -14,6 +14,7 @@ import sys
 
 # name -> (module, one-line help). Order is the order shown in --help.
 COMMANDS: dict[str, tuple[str, str]] = {
+    "init": ("atfr.commands.init", "a checkpoint with random weights from a config, to benchmark before training"),
     "info": ("atfr.commands.info", "architecture, parameters, SGS layers and GFLOPs per B'"),
     "infer": ("atfr.commands.infer", "classify one clip (.npy) with a checkpoint or an export"),
     "export": ("atfr.commands.export", "split a checkpoint into front/SGS/back ONNX + manifest"),
@@ -57,6 +58,7 @@ def main(argv: list[str] | None = None) -> int:
         cmd = argparse.ArgumentParser(prog=f"atfr {name}", description=COMMANDS[name][1])
         mod.add_arguments(cmd)
         args = cmd.parse_args(argv[1:])
+        importlib.import_module("atfr.commands.init").warn_if_untrained(name, args)  # one stderr line
         rc = mod.run(args)
         return int(rc or 0)
     except ATFRError as e:
