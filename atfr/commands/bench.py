@@ -27,6 +27,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--force", action="store_true", help="overwrite an existing report")
     p.add_argument("--seed", type=int, default=0, help=argparse.SUPPRESS)
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--throughput", action="store_true", help="seed 003 protocol: max batch within a memory budget, "
+                   "clips/s at it (OUTDIR and --static side by side; atfr.bench.throughput)")
+    p.add_argument("--mem-budget", type=float, help="with --throughput: memory budget in GB (default: half the "
+                   "available RAM; TensorRT: 90%% of free GPU memory)")
 
 
 def _command_line(args: argparse.Namespace) -> list[str]:
@@ -53,6 +57,9 @@ def limit_blas_threads(threads: int | None) -> None:
 
 def run(args: argparse.Namespace) -> int:
     limit_blas_threads(args.threads)
+    if args.throughput:
+        from atfr.bench.throughput import run_cli
+        return run_cli(args)
     from atfr.bench.report import check_outputs, write_report
     from atfr.bench.runner import BenchOptions, run_benchmark
     from atfr.errors import ATFRError
