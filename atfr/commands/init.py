@@ -119,9 +119,11 @@ def untrained_source(path: str | Path) -> bool:
         if p.is_dir():
             mf = p / "atfr.json"
             return mf.is_file() and bool(json.loads(mf.read_text(encoding="utf-8")).get(UNTRAINED_KEY))
-        if not p.is_file() or p.suffix.lower() in (".npy", ".npz", ".json", ".yaml", ".yml", ".mp4", ".avi",
-                                                     ".mkv", ".mov", ".webm", ".txt", ".csv", ".onnx", ".engine"):
+        if not p.is_file():
             return False
+        with open(p, "rb") as f:
+            if f.read(4) != b"PK\x03\x04":  # torch.save's zip container; videos, clips, YAML are not
+                return False
         if "torch" not in sys.modules:
             import importlib.util
             if importlib.util.find_spec("torch") is None:
