@@ -207,3 +207,20 @@ def test_seed003_models_export_and_match_torch(arch, kw, stage, tmp_path):
         # weights amplify Delta errors by about 2B = 16 (README), hence the looser SGS bound.
         scale = max(1.0, float(ref[i].abs().max()))
         np.testing.assert_allclose(r.logits, ref[i].numpy(), rtol=0, atol=scale * (2e-3 if stage == "res2" else 1e-4))
+
+
+@pytest.mark.parametrize("arch,kw", ARCHS, ids=[a for a, _ in ARCHS])
+def test_split_equals_stage_by_stage_forward(arch, kw):
+    """front -> SGS -> back equals running the stages in order, each ResStage applying its own
+    SGS layer (official padded semantics), with every temporal pool/stride in between."""
+    m = _small(arch, sgs_stage="res2", **kw)
+    x = torch.randn(2, 3, 8, 32, 32, generator=torch.Generator().manual_seed(2))
+    with torch.no_grad():
+        xs = m.s1([x])
+        for s in range(2, 6):
+            xs = m._after_stage(s, getattr(m, f"s{s}")(xs))
+        ref = m.head(xs)
+        out, k = m.forward_with_bprime([x])
+    assert k.shape == (2, 1) and all(1 <= int(v) <= 8 for v in k[:, 0])
+    # the same ops in the same order: only the SGS bmm's batching differs (fp32 rounding)
+    torch.testing.assert_close(out, ref, rtol=1e-5, atol=1e-5)
