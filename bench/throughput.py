@@ -22,8 +22,9 @@ same for exports, side by side in one run (``atfr bench OUT --throughput [--stat
    ``max_probes`` runs and never above ``max_batch``.
 5. **Throughput** at the max batch: ``warmup`` untimed runs, then ``reps`` timed runs, in one
    child; clips/s = batch / median run time. If the repeated runs no longer fit (ORT's arena can
-   grow past the single-run probe), the next smaller batch that fitted is timed instead (at
-   most two fallbacks) and reported as the max batch (``max_batch_search`` keeps the search's).
+   grow past the single-run probe), a smaller batch is timed instead (the memory line shifted by
+   the measured extra, or after an OOM the next smaller batch that fitted; at most two
+   fallbacks) and reported as the max batch (``max_batch_search`` keeps the search's).
 
 ATFR exports run front -> SGS -> back with the back grouped by B' (the runtime's batching). The B'
 of each clip comes from the export's B' statistics (``bprime_stats`` of the manifest, cycled over
@@ -263,7 +264,9 @@ def _child_run(spec: dict[str, Any]) -> dict[str, Any]:
             import resource
             vm = _vm_kib("VmSize")
             if vm:
-                cap = vm * 1024 + int(spec["budget"])
+                # A safety net against runaway allocations, not the budget check (that is VmHWM):
+                # virtual size grows faster than RSS (malloc arenas, mmap reservations).
+                cap = vm * 1024 + 2 * int(spec["budget"])
                 resource.setrlimit(resource.RLIMIT_AS, (cap, cap))
         clips = [rng.standard_normal(s, dtype=np.float32) for s in pipe.manifest.clip_shapes(spec["batch"])]
         step = _workload(pipe, clips, [tuple(b) for b in spec["assignment"]])
@@ -325,6 +328,22 @@ def run_probe(spec: dict[str, Any], timeout_s: float) -> Probe:
 
 
 # -- one candidate, many candidates -------------------------------------------------------------------
+def _fallback_batch(b: int, failed: Probe, mem: MemoryModel, fitted: list[int], budget: int) -> int:
+    """The batch to time after the timed run at ``b`` did not fit: with a known peak, the repeated
+    runs' extra memory (peak - the one-run probe's) is added to the memory line and the largest
+    batch under the budget taken; after an OOM (no peak), the next smaller batch that fitted."""
+    lower = [f for f in fitted if f < b]
+    one_run = mem.points.get(b)
+    if failed.peak_bytes is not None and one_run is not None and len(mem.points) >= 2:
+        extra = max(failed.peak_bytes - one_run, 0)
+        (b1, m1), (b2, m2) = sorted(mem.points.items())[-2:]
+        per_clip = max((m2 - m1) / (b2 - b1), 1.0)
+        base = m2 - per_clip * b2
+        guess = int((budget - extra - base) // per_clip)
+        return max(min(guess, b - 1), 0)
+    return lower[0] if lower else 0
+
+
 def measure_candidate(export: str, o: ThroughputOptions, budget: int) -> dict[str, Any]:
     from atfr.runtime.manifest import load_manifest
 
@@ -362,13 +381,21 @@ def measure_candidate(export: str, o: ThroughputOptions, budget: int) -> dict[st
     # back shapes per B' group, fragmentation). If it no longer fits, fall back to the next
     # smaller batch that fitted in the search, at most twice, and report that one as the max.
     fitted = sorted({p.batch for p in log if p.fits and p.batch <= best}, reverse=True)
+    mem = MemoryModel()
+    for p in log:
+        if p.fits:
+            mem.add(p.batch, p.peak_bytes)
     out["timed_attempts"] = []
     final = None
-    for b in fitted[:3]:
+    b = best
+    for _ in range(3):
         final = run_probe(spec(b, o.warmup, o.reps), o.probe_timeout_s)
         if final.fits and final.seconds and (final.peak_bytes or 0) <= budget:
             break
         out["timed_attempts"].append(asdict(final))
+        b = _fallback_batch(b, final, mem, fitted, budget)
+        if b < 1:
+            break
     if final is None or not final.fits or not final.seconds or (final.peak_bytes or 0) > budget:
         why = f"{final.status} {final.message}".strip() if final else "no batch fitted"
         out.update(throughput=None, status=f"timed run failed: {why}")
