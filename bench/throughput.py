@@ -12,8 +12,9 @@ same for exports, side by side in one run (``atfr bench OUT --throughput [--stat
 2. **Probes in child processes.** Every batch is tried in a fresh Python process, so its peak
    memory is its own (``VmHWM``; ORT's arena never shrinks) and an out-of-memory failure, even a
    kill by the OS, only ends the child. On CPU the child also caps its address space at its size
-   after loading plus the budget (``RLIMIT_AS``), so allocations beyond the budget fail inside
-   ONNX Runtime instead of paging or inviting the OOM killer.
+   after loading plus twice the budget (``RLIMIT_AS``; virtual size grows faster than RSS), so a
+   runaway allocation fails inside ONNX Runtime or numpy instead of paging or inviting the OOM
+   killer; the budget itself is checked on the peak RSS.
 3. **Memory model.** Peak memory is affine in the batch (weights and code once, activations and
    inputs per clip). Batches 1 and 2 give the line; each successful probe refits it on the two
    largest successes. A batch whose prediction exceeds the budget is *refused without running*.
