@@ -103,13 +103,13 @@ def test_run_throughput_end_to_end_and_cli(tiny_export, tmp_path, capsys):
 
 
 def test_timed_run_falls_back_to_a_smaller_batch_that_fitted(tiny_export, monkeypatch):
-    """Repeated runs can outgrow the one-run probe: the timed run then uses the next smaller
+    """Repeated runs can outgrow the probe: the timed run then uses the next smaller
     batch the search saw fit (batch 8 fits once but not repeatedly; 4 sustains)."""
     import atfr.bench.throughput as tp
 
     def fake(spec, timeout_s):
-        b, repeated = spec["batch"], spec["warmup"] + spec["reps"] > 1
-        if repeated and b > 4:
+        b, timed = spec["batch"], spec["reps"] > 1  # search probes: 1 warm-up + 1 run
+        if timed and b > 4:
             return Probe(b, "oom", message="simulated arena growth")
         return Probe(b, "ok", 100 * MIB + b * MIB, [0.5] * max(spec["reps"], 1))
     monkeypatch.setattr(tp, "run_probe", fake)
