@@ -332,9 +332,10 @@ def run_probe(spec: dict[str, Any], timeout_s: float) -> Probe:
 
 # -- one candidate, many candidates -------------------------------------------------------------------
 def _fallback_batch(b: int, failed: Probe, mem: MemoryModel, fitted: list[int], budget: int) -> int:
-    """The batch to time after the timed run at ``b`` did not fit: with a known peak, the repeated
-    runs' extra memory (peak - the one-run probe's) is added to the memory line and the largest
-    batch under the budget taken; after an OOM (no peak), the next smaller batch that fitted."""
+    """The batch to time after the timed run at ``b`` did not fit: with a known peak, the timed
+    run's extra memory over the probe's, taken as proportional to the batch, is added to the
+    memory line's per-clip slope and the largest batch under the budget taken; after an OOM (no
+    peak), the next smaller batch that fitted."""
     lower = [f for f in fitted if f < b]
     one_run = mem.points.get(b)
     if failed.peak_bytes is not None and one_run is not None and len(mem.points) >= 2:
@@ -383,9 +384,9 @@ def measure_candidate(export: str, o: ThroughputOptions, budget: int) -> dict[st
     if best < 1:
         out.update(throughput=None, status="batch 1 does not fit the budget")
         return out
-    # The timed run repeats the batch; ORT's arena can grow a little beyond the one-run probe (new
-    # back shapes per B' group, fragmentation). If it no longer fits, fall back to the next
-    # smaller batch that fitted in the search, at most twice, and report that one as the max.
+    # The timed run repeats the batch more often than a probe; should ORT's arena still grow past
+    # the probe (new back shapes per B' group, fragmentation), time a smaller batch instead
+    # (:func:`_fallback_batch`, at most twice) and report that one as the max.
     fitted = sorted({p.batch for p in log if p.fits and p.batch <= best}, reverse=True)
     mem = MemoryModel()
     for p in log:
