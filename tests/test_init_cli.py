@@ -100,3 +100,18 @@ def test_every_zoo_name_initialises(tmp_path, zoo_arch):
     cfg = dict(TINY, arch=zoo_arch, sgs_stage="none")
     rc, out = _init(tmp_path, cfg=cfg)
     assert rc == 0 and load_checkpoint(out).meta["untrained"] is True
+
+
+def test_config_to_bench_report_in_two_commands(tmp_path, capsys):
+    """atfr init --export, then atfr bench: the report exists and says the model is untrained."""
+    exp = tmp_path / "exp"
+    rc, _ = _init(tmp_path, "m.pt", "--export", str(exp))
+    assert rc == 0 and json.loads((exp / "atfr.json").read_text())["untrained"] is True
+    capsys.readouterr()
+    assert main(["bench", str(exp), "--throughput", "--mem-budget", "1", "--threads", "1", "--iters", "1",
+                 "--warmup", "1", "--force"]) == 0
+    cap = capsys.readouterr()
+    assert cap.err.count(WARNING) == 1
+    rep = json.loads((exp / "bench" / "throughput.json").read_text())
+    assert rep["untrained"] is True and rep["candidates"][0]["max_batch"] >= 1
+    assert "Untrained" in (exp / "bench" / "throughput.md").read_text()

@@ -1,7 +1,8 @@
 """``atfr init CONFIG -o CKPT``: a checkpoint with seeded random (or zero) weights from a config.
 
 For benchmarking an architecture before anyone has trained it: ``atfr init`` then ``atfr info``
-(GFLOPs), ``atfr export`` + ``atfr bench`` (latency, throughput) or ``atfr build`` (TensorRT).
+(GFLOPs), ``atfr export`` + ``atfr bench`` (latency, throughput) or ``atfr build`` (TensorRT);
+``atfr init CONFIG -o CKPT --export OUT`` does the export too, so ``atfr bench OUT`` follows.
 CONFIG is a file (our compact JSON/YAML or an official yacs YAML dump) or inline compact JSON,
 e.g. ``'{"arch": "x3d", "variant": "S"}'``.
 
@@ -35,7 +36,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="all parameters zero (BN statistics keep mean 0 / var 1): deterministic, "
                         "every clip gives B' = 1")
     p.add_argument("--labels", help="class names: a text file with one per line, or a comma-separated list")
-    p.add_argument("--force", action="store_true", help="overwrite an existing checkpoint")
+    p.add_argument("--export", metavar="OUTDIR", help="also export it (as 'atfr export CKPT -o OUTDIR'), so "
+                   "'atfr bench OUTDIR' is the only other command needed")
+    p.add_argument("--force", action="store_true", help="overwrite an existing checkpoint (and export)")
 
 
 def parse_config(text_or_path: str) -> dict[str, Any]:
@@ -105,7 +108,15 @@ def run(args: argparse.Namespace) -> int:
           f"{spec.num_frames}x{spec.crop_size}^2 input, SGS stage {cfg['MODEL']['TEMPORAL_LAYER_STAGE']}, "
           f"{'zero' if args.zeros else f'random (seed {args.seed})'} weights")
     print("  untrained: for GFLOPs, export, latency and throughput only; its predictions mean nothing")
-    print(f"  next: atfr info {out}; atfr export {out} -o EXPORT; atfr bench EXPORT [--throughput]")
+    if args.export:
+        from atfr.export.exporter import ExportOptions, export_model
+        from atfr.models.checkpoint import load_checkpoint
+        lm = load_checkpoint(out)
+        lm.meta.setdefault("source", str(out))
+        export_model(lm, args.export, ExportOptions(force=args.force, name=Path(str(out)).stem))
+        print(f"exported to {args.export}; next: atfr bench {args.export} [--throughput]")
+    else:
+        print(f"  next: atfr info {out}; atfr export {out} -o EXPORT; atfr bench EXPORT [--throughput]")
     return 0
 
 
