@@ -20,6 +20,7 @@ import sys
 
 # name -> (module, one-line help). Order is the order shown in --help.
 COMMANDS: dict[str, tuple[str, str]] = {
+    "init": ("atfr.commands.init", "a checkpoint with random weights from a config, to benchmark before training"),
     "info": ("atfr.commands.info", "architecture, parameters, SGS layers and GFLOPs per B'"),
     "infer": ("atfr.commands.infer", "classify one clip (.npy) with a checkpoint or an export"),
     "export": ("atfr.commands.export", "split a checkpoint into front/SGS/back ONNX + manifest"),
@@ -95,6 +96,7 @@ def _run_command(name: str, argv: list[str], debug: bool, ATFRError: type) -> in
         mod.add_arguments(cmd)
         _add_verbose(cmd)
         args = cmd.parse_args(argv)
+        importlib.import_module("atfr.commands.init").warn_if_untrained(name, args)  # one stderr line
         rc = mod.run(args)
         return int(rc or 0)
     except ATFRError as e:

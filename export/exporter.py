@@ -312,6 +312,7 @@ def export_model(loaded: LoadedModel, outdir: str | Path, opts: ExportOptions) -
             "model": {"name": opts.name or Path(str(loaded.meta.get("source", "model"))).stem or "model",
                       "arch": loaded.cfg["MODEL"]["ARCH"], "num_classes": int(loaded.cfg["MODEL"]["NUM_CLASSES"]),
                       "labels": loaded.labels, "source_format": loaded.source_format},
+            **({"untrained": True} if loaded.meta.get("untrained") else {}),  # atfr init: predictions mean nothing
             "input": new_spec.to_dict(),
             "num_pathways": n_path,
             "batch": "dynamic (N); the runtime runs SGS per clip and groups equal B' for the back",

@@ -50,6 +50,9 @@ DEFAULTS: dict[str, Any] = {
         "CHANNELWISE_3x3x3": True,
     },
     "NONLOCAL": {"LOCATION": [[[]], [[]], [[]], [[]]]},
+    # Ours (no official counterpart): see models/r2plus1d.py and models/tsn.py.
+    "R2PLUS1D": {"MID_CHANNELS": "out", "TEMPORAL_STRIDES": [1, 2, 2, 2]},
+    "TSN": {"TEMPORAL_POOL": False},
     "TEMPORAL_SAMPLING": {
         "NUM_BINS": [-1],
         "DISTANCE_TYPE": "L2",
@@ -73,7 +76,17 @@ DEFAULTS: dict[str, Any] = {
     "TEST": {"NUM_ENSEMBLE_VIEWS": 10, "NUM_SPATIAL_CROPS": 3},
 }
 
-KNOWN_ARCHS = ("3dresnet", "slowfast", "x3d", "r2plus1d", "i3d")
+KNOWN_ARCHS = ("3dresnet", "slowfast", "x3d", "r2plus1d", "i3d_3x1x1", "i3d_3x3x3", "tsn", "tam")
+# Old names that keep working (configs and checkpoints written with them): name -> canonical.
+ARCH_ALIASES = {"i3d": "i3d_3x1x1"}
+# Single-pathway ResNet-50-style archs (NUM_BLOCK_TEMP_KERNEL etc. filled by from_compact).
+RESNET_ARCHS = ("3dresnet", "slowfast", "r2plus1d", "i3d_3x1x1", "i3d_3x3x3", "tsn", "tam")
+
+
+def canonical_arch(name: Any) -> str:
+    """``MODEL.ARCH`` lower-cased with aliases resolved (``i3d`` -> ``i3d_3x1x1``)."""
+    a = str(name).lower()
+    return ARCH_ALIASES.get(a, a)
 STAGES = ("none", "conv1", "res2", "res3", "res4", "res5")
 
 
@@ -102,11 +115,11 @@ def load_official_yaml(text: str, source: str = "config") -> dict[str, Any]:
 
 
 def validate(cfg: dict[str, Any], source: str = "config") -> None:
-    arch = str(cfg["MODEL"]["ARCH"]).lower()
+    arch = canonical_arch(cfg["MODEL"]["ARCH"])
     if arch not in KNOWN_ARCHS:
         raise ATFRError(
             f"{source}: unknown architecture MODEL.ARCH={cfg['MODEL']['ARCH']!r}; "
-            f"supported: {', '.join(KNOWN_ARCHS)}"
+            f"supported: {', '.join(KNOWN_ARCHS)} (alias: {', '.join(ARCH_ALIASES)})"
         )
     stage = cfg["MODEL"]["TEMPORAL_LAYER_STAGE"]
     if stage not in STAGES:
@@ -163,11 +176,16 @@ def from_compact(c: dict[str, Any]) -> dict[str, Any]:
     Keys: arch, num_classes, num_frames, sampling_rate, crop_size, sgs_stage ('none'|'res2'..),
     and optional depth, variant (X3D S/M/L/XL), width_per_group, width_per_group_fast,
     alpha, beta_inv, fusion_kernel, num_bins, latent_dim, distance, kernel, drop_bins,
-    use_relu, mean, std, short_side, x3d (dict of X3D.* overrides), resnet (dict of RESNET.*).
+    use_relu, mean, std, short_side, x3d (dict of X3D.* overrides), resnet (dict of RESNET.*),
+    temporal_pool (tsn/tam: Chen et al.'s temporal max pools after res2..res4), r2plus1d_mid
+    ('out' | 'param_matched') and temporal_strides (r2plus1d, res2..res5).
     """
     if not isinstance(c, dict) or "arch" not in c:
         raise ATFRError("config: our compact config needs at least an 'arch' key")
     arch = str(c["arch"]).lower()
+    if canonical_arch(arch) not in KNOWN_ARCHS:
+        raise ATFRError(f"config: unknown architecture {c['arch']!r}; supported: {', '.join(KNOWN_ARCHS)} "
+                        f"(alias: {', '.join(ARCH_ALIASES)})")
     if arch == "x3d":
         # X3D variants fix their own single-view input (S: 13x160, M: 16x224, ...).
         from .x3d import X3D_VARIANTS
@@ -203,7 +221,15 @@ def from_compact(c: dict[str, Any]) -> dict[str, Any]:
         "RESNET": dict(c.get("resnet", {})),
         "X3D": dict(c.get("x3d", {})),
         "SLOWFAST": {},
+        "TSN": {},
+        "R2PLUS1D": {},
     }
+    if "temporal_pool" in c:
+        over["TSN"]["TEMPORAL_POOL"] = bool(c["temporal_pool"])
+    if "r2plus1d_mid" in c:
+        over["R2PLUS1D"]["MID_CHANNELS"] = str(c["r2plus1d_mid"])
+    if "temporal_strides" in c:
+        over["R2PLUS1D"]["TEMPORAL_STRIDES"] = [int(v) for v in c["temporal_strides"]]
     if isinstance(over["TEMPORAL_SAMPLING"]["NUM_BINS"], int):
         over["TEMPORAL_SAMPLING"]["NUM_BINS"] = [over["TEMPORAL_SAMPLING"]["NUM_BINS"]]
     for key, ours in (("DEPTH", "depth"), ("WIDTH_PER_GROUP", "width_per_group"),
@@ -217,7 +243,7 @@ def from_compact(c: dict[str, Any]) -> dict[str, Any]:
     if "variant" in c:
         over["X3D"]["VARIANT"] = str(c["variant"]).upper()
     depth = int(over["RESNET"].get("DEPTH", 50))
-    if "NUM_BLOCK_TEMP_KERNEL" not in over["RESNET"] and arch in ("3dresnet", "slowfast", "i3d", "r2plus1d"):
+    if "NUM_BLOCK_TEMP_KERNEL" not in over["RESNET"] and canonical_arch(arch) in RESNET_ARCHS:
         blocks = {18: (2, 2, 2, 2), 50: (3, 4, 6, 3), 101: (3, 4, 23, 3)}.get(depth, (3, 4, 6, 3))
         npw = 2 if arch == "slowfast" else 1
         over["RESNET"]["NUM_BLOCK_TEMP_KERNEL"] = [[b] * npw for b in blocks]

@@ -47,10 +47,10 @@ class BottleneckTransform(nn.Module):
 class ResBlock(nn.Module):
     """branch1 (projection, when shape changes) + branch2 (transform); no ReLU."""
 
-    def __init__(self, dim_in, dim_out, transform: nn.Module, stride=1):
+    def __init__(self, dim_in, dim_out, transform: nn.Module, stride=1, temporal_stride=1):
         super().__init__()
-        if dim_in != dim_out or stride != 1:
-            self.branch1 = nn.Conv3d(dim_in, dim_out, 1, stride=[1, stride, stride], bias=False)
+        if dim_in != dim_out or stride != 1 or temporal_stride != 1:
+            self.branch1 = nn.Conv3d(dim_in, dim_out, 1, stride=[temporal_stride, stride, stride], bias=False)
             self.branch1_bn = _bn3d(dim_out)
         self.branch2 = transform
 

@@ -12,7 +12,9 @@ from atfr.models.zoo import build_model
 
 SMALL = {
     "x3d": dict(arch="x3d", variant="S", num_frames=8, crop_size=32),
-    "r2plus1d": dict(arch="r2plus1d", depth=18, width_per_group=8, num_frames=8, crop_size=32),
+    # Tran et al.'s parameter-matched R(2+1)D (the zoo's first default; mid-channel checks below).
+    "r2plus1d": dict(arch="r2plus1d", depth=18, width_per_group=8, num_frames=8, crop_size=32,
+                     r2plus1d_mid="param_matched", temporal_strides=[1, 1, 1, 1]),
     "i3d": dict(arch="i3d", depth=18, width_per_group=8, num_frames=8, crop_size=32),
 }
 

@@ -32,6 +32,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     from atfr.runtime.budget import add_bins_argument
     add_bins_argument(p)
+    p.add_argument("--throughput", action="store_true", help="seed 003 protocol: max batch within a memory budget, "
+                   "clips/s at it (OUTDIR and --static side by side; atfr.bench.throughput)")
+    p.add_argument("--mem-budget", type=float, help="with --throughput: memory budget in GB (default: half the "
+                   "available RAM; TensorRT: 90%% of free GPU memory)")
 
 
 def _command_line(args: argparse.Namespace) -> list[str]:
@@ -49,6 +53,9 @@ def _command_line(args: argparse.Namespace) -> list[str]:
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.throughput:
+        from atfr.bench.throughput import run_cli
+        return run_cli(args)
     from atfr.bench.report import check_outputs, write_report
     from atfr.bench.runner import BenchOptions, run_benchmark
     from atfr.errors import ATFRError
