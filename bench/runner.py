@@ -120,12 +120,26 @@ def random_clips(m: Manifest, batch: int, seed: int) -> list[np.ndarray]:
     return [rng.standard_normal(s, dtype=np.float32) for s in m.clip_shapes(batch)]
 
 
+def video_windows(n: int, spec: Any) -> list[np.ndarray]:
+    """Frame indices of CLIPS_PER_VIDEO uniformly spaced windows of num_frames frames at
+    sampling_rate in a video of n frames; a short video is looped, as the official test loader
+    pads by repetition."""
+    sr = max(1, spec.sampling_rate)
+    need = spec.num_frames * sr
+    offs = np.arange(0, need, sr)[: spec.num_frames]
+    if n <= need:
+        return [offs % n]
+    starts = sorted(set(int(v) for v in np.linspace(0, n - need, CLIPS_PER_VIDEO).astype(int)))
+    return [s0 + offs for s0 in starts]
+
+
 def video_clips(folder: str, m: Manifest, limit_videos: int = 200) -> tuple[list[list[np.ndarray]], str]:
-    """Decode videos with OpenCV into model inputs: CLIPS_PER_VIDEO uniformly spaced windows of
-    num_frames frames at sampling_rate per video, through the runtime's own preprocessing.
-    Returns (clips, description of the transform)."""
+    """Decode videos with OpenCV into model inputs (:func:`video_windows`, through the runtime's
+    own preprocessing). Each video is decoded once, keeping only the windows' frames, and each
+    window is preprocessed as soon as it is complete (``runtime.video.decode_clips``), so memory
+    does not grow with video length. Returns (clips, description of the transform)."""
     from atfr.runtime.preprocess import Preprocessor
-    from atfr.runtime.video import VIDEO_EXTS, read_frames, videos_in
+    from atfr.runtime.video import VIDEO_EXTS, decode_clips, videos_in
 
     root = Path(folder)
     if not root.is_dir():
@@ -135,19 +149,13 @@ def video_clips(folder: str, m: Manifest, limit_videos: int = 200) -> tuple[list
         raise ATFRError(f"--videos {root}: no video files ({', '.join(VIDEO_EXTS)})")
     spec = m.input
     pre = Preprocessor(spec)
-    need = spec.num_frames * max(1, spec.sampling_rate)
     clips: list[list[np.ndarray]] = []
     for f in files:
         try:
-            arr, _ = read_frames(f, max_frames=3000)
+            got, _, _ = decode_clips(f, lambda n, fps: video_windows(n, spec), lambda j, fr: pre.inputs(fr, (1,)))
         except SourceError:
             continue
-        if len(arr) < need:  # loop short videos, as the official test loader pads by repetition
-            arr = np.concatenate([arr] * (need // len(arr) + 1))[: max(need, len(arr))]
-        starts = np.linspace(0, len(arr) - need, CLIPS_PER_VIDEO).astype(int) if len(arr) > need else [0]
-        for s0 in sorted(set(int(v) for v in starts)):
-            win = arr[s0:s0 + need:max(1, spec.sampling_rate)][: spec.num_frames]
-            clips.append(pre.inputs(win, (1,)))
+        clips.extend(got)
     if not clips:
         raise ATFRError(f"--videos {root}: OpenCV could not decode any of {len(files)} file(s)")
     return clips, "runtime Preprocessor (official test transform, centre crop)"
