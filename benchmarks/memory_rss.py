@@ -11,7 +11,7 @@ frame size), so only the length differs.
 
     python benchmarks/memory_rss.py [--workdir /tmp/atfr-memory-rss] [--video vtest]
                                     [--copies 4] [--repeat 4] [--clips 32] [--checkpoint CKPT]
-                                    [--atfr "/path/to/atfr"]
+                                    [--atfr "/path/to/atfr"] [--sets short,long]
 """
 
 from __future__ import annotations
@@ -68,6 +68,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--copies", type=int, default=4)
     ap.add_argument("--repeat", type=int, default=4, help="the long input is the video this many times over")
     ap.add_argument("--clips", type=int, default=32)
+    ap.add_argument("--sets", default="short,long",
+                    help="which inputs (a before-the-fix run on long ones needs about 17 GB: give 'short')")
     ap.add_argument("--checkpoint", help="default: the built-in demo model")
     ap.add_argument("--atfr", default=f"{shlex.quote(sys.executable)} -m atfr.cli",
                     help="how to run the CLI (e.g. another checkout's venv/bin/atfr, for a before/after)")
@@ -95,6 +97,8 @@ def main(argv: list[str] | None = None) -> int:
     n_short = int(cap.get(cv2.CAP_PROP_FRAME_COUNT))
     cap.release()
     for name, rep in (("short", 1), ("long", args.repeat)):
+        if name not in args.sets.split(","):
+            continue
         d = work / f"{name}_videos"
         if not d.exists():
             d.mkdir()
