@@ -124,6 +124,7 @@ def test_fp16_graphs_keep_io_and_sgs_fp32(fp16_export):
             if o in types and types[o] in (onnx.TensorProto.FLOAT, onnx.TensorProto.FLOAT16):
                 assert types[o] == onnx.TensorProto.FLOAT, o
     fp32_inits = {i.name for i in front.graph.initializer if i.data_type == onnx.TensorProto.FLOAT}
+    # fp32(1e-6) is within u * 1e-6 = 6e-14 of 1e-6 (and an fp16 1e-6 is 1e-9 off): 1e-12 picks it out
     eps = [i for i in front.graph.initializer if i.name in fp32_inits and i.dims == [] and
            abs(float(onnx.numpy_helper.to_array(i)) - 1e-6) < 1e-12]
     assert eps and float(onnx.numpy_helper.to_array(eps[0])) == np.float32(1e-6)
