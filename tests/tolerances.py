@@ -48,15 +48,6 @@ class NetShape:
         return LAMBDA * U32 * math.sqrt(self.depth * self.fan_in)
 
 
-def torch_shape(module) -> NetShape:
-    """Depth and longest reduction of a torch module (Conv*d and Linear layers)."""
-    import torch
-
-    ks = [int(m.weight[0].numel()) for m in module.modules()
-          if isinstance(m, (torch.nn.Conv1d, torch.nn.Conv2d, torch.nn.Conv3d, torch.nn.Linear))]
-    return NetShape(max(1, len(ks)), max(ks, default=1))
-
-
 def torch_split_shapes(model, xs) -> tuple[NetShape, NetShape]:
     """(front, back) shapes of a torch ATFR model: the reductions that run in
     ``front_with_distances`` (the SGS stage and its embedding net) and the rest."""
