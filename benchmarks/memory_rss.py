@@ -1,5 +1,8 @@
 """Peak RSS of the commands that read videos, on short vs long inputs, side by side (issue 12).
 
+Commands: ``atfr calibrate --clips N``, ``atfr bench --videos``, ``atfr verify --precision fp32
+--data --data-clips N`` and ``atfr predict`` (default 10x3 views) on the same folders.
+
 Target: ``atfr calibrate --clips 32`` and ``atfr bench --videos`` stay within 600 MB above the
 loaded model, whatever the videos' length. Each command runs as a child process; its peak RSS is
 the child's ``ru_maxrss`` (``os.wait4``). "model" is a child that loads the export on ONNX
@@ -125,6 +128,9 @@ def main(argv: list[str] | None = None) -> int:
                                                        "--cache", str(cache), "--no-progress", "--force"],
             "bench --videos": atfr + ["bench", str(export), "--videos", str(d), "--out", str(work / f"bench_{name}.json"),
                                       "--force"] + shlex.split(args.bench_args),
+            f"verify --precision fp32 --data-clips {args.clips}": atfr + [
+                "verify", str(export), "--precision", "fp32", "--data", str(d), "--data-clips", str(args.clips)],
+            "predict (10x3 views)": atfr + ["predict", str(export), str(d)],
         }
         for label, cmd in cmds.items():
             rss, wall, rc = peak_rss(cmd, work / f"{label.split()[0]}_{name}.log")
