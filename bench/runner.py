@@ -133,11 +133,14 @@ def video_windows(n: int, spec: Any) -> list[np.ndarray]:
     return [s0 + offs for s0 in starts]
 
 
-def video_clips(folder: str, m: Manifest, limit_videos: int = 200) -> tuple[list[list[np.ndarray]], str]:
+def video_clips(folder: str, m: Manifest, limit_videos: int = 200,
+                reduce: Callable[[list[np.ndarray]], Any] | None = None) -> tuple[list[Any], str]:
     """Decode videos with OpenCV into model inputs (:func:`video_windows`, through the runtime's
     own preprocessing). Each video is decoded once, keeping only the windows' frames, and each
     window is preprocessed as soon as it is complete (``runtime.video.decode_clips``), so memory
-    does not grow with video length. Returns (clips, description of the transform)."""
+    does not grow with video length. ``reduce``: applied to each clip right away, and only its
+    result is kept (e.g. the clip's B'), so not even the clips pile up. Returns (clips or their
+    reductions, description of the transform)."""
     from atfr.runtime.preprocess import Preprocessor
     from atfr.runtime.video import VIDEO_EXTS, decode_clips, videos_in
 
@@ -149,10 +152,11 @@ def video_clips(folder: str, m: Manifest, limit_videos: int = 200) -> tuple[list
         raise ATFRError(f"--videos {root}: no video files ({', '.join(VIDEO_EXTS)})")
     spec = m.input
     pre = Preprocessor(spec)
-    clips: list[list[np.ndarray]] = []
+    clips: list[Any] = []
     for f in files:
         try:
-            got, _, _ = decode_clips(f, lambda n, fps: video_windows(n, spec), lambda j, fr: pre.inputs(fr, (1,)))
+            got, _, _ = decode_clips(f, lambda n, fps: video_windows(n, spec),
+                                     lambda j, fr: (reduce or (lambda c: c))(pre.inputs(fr, (1,))))
         except SourceError:
             continue
         clips.extend(got)
@@ -166,11 +170,7 @@ def bprime_distribution(pipe: Pipeline, videos: str | None) -> dict[str, Any] | 
     if not m.sgs:
         return None
     if videos:
-        clips, how = video_clips(videos, m)
-        xs = []
-        for c in clips:
-            bp = pipe.run_sgs(pipe.run_front(c))[0][1]
-            xs.append(curve_x(m, bp))
+        xs, how = video_clips(videos, m, reduce=lambda c: curve_x(m, pipe.run_sgs(pipe.run_front(c))[0][1]))
         return {"source": f"videos in {videos} ({CLIPS_PER_VIDEO} windows per video; preprocessing: {how})",
                 "counts": histogram(xs)}
     bs = m.bprime_stats or {}
