@@ -149,12 +149,29 @@ def random_clips(m: Manifest, batch: int, seed: int) -> list[np.ndarray]:
     return [rng.standard_normal(s, dtype=np.float32) for s in m.clip_shapes(batch)]
 
 
-def video_clips(folder: str, m: Manifest, limit_videos: int = 200) -> tuple[list[list[np.ndarray]], str]:
-    """Decode videos with OpenCV into model inputs: CLIPS_PER_VIDEO uniformly spaced windows of
-    num_frames frames at sampling_rate per video, through the runtime's own preprocessing.
-    Returns (clips, description of the transform)."""
+def video_windows(n: int, spec: Any) -> list[np.ndarray]:
+    """Frame indices of CLIPS_PER_VIDEO uniformly spaced windows of num_frames frames at
+    sampling_rate in a video of n frames; a short video is looped, as the official test loader
+    pads by repetition."""
+    sr = max(1, spec.sampling_rate)
+    need = spec.num_frames * sr
+    offs = np.arange(0, need, sr)[: spec.num_frames]
+    if n <= need:
+        return [offs % n]
+    starts = sorted(set(int(v) for v in np.linspace(0, n - need, CLIPS_PER_VIDEO).astype(int)))
+    return [s0 + offs for s0 in starts]
+
+
+def video_clips(folder: str, m: Manifest, limit_videos: int = 200,
+                reduce: Callable[[list[np.ndarray]], Any] | None = None) -> tuple[list[Any], str]:
+    """Decode videos with OpenCV into model inputs (:func:`video_windows`, through the runtime's
+    own preprocessing). Each video is decoded once, keeping only the windows' frames, and each
+    window is preprocessed as soon as it is complete (``runtime.video.decode_clips``), so memory
+    does not grow with video length. ``reduce``: applied to each clip right away, and only its
+    result is kept (e.g. the clip's B'), so not even the clips pile up. Returns (clips or their
+    reductions, description of the transform)."""
     from atfr.runtime.preprocess import Preprocessor
-    from atfr.runtime.video import VIDEO_EXTS, read_frames, videos_in
+    from atfr.runtime.video import VIDEO_EXTS, decode_clips, videos_in
 
     root = Path(folder)
     if not root.is_dir():
@@ -164,19 +181,14 @@ def video_clips(folder: str, m: Manifest, limit_videos: int = 200) -> tuple[list
         raise ATFRError(f"--videos {root}: no video files ({', '.join(VIDEO_EXTS)})")
     spec = m.input
     pre = Preprocessor(spec)
-    need = spec.num_frames * max(1, spec.sampling_rate)
-    clips: list[list[np.ndarray]] = []
+    clips: list[Any] = []
     for f in files:
         try:
-            arr, _ = read_frames(f, max_frames=3000)
+            got, _, _ = decode_clips(f, lambda n, fps: video_windows(n, spec),
+                                     lambda j, fr: (reduce or (lambda c: c))(pre.inputs(fr, (1,))))
         except SourceError:
             continue
-        if len(arr) < need:  # loop short videos, as the official test loader pads by repetition
-            arr = np.concatenate([arr] * (need // len(arr) + 1))[: max(need, len(arr))]
-        starts = np.linspace(0, len(arr) - need, CLIPS_PER_VIDEO).astype(int) if len(arr) > need else [0]
-        for s0 in sorted(set(int(v) for v in starts)):
-            win = arr[s0:s0 + need:max(1, spec.sampling_rate)][: spec.num_frames]
-            clips.append(pre.inputs(win, (1,)))
+        clips.extend(got)
     if not clips:
         raise ATFRError(f"--videos {root}: OpenCV could not decode any of {len(files)} file(s)")
     return clips, "runtime Preprocessor (official test transform, centre crop)"
@@ -187,11 +199,7 @@ def bprime_distribution(pipe: Pipeline, videos: str | None) -> dict[str, Any] | 
     if not m.sgs:
         return None
     if videos:
-        clips, how = video_clips(videos, m)
-        xs = []
-        for c in clips:
-            bp = pipe.run_sgs(pipe.run_front(c))[0][1]
-            xs.append(curve_x(m, bp))
+        xs, how = video_clips(videos, m, reduce=lambda c: curve_x(m, pipe.run_sgs(pipe.run_front(c))[0][1]))
         return {"source": f"videos in {videos} ({CLIPS_PER_VIDEO} windows per video; preprocessing: {how})",
                 "counts": histogram(xs)}
     bs = m.bprime_stats or {}

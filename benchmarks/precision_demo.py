@@ -8,6 +8,7 @@ training or calibration).
     python benchmarks/precision_demo.py [--workdir /tmp/precision-demo] [--per-class 25] [--calib-videos 16]
                                         [--method percentile|entropy|minmax] [--front float|int8]
                                         [--float-stages N] [--fp16-feature-block fp32|fp16]
+                                        [--fp16-front fp16|fp32]
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--float-stages", type=int, default=1, help="atfr calibrate --float-stages")
     ap.add_argument("--fp16-feature-block", default="fp32", choices=["fp32", "fp16"],
                     help="atfr export --fp16-feature-block")
+    ap.add_argument("--fp16-front", default="fp16", choices=["fp16", "fp32"], help="atfr export --fp16-front")
     args = ap.parse_args(argv)
 
     from atfr.calibration.accuracy import compare_precisions, format_report
@@ -53,7 +55,7 @@ def main(argv: list[str] | None = None) -> int:
     lm = load_checkpoint(ckpt)
     lm.meta.setdefault("source", str(ckpt))
     out = export_model(lm, work / "export", ExportOptions(name="demo_atfr"))
-    write_fp16(out, feature_block=args.fp16_feature_block == "fp32")
+    write_fp16(out, feature_block=args.fp16_feature_block == "fp32", front_fp32=args.fp16_front == "fp32")
     spec = lm.model.input_spec
     vids = write_demo_videos(work / "calib_videos", seed=1, n_per_class=args.calib_videos, fps=spec.target_fps,
                              frames=2 * spec.num_frames, size=spec.crop_size)

@@ -19,8 +19,6 @@ from atfr.errors import ATFRError, SourceError
 from atfr.runtime.preprocess import Preprocessor
 from atfr.spec import InputSpec
 
-MAX_DECODE_FRAMES = 20000  # a guard against endless streams listed by mistake
-
 
 @dataclass
 class CalibClip:
@@ -49,66 +47,63 @@ def list_videos(data: str | Path) -> list[Path]:
     return vids
 
 
-def read_video(path: Path) -> tuple[np.ndarray, float] | None:
-    """All frames as uint8 RGB [T,H,W,3] and the fps, or None when OpenCV cannot decode it."""
-    from atfr.runtime.video import read_frames
-
-    if not path.is_file():
-        return None
-    try:
-        return read_frames(path, max_frames=MAX_DECODE_FRAMES)
-    except SourceError:
-        return None
-
-
 def sample_clips(data: str | Path, spec: InputSpec, n: int, seed: int = 0, progress: bool = False) -> list[CalibClip]:
-    """``n`` clips spread over the videos (round-robin in a seeded order, temporal views spaced
-    over each video, seeded spatial crop). Unreadable videos are skipped with a warning; none
-    readable is an ATFRError."""
+    """``n`` clips spread over the readable videos (round-robin in a seeded order, temporal views
+    spaced over each video, seeded spatial crop). Unreadable videos are skipped with a warning;
+    none readable is an ATFRError.
+
+    Memory: each video is decoded once, front to back (``runtime.video.decode_clips``), and each
+    clip is preprocessed as soon as its last frame is decoded, so only the clips' model inputs
+    and the frames of the clip being assembled are held, never a whole video.
+    """
     from atfr.runtime.sampling import clip_indices
+    from atfr.runtime.video import decode_clips, video_info
 
     if n < 1:
         raise ATFRError("--clips must be >= 1")
     vids = list_videos(data)
     rng = np.random.default_rng(seed)
     order = [vids[i] for i in rng.permutation(len(vids))]
-    pre = Preprocessor(spec)
-    # Clip j -> video order[j % V], temporal view j // V of ceil(n / V), spatial crop from the rng.
-    per_video: dict[int, list[int]] = {}
-    for j in range(n):
-        per_video.setdefault(j % len(order), []).append(j)
     spatial = rng.integers(0, 3, size=n)
-    views_per_video = math.ceil(n / len(order))
-    clips: list[CalibClip | None] = [None] * n
     bad: list[str] = []
-    it = sorted(per_video.items())
-    if progress:
-        from tqdm import tqdm
-        it = tqdm(it, desc="reading videos", unit="video", leave=False)
-    readable: list[tuple[np.ndarray, float, str]] = []
-    for vi, js in it:
-        got = read_video(order[vi])
-        if got is None:
-            bad.append(str(order[vi]))
-            continue
-        frames, fps = got
-        readable.append((frames, fps, str(order[vi])))
-        for j in js:
-            k = j // len(order)
-            idx = clip_indices(len(frames), spec, fps, k, views_per_video)
-            x = pre.inputs(frames[idx], (int(spatial[j]),))
-            clips[j] = CalibClip([np.ascontiguousarray(a, dtype=np.float32) for a in x], str(order[vi]), k, int(spatial[j]))
+    readable: list[Path] = []
+    for v in order:  # opening decodes the first frame: a video that passes decodes
+        try:
+            if not v.is_file():
+                raise SourceError(f"{v}: no such file")
+            video_info(v)
+            readable.append(v)
+        except SourceError:
+            bad.append(str(v))
     if not readable:
         raise ATFRError(f"no readable video in {data} ({len(bad)} file(s) OpenCV cannot decode, e.g. {bad[0]})")
     if bad:
         warnings.warn(f"skipped {len(bad)} unreadable video(s), e.g. {bad[0]}", stacklevel=2)
-    # Clips of unreadable videos: take more views from the readable ones, deterministically.
-    missing = [j for j, c in enumerate(clips) if c is None]
-    for m_i, j in enumerate(missing):
-        frames, fps, src = readable[m_i % len(readable)]
-        k = views_per_video + m_i // len(readable)
-        nv = k + 1
-        idx = clip_indices(len(frames), spec, fps, k, nv)
-        x = pre.inputs(frames[idx], (int(spatial[j]),))
-        clips[j] = CalibClip([np.ascontiguousarray(a, dtype=np.float32) for a in x], src, k, int(spatial[j]))
+    # Clip j -> video readable[j % V], temporal view j // V of ceil(n / V), spatial crop from the rng.
+    nv = len(readable)
+    views = math.ceil(n / nv)
+    pre = Preprocessor(spec)
+    clips: list[CalibClip | None] = [None] * n
+    it = range(min(nv, n))
+    if progress:
+        from tqdm import tqdm
+        it = tqdm(it, desc="reading videos", unit="video", leave=False)
+    for vi in it:
+        js = list(range(vi, n, nv))
+        src = str(readable[vi])
+
+        def plan(frames: int, fps: float) -> list[np.ndarray]:
+            return [clip_indices(frames, spec, fps, j // nv, views) for j in js]
+
+        def make(c: int, frames: list[np.ndarray]) -> CalibClip:
+            j = js[c]
+            x = pre.inputs(frames, (int(spatial[j]),))
+            return CalibClip([np.ascontiguousarray(a, dtype=np.float32) for a in x], src, j // nv, int(spatial[j]))
+
+        try:
+            got, _, _ = decode_clips(readable[vi], plan, make)
+        except SourceError as e:
+            raise ATFRError(f"calibration video {src}: {e}") from None
+        for j, c in zip(js, got):
+            clips[j] = c
     return clips  # type: ignore[return-value]

@@ -25,7 +25,7 @@ import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterable, Iterator, Protocol
+from typing import Callable, Iterable, Iterator, Protocol, Sequence, TypeVar
 
 import numpy as np
 
@@ -584,46 +584,121 @@ def videos_in_list(path: str | os.PathLike) -> list[Path]:
     return vids
 
 
-def read_selected(path: str | os.PathLike, wanted: Callable[[int, float], Iterable[int]], fallback_fps: float = 30.0) -> tuple[dict[int, np.ndarray], int, float]:
-    """Decode a file keeping only the frames ``wanted(n_frames, fps)`` selects.
+T = TypeVar("T")  # what a decode_clips caller makes of one clip
 
-    The container's frame count is only a hint (often off by a few frames), so the selection is
-    computed from it, checked against the decoded count, and recomputed with a second pass when
-    they differ. Returns ({index: RGB frame}, true frame count, fps).
-    """
+
+def _skip(r: CvReader) -> bool:
+    """Advance ``r`` one frame without converting it (``grab``: the codec decodes, but no colour
+    conversion or copy to Python). False at the end of the file."""
+    if r._pending is not None:
+        r._pending = None
+        return True
+    return r._cap is not None and bool(r._cap.grab())
+
+
+def count_frames(path: str | os.PathLike, fallback_fps: float = 30.0) -> tuple[int, float]:
+    """(true frame count, fps) by grabbing every frame once; nothing is kept."""
     r = CvReader(parse_source(str(path)), fallback_fps)
-    fps = r.fps
-    hint = r.frame_count_hint
     try:
-        keep = set(int(i) for i in wanted(hint, fps)) if hint else None
-        kept: dict[int, np.ndarray] = {}
         n = 0
-        if keep is None:
-            # No usable count: keep everything (single pass), then select.
-            allf = []
-            while (f := r.read()) is not None:
-                allf.append(f)
-            n = len(allf)
-            sel = set(int(i) for i in wanted(n, fps)) if n else set()
-            return {i: allf[i] for i in sel}, n, fps
-        while (f := r.read()) is not None:
-            if n in keep:
-                kept[n] = f
+        while _skip(r):
+            n += 1
+        return n, r.fps
+    finally:
+        r.close()
+
+
+def _stream_clips(path: str | os.PathLike, clips: Sequence[np.ndarray], make: Callable[[int, list[np.ndarray]], T],
+                  fallback_fps: float) -> tuple[list[T | None], int, float]:
+    """One decode pass: each clip's frames go to ``make(j, frames)`` as soon as its last frame is
+    decoded, and a frame is dropped once every clip using it is made. Frames no clip wants are
+    grabbed, not converted. Clips whose frames lie past the end stay None."""
+    users: dict[int, int] = {}  # frame index -> clips that still need it
+    for c in clips:
+        for i in set(int(v) for v in c):
+            users[i] = users.get(i, 0) + 1
+    by_end = sorted(range(len(clips)), key=lambda j: int(np.max(clips[j])) if len(clips[j]) else -1)
+    out: list[T | None] = [None] * len(clips)
+    held: dict[int, np.ndarray] = {}
+    nxt = 0
+    r = CvReader(parse_source(str(path)), fallback_fps)
+    try:
+        fps = r.fps
+        n = 0
+        while True:
+            if n in users:
+                f = r.read()
+                if f is None:
+                    break
+                held[n] = f
+            elif not _skip(r):
+                break
+            while nxt < len(by_end) and (len(clips[by_end[nxt]]) == 0 or int(np.max(clips[by_end[nxt]])) <= n):
+                j = by_end[nxt]
+                out[j] = make(j, [held[int(i)] for i in clips[j]])
+                for i in set(int(v) for v in clips[j]):
+                    users[i] -= 1
+                    if users[i] == 0:
+                        held.pop(i, None)
+                nxt += 1
             n += 1
     finally:
         r.close()
-    if n == hint:
-        return kept, n, fps
-    sel = set(int(i) for i in wanted(n, fps)) if n else set()
-    if sel <= kept.keys():
-        return {i: kept[i] for i in sel}, n, fps
+    return out, n, fps
+
+
+def decode_clips(path: str | os.PathLike, plan: Callable[[int, float], Sequence[Sequence[int]]],
+                 make: Callable[[int, list[np.ndarray]], T], fallback_fps: float = 30.0) -> tuple[list[T], int, float]:
+    """Decode a video once, front to back, keeping only the frames the clips need.
+
+    ``plan(n_frames, fps)`` gives each clip's frame indices; ``make(j, frames)`` turns clip j's
+    RGB frames into whatever the caller keeps (preprocessed inputs, a prediction) right after its
+    last frame is decoded, so full-resolution frames never pile up: memory is bounded by the
+    frames of the clips that overlap the decode position, not by the video's length.
+
+    Returns ([make(j, ...) per clip], true frame count, fps). The container's frame count is only
+    a hint (often off by a few frames): the plan is made from it, and when the decoded count
+    differs and the plan for the true count is another one, the video is decoded again with that
+    plan (``make`` then runs again for every clip). Without a hint, frames are counted first.
+
+    Why not seek (CAP_PROP_POS_FRAMES): OpenCV's FFmpeg backend seeks by timestamp to a key frame
+    and counts forward, which is not frame-exact for every codec and container; calibration and
+    benchmarks must see exactly the frames ``predict`` sees. Skipped frames are only grabbed.
+    SourceError when the file cannot be opened or decoded.
+    """
     r = CvReader(parse_source(str(path)), fallback_fps)
-    try:
-        kept, i = {}, 0
-        while (f := r.read()) is not None:
-            if i in sel:
-                kept[i] = f
-            i += 1
-    finally:
-        r.close()
-    return kept, n, fps
+    fps, hint = r.fps, r.frame_count_hint
+    r.close()
+    del r  # its decoded first frame too
+    if not hint:
+        hint, fps = count_frames(path, fallback_fps)
+        if hint == 0:
+            raise SourceError(f"{path}: the video has no frames")
+
+    def clips_for(n: int) -> list[np.ndarray]:
+        return [np.asarray(c, dtype=np.int64).reshape(-1) for c in plan(n, fps)]
+
+    clips = clips_for(hint)
+    out, n, _ = _stream_clips(path, clips, make, fallback_fps)
+    if n != hint:
+        again = clips_for(n)
+        if len(again) != len(clips) or any(not np.array_equal(a, b) for a, b in zip(again, clips)) \
+                or any(o is None for o in out):
+            out, n2, _ = _stream_clips(path, again, make, fallback_fps)
+            if n2 != n or any(o is None for o in out):
+                raise SourceError(f"{path}: the decoder gave {n} then {n2} frames (an unstable or truncated video)")
+    return out, n, fps  # type: ignore[return-value]
+
+
+def read_selected(path: str | os.PathLike, wanted: Callable[[int, float], Iterable[int]], fallback_fps: float = 30.0) -> tuple[dict[int, np.ndarray], int, float]:
+    """Decode a file keeping only the frames ``wanted(n_frames, fps)`` selects (see
+    :func:`decode_clips` for the frame-count handling). Returns ({index: RGB frame}, true frame
+    count, fps). Prefer :func:`decode_clips` with a ``make`` that shrinks each clip at once."""
+    last: list[list[int]] = []  # the plan decode_clips used last (it may replan for the true count)
+
+    def plan(n: int, fps: float) -> list[list[int]]:
+        last[:] = [sorted({int(i) for i in wanted(n, fps)})]
+        return last
+
+    (frames,), n, fps = decode_clips(path, plan, lambda j, fr: fr, fallback_fps)
+    return dict(zip(last[0], frames)), n, fps

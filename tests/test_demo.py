@@ -170,7 +170,9 @@ def test_demo_model_accuracy_and_bprime_track_motion(demo_model):
     x, y = synth.make_dataset(40, seed=0, num_frames=16, size=64, split=HELD_OUT_SPLIT)
     ev = evaluate(demo_model.model, x, y)
     assert ev["accuracy"] >= 0.9, f"accuracy {ev['accuracy']:.4f}"
-    assert abs(ev["accuracy"] - demo_model.meta["heldout_accuracy"]) < 1e-3  # the recorded figure is this one
+    # the recorded figure is this one: accuracy is a count over len(y) clips, so anything under
+    # half a clip (0.5 / len(y)) only absorbs the float rounding of the stored fraction
+    assert abs(ev["accuracy"] - demo_model.meta["heldout_accuracy"]) < 0.5 / len(y)
     bp = ev["bprime"].astype(float)
     assert ((1 <= bp) & (bp <= 16)).all()
     still = bp[y == C["still"]].mean()
@@ -213,7 +215,13 @@ def test_exported_demo_model_equals_pytorch_on_held_out_clips(demo_model, tmp_pa
     assert np.array_equal(ort_bp, k[:, 0].numpy()), f"B' differs on {int((ort_bp != k[:, 0].numpy()).sum())} clips"
     assert [r.top(1)[0] for r in res] == logits.argmax(1).tolist()
     got = np.stack([r.logits for r in res])
-    np.testing.assert_allclose(got, logits.numpy(), atol=1e-3)
+    # torch vs ONNX Runtime, each with its own Δ: the end-to-end bound of tests/tolerances.py
+    from tolerances import end_to_end_atol, onnx_shape
+
+    m = pl.manifest
+    atol = end_to_end_atol(onnx_shape(m.path("front")), onnx_shape(m.path("back")), [layer.bins for layer in m.sgs],
+                           logits.numpy())
+    np.testing.assert_allclose(got, logits.numpy(), rtol=0, atol=atol)
 
 
 def test_train_demo_phases_switch_to_the_final_kernel(tmp_path, capsys):

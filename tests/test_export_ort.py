@@ -19,6 +19,7 @@ from atfr.runtime.manifest import load_manifest
 from atfr.runtime.pipeline import Pipeline
 
 from conftest import GOLDEN_CLIPS, GOLDEN_MODELS, normalize_frames, slow_indices
+from tolerances import LAMBDA, U32, end_to_end_atol, magnitude, onnx_shape, prob_atol, sgs_amplification
 
 
 def _golden_inputs(golden, name, clip, alpha):
@@ -28,38 +29,53 @@ def _golden_inputs(golden, name, clip, alpha):
 
 @pytest.mark.parametrize("name", GOLDEN_MODELS)
 def test_golden_export_on_onnxruntime(golden, golden_exports, name):
-    """Identical B' on every golden clip; graphs fed identical inputs agree with torch to 1e-4;
-    end to end within the SGS float-noise amplification (measured <= 2.6e-3 on SlowFast)."""
+    """Identical B' and top-1 on every golden clip; values within the bounds of tests/tolerances.py:
+    a graph fed the same input as torch within its own summation-order bound, end to end within
+    the front's bound amplified 2B by SGS (each side computes its own Delta)."""
     pl = Pipeline.load(golden_exports[name])
+    m = pl.manifest
+    front, back = onnx_shape(m.path("front")), onnx_shape(m.path("back"))
+    bins = [layer.bins for layer in m.sgs]
     lm = load_checkpoint(golden / name / "checkpoint.pyth")
     model = lm.model.eval()
     model.batch_independent = True
-    alpha = pl.manifest.input.slowfast_alpha
+    alpha = m.input.slowfast_alpha
     mono = ort.InferenceSession(str(golden_exports[name] / "model.onnx"))
     for clip in GOLDEN_CLIPS:
         exp = np.load(golden / name / clip / "expected.npz")
         xs = _golden_inputs(golden, name, clip, alpha)
         res = pl.infer(xs)[0]
         assert list(res.bprime) == [int(exp[f"ts{p}_B_prime"]) for p in range(len(res.bprime))]
-        np.testing.assert_allclose(res.logits, exp["logits"][0], rtol=0, atol=5e-3)
-        np.testing.assert_allclose(res.probs, exp["probs"][0], rtol=0, atol=1e-3)
+        # torch 1.9 (golden) vs ONNX Runtime: other conv kernels on both sides of SGS.
+        e2e = end_to_end_atol(front, back, bins, exp["logits"][0])
+        np.testing.assert_allclose(res.logits, exp["logits"][0], rtol=0, atol=e2e)
+        np.testing.assert_allclose(res.probs, exp["probs"][0], rtol=0, atol=prob_atol(e2e))
         assert int(np.argmax(res.probs)) == int(np.argmax(exp["probs"][0]))
-        # monolithic model.onnx (front + standard-op SGS + back) equals the split pipeline
+        # monolithic model.onnx (front + standard-op SGS + back) vs the split pipeline: ONNX Runtime
+        # may pick other kernels for the larger graph (it did on AVX-512: 2.3e-5), and a Delta
+        # that differs in the last ulp is amplified 2B by SGS, so the same end-to-end bound.
         mono_logits = mono.run(None, {f"clip{p}": x for p, x in enumerate(xs)})[0][0]
-        np.testing.assert_allclose(mono_logits, res.logits, rtol=0, atol=1e-5)
-        # back graph alone, same input as torch
+        np.testing.assert_allclose(mono_logits, res.logits, rtol=0, atol=end_to_end_atol(front, back, bins, res.logits))
+        # back graph alone, same input as torch: only the back's own summation order.
         fo = pl.run_front(xs)
         (feeds, _), = pl.run_sgs(fo)
         with torch.no_grad():
-            ref = model.back([torch.from_numpy(feeds[pl.manifest.back_input_name(p)])
-                              for p in range(pl.manifest.num_pathways)]).numpy()
-        np.testing.assert_allclose(pl.run_back(feeds), ref, rtol=0, atol=1e-4)
+            ref = model.back([torch.from_numpy(feeds[m.back_input_name(p)])
+                              for p in range(m.num_pathways)]).numpy()
+        tol = back.rtol * magnitude(ref)
+        np.testing.assert_allclose(pl.run_back(feeds), ref, rtol=0, atol=tol)
+        # The bound still catches a real bug: two swapped feature channels move the logits past it.
+        bad = {k: v.copy() for k, v in feeds.items()}
+        k0 = m.back_input_name(0)
+        bad[k0][:, [0, 1]] = bad[k0][:, [1, 0]]
+        assert np.abs(pl.run_back(bad) - ref).max() > 10 * tol
 
 
 @pytest.mark.parametrize("name", GOLDEN_MODELS)
 def test_back_graph_runs_for_every_tprime(golden, golden_exports, name):
     m = load_manifest(golden_exports[name])
     back = ort.InferenceSession(str(m.path("back")))
+    back_rtol = onnx_shape(m.path("back")).rtol
     model = load_checkpoint(golden / name / "checkpoint.pyth").model.eval()
     rng = np.random.default_rng(0)
     grids = []
@@ -77,7 +93,8 @@ def test_back_graph_runs_for_every_tprime(golden, golden_exports, name):
         if tp[0] in (1, 3) or tp == grids[-1]:
             with torch.no_grad():
                 ref = model.back([torch.from_numpy(feeds[f"sgs{l.pathway}"]) for l in m.sgs]).numpy()
-            np.testing.assert_allclose(out, ref, rtol=0, atol=1e-4)
+            # same input on both sides: the back's summation-order bound (tests/tolerances.py)
+            np.testing.assert_allclose(out, ref, rtol=0, atol=back_rtol * magnitude(ref))
 
 
 def test_custom_node_front_equals_fallback_front(golden, golden_exports):
@@ -94,8 +111,16 @@ def test_custom_node_front_equals_fallback_front(golden, golden_exports):
     got_list = run_custom_node(onnx.load(str(d / "front_plugin.onnx")), feeds)
     got = dict(zip([o.name for o in onnx.load(str(d / "front_plugin.onnx")).graph.output], got_list))
     assert set(got) == set(want) == {"sgs0", "bprime0", "sgs1", "bprime1"}
+    # Both graphs run the same front ops before SGS, but ONNX Runtime may pick other kernels per
+    # graph: the front's bound, amplified 2B by SGS, on the SGS outputs' magnitude. B' exact.
+    front = onnx_shape(d / "front.onnx")
+    bins = {f"sgs{layer.pathway}": layer.bins for layer in load_manifest(d).sgs}
     for k in want:
-        np.testing.assert_allclose(got[k], want[k], rtol=0, atol=1e-5)
+        if k.startswith("bprime"):
+            np.testing.assert_array_equal(got[k], want[k])
+        else:
+            atol = (1 + sgs_amplification(bins[k])) * front.rtol * magnitude(want[k])
+            np.testing.assert_allclose(got[k], want[k], rtol=0, atol=atol)
     assert (int(want["bprime0"]), int(want["bprime1"])) == (2, 14)  # golden B' of d_scenecut
 
 
@@ -158,6 +183,7 @@ def test_zoo_exports_match_torch(arch, sgs, tmp_path):
     save_checkpoint(ck, model, cfg, [str(i) for i in range(7)])
     out = export_model(load_checkpoint(ck), tmp_path / "exp", ExportOptions())
     pl = Pipeline.load(out)
+    front, back = onnx_shape(pl.manifest.path("front")), onnx_shape(pl.manifest.path("back"))
     assert len(pl.manifest.sgs) == (len(model.ts_layer_map()) if sgs else 0)
     model.batch_independent = True
     spec = model.input_spec
@@ -169,8 +195,9 @@ def test_zoo_exports_match_torch(arch, sgs, tmp_path):
         ref_logits, ref_bp = model.forward_with_bprime([torch.from_numpy(b) for b in batch])
     for i, r in enumerate(results):
         assert list(r.bprime) == ref_bp[i].tolist()
-        scale = 1e-4 * max(1.0, float(ref_logits[i].abs().max()))
-        np.testing.assert_allclose(r.logits, ref_logits[i].numpy(), rtol=0, atol=max(scale, 2e-3 if sgs else 1e-4))
+        # torch vs ONNX Runtime, each with its own Delta: tests/tolerances.py end-to-end bound.
+        atol = end_to_end_atol(front, back, [layer.bins for layer in pl.manifest.sgs], ref_logits[i].numpy())
+        np.testing.assert_allclose(r.logits, ref_logits[i].numpy(), rtol=0, atol=atol)
         if sgs:
             assert all(1 <= b <= l.bins for b, l in zip(r.bprime, pl.manifest.sgs))
 
@@ -207,9 +234,17 @@ def test_pipeline_with_onnx_fallback_sgs_equals_numpy_sgs(golden, golden_exports
     for name in GOLDEN_MODELS:
         a = Pipeline.load(golden_exports[name], sgs="numpy")
         b = Pipeline.load(golden_exports[name], sgs="fallback")
+        back = onnx_shape(a.manifest.path("back"))
         alpha = a.manifest.input.slowfast_alpha
         for clip in ("b_static", "d_scenecut"):
             xs = _golden_inputs(golden, name, clip, alpha)
             ra, rb = a.infer(xs)[0], b.infer(xs)[0]
             assert ra.bprime == rb.bprime
-            np.testing.assert_allclose(rb.logits, ra.logits, rtol=0, atol=1e-4)
+            # Same front output (same Delta) into both SGS steps: their scaled distances agree
+            # bit for bit (README), so the outputs differ by the weighted sums' order (sqrt(T)
+            # terms) plus, should one ulp of the Delta scaling differ, 2B ulps; then the back's
+            # own bound (its kernels see slightly different inputs).
+            t = max(layer.frames for layer in a.manifest.sgs)
+            amp = max(sgs_amplification(layer.bins) for layer in a.manifest.sgs)
+            tol = (LAMBDA * U32 * np.sqrt(t) + amp * U32 + back.rtol) * magnitude(ra.logits)
+            np.testing.assert_allclose(rb.logits, ra.logits, rtol=0, atol=tol)

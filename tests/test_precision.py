@@ -124,6 +124,7 @@ def test_fp16_graphs_keep_io_and_sgs_fp32(fp16_export):
             if o in types and types[o] in (onnx.TensorProto.FLOAT, onnx.TensorProto.FLOAT16):
                 assert types[o] == onnx.TensorProto.FLOAT, o
     fp32_inits = {i.name for i in front.graph.initializer if i.data_type == onnx.TensorProto.FLOAT}
+    # fp32(1e-6) is within u * 1e-6 = 6e-14 of 1e-6 (and an fp16 1e-6 is 1e-9 off): 1e-12 picks it out
     eps = [i for i in front.graph.initializer if i.name in fp32_inits and i.dims == [] and
            abs(float(onnx.numpy_helper.to_array(i)) - 1e-6) < 1e-12]
     assert eps and float(onnx.numpy_helper.to_array(eps[0])) == np.float32(1e-6)
@@ -203,3 +204,31 @@ def test_feature_block_can_be_fp16_too(tiny_export, tmp_path, capsys):
     with pytest.raises(SystemExit) as e:  # argparse: usage + one error line, exit 2
         main(["export", "nothing.pt", "-o", str(tmp_path / "o"), "--fp16", "--fp16-feature-block", "bf16"])
     assert e.value.code == 2 and "--fp16-feature-block" in capsys.readouterr().err
+
+
+def test_front_fp32_keeps_the_front_exact_and_the_back_fp16(tiny_export, tmp_path, random_clips):
+    """--fp16-front fp32 (write_fp16(front_fp32=True)): every front node stays fp32, so B' equals
+    fp32 on every clip (SGS amplifies any front error ~2B-fold); the back still runs in fp16."""
+    from atfr.calibration.accuracy import compare_precisions
+    from atfr.export.precision import write_fp16
+    from atfr.runtime.manifest import load_manifest
+
+    d = tmp_path / "export"
+    shutil.copytree(tiny_export, d)
+    write_fp16(d, force=True, front_fp32=True)
+    m = load_manifest(d, check=True)
+    front = onnx.load(str(m.path("front_fp16")))
+    assert not [i.name for i in front.graph.initializer if i.data_type == onnx.TensorProto.FLOAT16]
+    back = onnx.load(str(m.path("back_fp16")))
+    convs = [n for n in back.graph.node if n.op_type == "Conv"]
+    inits = {i.name: i.data_type for i in back.graph.initializer}
+    assert convs and all(inits[n.input[1]] == onnx.TensorProto.FLOAT16 for n in convs)
+    prec = m.raw["precision"]
+    assert prec["fp16"]["front_fp32"] is True
+    import re
+
+    # TensorRT 10.3 builds pin these layers to fp32: every front conv is among them
+    pats = prec["fp32_layers_by_graph"]["front"]
+    assert all(any(re.fullmatch(p, n.name) for p in pats) for n in front.graph.node if n.op_type == "Conv")
+    res = compare_precisions(d, ["fp32", "fp16"], random_clips[:20])
+    assert res["precisions"]["fp16"]["bprime_agreement"] == 1.0  # exact: the front is fp32

@@ -20,6 +20,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--fp16-feature-block", choices=("fp32", "fp16"), default="fp32",
                    help="with --fp16: precision of the residual block producing SGS's input features "
                         "(default fp32: B' is a threshold on their distances)")
+    p.add_argument("--fp16-front", choices=("fp16", "fp32"), default="fp16",
+                   help="with --fp16: fp32 keeps the whole front (up to SGS) in fp32 and only the back "
+                        "in fp16: slower, but SGS amplifies the front's fp16 error about 2B-fold")
     p.add_argument("--force", action="store_true", help="overwrite an existing export")
 
 
@@ -40,7 +43,8 @@ def run(args: argparse.Namespace) -> int:
                                                       args.name or Path(args.source).stem))
     if args.fp16:
         from atfr.export.precision import write_fp16
-        write_fp16(out, force=True, feature_block=args.fp16_feature_block == "fp32")
+        write_fp16(out, force=True, feature_block=args.fp16_feature_block == "fp32",
+                   front_fp32=args.fp16_front == "fp32")
     from atfr.runtime.manifest import load_manifest
     m = load_manifest(out)
     print(f"exported {m.name} ({m.arch}, {m.num_classes} classes, {len(m.sgs)} SGS layer(s)) to {out} "

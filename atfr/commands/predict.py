@@ -114,25 +114,28 @@ class VideoPrediction:
 
 
 def predict_video(pipeline: Any, pre: Any, path: str | Path, temporal: int, spatial: int) -> VideoPrediction:
-    """The official multi-view protocol on one video; frames decoded once, only those needed kept."""
+    """The official multi-view protocol on one video: decoded once, each temporal view inferred as
+    soon as its frames are in (``runtime.video.decode_clips``), so only the full-resolution
+    frames of the views around the decode position are held, never the whole video."""
     from atfr.runtime.sampling import clip_indices
-    from atfr.runtime.video import read_selected
+    from atfr.runtime.video import decode_clips
 
     spec = pipeline.manifest.input
+    sp = spatial_indices(spatial)
 
-    def wanted(n: int, fps: float) -> set[int]:
-        return {int(i) for k in range(temporal) for i in clip_indices(n, spec, fps, k, temporal)}
+    def plan(n: int, fps: float) -> list[np.ndarray]:
+        return [clip_indices(n, spec, fps, k, temporal) for k in range(temporal)]
 
-    kept, n, fps = read_selected(path, wanted, fallback_fps=spec.target_fps)
+    def infer(k: int, frames: list[np.ndarray]) -> list[tuple[np.ndarray, tuple[int, ...]]]:
+        return [(r.probs, tuple(int(b) for b in r.bprime)) for r in pipeline.infer(pre.inputs(frames, sp))]
+
+    views, n, fps = decode_clips(path, plan, infer, fallback_fps=spec.target_fps)
     prob_sum = np.zeros(pipeline.manifest.num_classes, np.float64)
     bps: list[tuple[int, ...]] = []
-    sp = spatial_indices(spatial)
-    for k in range(temporal):
-        idx = clip_indices(n, spec, fps, k, temporal)
-        frames = [kept[int(i)] for i in idx]
-        for r in pipeline.infer(pre.inputs(frames, sp)):
-            prob_sum += r.probs
-            bps.append(tuple(int(b) for b in r.bprime))
+    for view in views:
+        for probs, bp in view:
+            prob_sum += probs
+            bps.append(bp)
     return VideoPrediction(str(path), n, float(fps), temporal * len(sp), prob_sum, bps)
 
 
