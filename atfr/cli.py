@@ -57,10 +57,16 @@ def _first_line(e: BaseException) -> str:
 
 
 def _add_verbose(cmd: argparse.ArgumentParser) -> None:
-    try:
-        cmd.add_argument("-v", "--verbose", action="store_true", help="show library warnings and debug logs")
-    except argparse.ArgumentError:  # the command has its own --verbose (build): share its dest
-        cmd.add_argument("-v", dest="verbose", action="store_true", help="same as --verbose")
+    """Every command takes -v/--verbose; a command that declares either itself keeps its own."""
+    have = cmd._option_string_actions  # argparse's option table (no public accessor)
+    if "-v" in have and "--verbose" in have:
+        return
+    if "--verbose" in have:  # e.g. build's own --verbose: -v shares its dest
+        cmd.add_argument("-v", dest=have["--verbose"].dest, action="store_true", help="same as --verbose")
+        return
+    if "-v" in have:
+        return
+    cmd.add_argument("-v", "--verbose", action="store_true", help="show library warnings and debug logs")
 
 
 def main(argv: list[str] | None = None) -> int:

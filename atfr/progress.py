@@ -38,9 +38,12 @@ class Progress:
         self._t0 = self._last = time.monotonic()
 
     def __iter__(self) -> Iterator[Any]:
-        for item in self.iterable:
-            yield item
-            self.update()
+        try:
+            for item in self.iterable:
+                yield item
+                self.update()
+        finally:  # a plain ``for x in progress(...)`` loop closes the bar too
+            self.close()
 
     def update(self, n: int = 1) -> None:
         self.done += n

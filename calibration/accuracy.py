@@ -16,6 +16,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from atfr.errors import ATFRError
+from atfr.progress import progress as progress_bar
 from atfr.runtime.manifest import Manifest, int8_front_mode, load_manifest
 
 PRECISION_GRAPHS: dict[str, tuple[str, str]] = {
@@ -83,10 +84,7 @@ def run_precision(m: Manifest, precision: str, clips: list[list[np.ndarray]], th
     pipe = Pipeline(m, OrtRunner(m.path(fname), threads), OrtRunner(m.path(bname), threads),
                     SGSStep(m) if m.sgs else None)
     logits, bps = [], []
-    it = clips
-    if progress:
-        from tqdm import tqdm
-        it = tqdm(clips, desc=precision, unit="clip", leave=False)
+    it = progress_bar(clips, precision, unit="clip", enabled=progress)
     for c in it:
         (r,) = pipe.infer(c)
         logits.append(r.logits)

@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from atfr.errors import ATFRError, SourceError
+from atfr.progress import progress as progress_bar
 from atfr.runtime.preprocess import Preprocessor
 from atfr.spec import InputSpec
 
@@ -85,9 +86,7 @@ def sample_clips(data: str | Path, spec: InputSpec, n: int, seed: int = 0, progr
     pre = Preprocessor(spec)
     clips: list[CalibClip | None] = [None] * n
     it = range(min(nv, n))
-    if progress:
-        from tqdm import tqdm
-        it = tqdm(it, desc="reading videos", unit="video", leave=False)
+    it = progress_bar(it, "reading videos", unit="video", enabled=progress)
     for vi in it:
         js = list(range(vi, n, nv))
         src = str(readable[vi])

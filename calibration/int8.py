@@ -60,6 +60,7 @@ import onnx
 from atfr.errors import ATFRError
 from atfr.export.precision import register_graphs, sgs_fp32_nodes, unregister_graphs
 from atfr.fileio import sha256_file, write_json_atomic
+from atfr.progress import progress as progress_bar
 from atfr.runtime.manifest import Manifest, int8_front_mode, load_manifest  # noqa: F401 (re-exported)
 
 CACHE_FORMAT = "atfr-calibration-cache"
@@ -172,10 +173,7 @@ def compute_ranges(model_path: Path, feeds: list[dict[str, np.ndarray]], method:
         calib = create_calibrator(Path(model_path), None, augmented_model_path=str(Path(td) / "augmented.onnx"),
                                   calibrate_method=_ort_method(method),
                                   extra_options={"symmetric": True})
-        it = feeds
-        if progress:
-            from tqdm import tqdm
-            it = tqdm(feeds, desc=desc, unit="clip", leave=False)
+        it = progress_bar(feeds, desc, unit="clip", enabled=progress)
         for f in it:  # one clip per collect: histograms merge incrementally, ragged T' is fine
             calib.collect_data(_ListReader([f]))
         data = calib.compute_data()
@@ -253,10 +251,7 @@ def back_feeds(m: Manifest, clip_inputs: list[list[np.ndarray]], progress: bool 
 
     pipe = Pipeline(m, OrtRunner(m.path("front")), OrtRunner(m.path("back")), SGSStep(m) if m.sgs else None)
     feeds, bps = [], []
-    it = clip_inputs
-    if progress:
-        from tqdm import tqdm
-        it = tqdm(clip_inputs, desc=desc, unit="clip", leave=False)
+    it = progress_bar(clip_inputs, desc, unit="clip", enabled=progress)
     for x in it:
         (f, bp), = pipe.run_sgs(pipe.run_front(pipe.check_inputs(x)))
         feeds.append(f)

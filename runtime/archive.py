@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
 from atfr.errors import ATFRError
-from atfr.fileio import atomic_path, check_writable, sha256_file
+from atfr.fileio import atomic_path, check_output_dir, check_writable, sha256_file
 
 PACK_MANIFEST = "atfr-pack.json"
 PACK_FORMAT = "atfr-pack"
@@ -97,7 +97,9 @@ def unpack(archive: str | os.PathLike, dest: str | os.PathLike, force: bool = Fa
     src, dst = Path(archive), Path(dest)
     if not src.is_file():
         raise ATFRError(f"{src}: no such archive")
-    check_writable(dst, force)
+    if dst.exists() and not force:  # the destination is a folder: check_writable is for files
+        raise ATFRError(f"{dst} already exists; pass --force to overwrite it")
+    check_output_dir(dst.parent if str(dst.parent) else Path("."))
     try:
         tar = tarfile.open(src, "r:*")
     except (tarfile.TarError, OSError) as e:

@@ -110,7 +110,8 @@ def test_calibrate_stdout_has_no_quantizer_chatter(capsys, tmp_path, tiny_export
     assert "Collecting" not in out + err
     assert out.startswith("calibrated (percentile, 2 clip(s)")
     assert all(ln.startswith(("calibrated", "  ")) for ln in out.splitlines()), out
-    assert all(ln.startswith("atfr calibrate: warning:") for ln in err.splitlines()), err
+    # our own one-line warnings and notes only (the note says when int8 is slower than fp32 here)
+    assert all(ln.startswith(("atfr calibrate: warning:", "atfr calibrate: note:")) for ln in err.splitlines()), err
 
 
 def test_verify_precision_warning_is_one_line(capsys, tmp_path, tiny_export):

@@ -54,7 +54,7 @@ def run(args: argparse.Namespace) -> int:
     # on stdout: to the log (-v) instead.
     with quiet_stdout("onnxruntime.quantization"):
         res = calibrate(args.outdir, args.data, args.clips, args.method, args.cache, args.seed, args.force,
-                        progress=not args.no_progress and sys.stderr.isatty(),
+                        progress=not args.no_progress,
                         warn=lambda s: print(f"atfr calibrate: warning: {s}", file=sys.stderr),
                         front=args.front, float_stages=args.float_stages)
     src = f"cache {res.cache}" if res.from_cache else f"{res.clips} clip(s), ranges saved to {res.cache}"

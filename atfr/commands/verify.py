@@ -126,7 +126,7 @@ def _precision_report(args: argparse.Namespace, m) -> int:
     with quiet_stdout("verify --precision"):  # library prints go to the log (-v), not into the report
         res = compare_precisions(args.outdir, precs, clips=args.data, reference="torch" if args.checkpoint else "fp32",
                                  thresholds=_thresholds(args, precs), checkpoint=ckpt if args.checkpoint else None,
-                                 num_clips=args.data_clips, seed=args.seed, progress=sys.stderr.isatty())
+                                 num_clips=args.data_clips, seed=args.seed, progress=True)
     print(json.dumps(res, indent=2, default=float) if args.json else format_report(res))
     from atfr.bench.precision_speed import precision_speed_lines  # measured: are fp16/int8 faster here?
     for line in precision_speed_lines(args.outdir, precs):
