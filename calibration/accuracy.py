@@ -11,7 +11,7 @@ the pooling count), then the predictions.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 
@@ -74,15 +74,20 @@ def precision_graphs(m: Manifest, precision: str) -> tuple[str, str]:
     return fname, bname
 
 
-def run_precision(m: Manifest, precision: str, clips: list[list[np.ndarray]], threads: int | None = None,
-                  progress: bool = False) -> tuple[np.ndarray, np.ndarray]:
-    """(logits [n,K], B' [n,L]) for one precision's front/back graphs on ONNX Runtime CPU."""
+def precision_pipeline(m: Manifest, precision: str, threads: int | None = None):
+    """The runtime Pipeline of one precision's front/back graphs on ONNX Runtime CPU."""
     from atfr.runtime.backends import OrtRunner
     from atfr.runtime.pipeline import Pipeline, SGSStep
 
     fname, bname = precision_graphs(m, precision)
-    pipe = Pipeline(m, OrtRunner(m.path(fname), threads), OrtRunner(m.path(bname), threads),
+    return Pipeline(m, OrtRunner(m.path(fname), threads), OrtRunner(m.path(bname), threads),
                     SGSStep(m) if m.sgs else None)
+
+
+def run_precision(m: Manifest, precision: str, clips: list[list[np.ndarray]], threads: int | None = None,
+                  progress: bool = False) -> tuple[np.ndarray, np.ndarray]:
+    """(logits [n,K], B' [n,L]) for one precision's front/back graphs on ONNX Runtime CPU."""
+    pipe = precision_pipeline(m, precision, threads)
     logits, bps = [], []
     it = progress_bar(clips, precision, unit="clip", enabled=progress)
     for c in it:
@@ -92,20 +97,31 @@ def run_precision(m: Manifest, precision: str, clips: list[list[np.ndarray]], th
     return np.stack(logits, 0).astype(np.float32), np.asarray(bps, dtype=np.int64).reshape(len(clips), -1)
 
 
-def run_torch(checkpoint: str | Path, clips: list[list[np.ndarray]]) -> tuple[np.ndarray, np.ndarray]:
-    """The PyTorch reference: per clip (batch-independent SGS), logits and B'."""
+def torch_reference(checkpoint: str | Path) -> Callable[[list[np.ndarray]], tuple[np.ndarray, tuple[int, ...]]]:
+    """The PyTorch reference as a per-clip function (batch-independent SGS): clip -> (logits, B')."""
     import torch
 
     from atfr.models.checkpoint import load_checkpoint
 
     model = load_checkpoint(checkpoint).model.eval()
     model.batch_independent = True
-    logits, bps = [], []
-    with torch.no_grad():
-        for c in clips:
+
+    def infer(c: list[np.ndarray]) -> tuple[np.ndarray, tuple[int, ...]]:
+        with torch.no_grad():
             lg, k = model.forward_with_bprime([torch.from_numpy(x) for x in c], guard=True)
-            logits.append(lg[0].numpy())
-            bps.append(tuple(int(v) for v in k[0]))
+        return lg[0].numpy(), tuple(int(v) for v in k[0])
+
+    return infer
+
+
+def run_torch(checkpoint: str | Path, clips: list[list[np.ndarray]]) -> tuple[np.ndarray, np.ndarray]:
+    """The PyTorch reference: per clip (batch-independent SGS), logits and B'."""
+    infer = torch_reference(checkpoint)
+    logits, bps = [], []
+    for c in clips:
+        lg, bp = infer(c)
+        logits.append(lg)
+        bps.append(bp)
     return np.stack(logits, 0).astype(np.float32), np.asarray(bps, dtype=np.int64).reshape(len(clips), -1)
 
 
@@ -177,40 +193,64 @@ def compare_precisions(
     m = load_manifest(outdir, check=True)
     if clips is None:
         raise ATFRError("compare_precisions: no clips (pass clip arrays or a video folder / list)")
-    if isinstance(clips, (str, Path)):
-        from .data import sample_clips
-        clips = [c.inputs for c in sample_clips(clips, m.input, num_clips, seed, progress=progress)]
-    clips = [_as_clip(c, m) for c in clips]
-    if not clips:
-        raise ATFRError("compare_precisions: the clip set is empty")
     precisions = list(precisions)
     for p in precisions:
         if p not in PRECISION_GRAPHS:
             raise ATFRError(f"unknown precision {p!r}; choose from: {', '.join(PRECISION_GRAPHS)}")
-    lab = None
-    if labels is not None:
-        lab = np.asarray(list(labels), dtype=np.int64)
-        if lab.shape != (len(clips),):
-            raise ATFRError(f"compare_precisions: {len(lab)} labels for {len(clips)} clips")
     if reference == "torch":
         if checkpoint is None:
             raise ATFRError("compare_precisions: reference='torch' needs the checkpoint")
-        ref = run_torch(checkpoint, clips)
-    elif reference == "fp32":
-        ref = run_precision(m, "fp32", clips, threads, progress)
-    else:
+    elif reference != "fp32":
         raise ATFRError(f"unknown reference {reference!r} (fp32, torch)")
+    # Every precision's pipeline is loaded first and each clip runs through all of them as soon
+    # as it is read: only logits and B' are kept, never the clips (one R3D-18 clip at 256 px is
+    # 25 MB). Per-clip inference does not depend on what ran before, so the numbers are those of
+    # running each precision over the whole set in turn.
+    names = (["fp32"] if reference == "fp32" else []) + [p for p in precisions if p != "fp32" or reference != "fp32"]
+    pipes = {p: precision_pipeline(m, p, threads) for p in dict.fromkeys(names)}
+    torch_infer = torch_reference(checkpoint) if reference == "torch" else None
+
+    def infer_all(c: Any) -> dict[str, tuple[np.ndarray, tuple[int, ...]]]:
+        x = _as_clip(c, m)
+        out = {}
+        if torch_infer is not None:
+            out["torch"] = torch_infer(x)
+        for p, pipe in pipes.items():
+            (r,) = pipe.infer(x)
+            out[p] = (r.logits, r.bprime)
+        return out
+
+    if isinstance(clips, (str, Path)):
+        from .data import map_clips
+        per_clip = map_clips(clips, m.input, num_clips, lambda c: infer_all(c.inputs), seed, progress=progress)
+    else:
+        it = progress_bar(clips, "+".join(pipes), unit="clip", enabled=progress)
+        per_clip = [infer_all(c) for c in it]
+    if not per_clip:
+        raise ATFRError("compare_precisions: the clip set is empty")
+    n = len(per_clip)
+
+    def stacked(p: str) -> tuple[np.ndarray, np.ndarray]:
+        return (np.stack([r[p][0] for r in per_clip], 0).astype(np.float32),
+                np.asarray([r[p][1] for r in per_clip], dtype=np.int64).reshape(n, -1))
+
+    lab = None
+    if labels is not None:
+        lab = np.asarray(list(labels), dtype=np.int64)
+        if lab.shape != (n,):
+            raise ATFRError(f"compare_precisions: {len(lab)} labels for {n} clips")
+    ref = stacked("torch" if reference == "torch" else "fp32")
     th = {k: dict(v) for k, v in DEFAULT_THRESHOLDS.items()}
     for k, v in (thresholds or {}).items():
         th.setdefault(k, {}).update(v)
-    res: dict[str, Any] = {"reference": reference, "clips": len(clips), "precisions": {}}
+    res: dict[str, Any] = {"reference": reference, "clips": n, "precisions": {}}
     hist: dict[str, int] = {}
     for row in ref[1]:
         key = ",".join(map(str, row))
         hist[key] = hist.get(key, 0) + 1
     res["reference_bprime_hist"] = dict(sorted(hist.items()))
     for p in precisions:
-        out = ref if (p == "fp32" and reference == "fp32") else run_precision(m, p, clips, threads, progress)
+        out = stacked(p)
         met = _metrics(ref[0], ref[1], out[0], out[1], lab)
         met["graphs"] = list(precision_graphs(m, p))
         fails = check_thresholds(met, th.get(p, {}))

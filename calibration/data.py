@@ -12,6 +12,7 @@ import math
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable, TypeVar
 
 import numpy as np
 
@@ -20,6 +21,7 @@ from atfr.progress import progress as progress_bar
 from atfr.runtime.preprocess import Preprocessor
 from atfr.spec import InputSpec
 
+R = TypeVar("R")
 
 @dataclass
 class CalibClip:
@@ -55,8 +57,19 @@ def sample_clips(data: str | Path, spec: InputSpec, n: int, seed: int = 0, progr
 
     Memory: each video is decoded once, front to back (``runtime.video.decode_clips``), and each
     clip is preprocessed as soon as its last frame is decoded, so only the clips' model inputs
-    and the frames of the clip being assembled are held, never a whole video.
+    and the frames of the clip being assembled are held, never a whole video. To hold only
+    per-clip results instead of the clips, use :func:`map_clips`.
     """
+    return map_clips(data, spec, n, lambda c: c, seed, progress)
+
+
+def map_clips(data: str | Path, spec: InputSpec, n: int, fn: Callable[[CalibClip], R], seed: int = 0,
+              progress: bool = False) -> list[R]:
+    """``fn(clip)`` for the clips :func:`sample_clips` returns, in the same (clip index) order,
+    each called as soon as its clip is preprocessed: only ``fn``'s results are kept, never the
+    clips. ``fn`` must be pure (decode_clips runs it again for every clip of a video whose
+    container frame count was wrong); it is called in decode order (video by video), not in
+    clip index order."""
     from atfr.runtime.sampling import clip_indices
     from atfr.runtime.video import decode_clips, video_info
 
@@ -84,7 +97,7 @@ def sample_clips(data: str | Path, spec: InputSpec, n: int, seed: int = 0, progr
     nv = len(readable)
     views = math.ceil(n / nv)
     pre = Preprocessor(spec)
-    clips: list[CalibClip | None] = [None] * n
+    clips: list[R | None] = [None] * n
     it = range(min(nv, n))
     it = progress_bar(it, "reading videos", unit="video", enabled=progress)
     for vi in it:
@@ -94,10 +107,10 @@ def sample_clips(data: str | Path, spec: InputSpec, n: int, seed: int = 0, progr
         def plan(frames: int, fps: float) -> list[np.ndarray]:
             return [clip_indices(frames, spec, fps, j // nv, views) for j in js]
 
-        def make(c: int, frames: list[np.ndarray]) -> CalibClip:
+        def make(c: int, frames: list[np.ndarray]) -> R:
             j = js[c]
             x = pre.inputs(frames, (int(spatial[j]),))
-            return CalibClip([np.ascontiguousarray(a, dtype=np.float32) for a in x], src, j // nv, int(spatial[j]))
+            return fn(CalibClip([np.ascontiguousarray(a, dtype=np.float32) for a in x], src, j // nv, int(spatial[j])))
 
         try:
             got, _, _ = decode_clips(readable[vi], plan, make)

@@ -52,7 +52,7 @@ import tempfile
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterable, Iterator
 
 import numpy as np
 import onnx
@@ -163,17 +163,18 @@ class _ListReader:
         return len(self.feeds)
 
 
-def compute_ranges(model_path: Path, feeds: list[dict[str, np.ndarray]], method: str,
-                   desc: str = "calibrating", progress: bool = True) -> dict[str, Any]:
+def compute_ranges(model_path: Path, feeds: Iterable[dict[str, np.ndarray]], method: str,
+                   desc: str = "calibrating", progress: bool = True, total: int | None = None) -> dict[str, Any]:
     """Run ORT's calibrator one clip at a time (clips may differ in T'); return TensorsData as a
-    JSON-able dict (ORT's own cache format)."""
+    JSON-able dict (ORT's own cache format). ``feeds`` may be a generator (``total`` for the
+    progress line): each feed is dropped once collected. The histograms depend on the order."""
     from onnxruntime.quantization.calibrate import create_calibrator, load_tensors_data, save_tensors_data
 
     with tempfile.TemporaryDirectory(prefix="atfr-calib-") as td:
         calib = create_calibrator(Path(model_path), None, augmented_model_path=str(Path(td) / "augmented.onnx"),
                                   calibrate_method=_ort_method(method),
                                   extra_options={"symmetric": True})
-        it = progress_bar(feeds, desc, unit="clip", enabled=progress)
+        it = progress_bar(feeds, desc, total=total, unit="clip", enabled=progress)
         for f in it:  # one clip per collect: histograms merge incrementally, ragged T' is fine
             calib.collect_data(_ListReader([f]))
         data = calib.compute_data()
@@ -246,17 +247,23 @@ def load_cache(path: str | Path) -> dict[str, Any]:
 def back_feeds(m: Manifest, clip_inputs: list[list[np.ndarray]], progress: bool = False,
                desc: str = "front + SGS (fp32)") -> tuple[list[dict[str, np.ndarray]], list[tuple[int, ...]]]:
     """Per clip: the back graph's inputs (its own T') from the fp32 front + numpy SGS step."""
+    feeds, bps = [], []
+    it = progress_bar(clip_inputs, desc, unit="clip", enabled=progress)
+    for f, bp in iter_back_feeds(m, it):
+        feeds.append(f)
+        bps.append(bp)
+    return feeds, bps
+
+
+def iter_back_feeds(m: Manifest, clip_inputs: Iterable[list[np.ndarray]]) -> Iterator[tuple[dict[str, np.ndarray], tuple[int, ...]]]:
+    """:func:`back_feeds` one clip at a time: (back feed, B') as each clip is read."""
     from atfr.runtime.backends import OrtRunner
     from atfr.runtime.pipeline import Pipeline, SGSStep
 
     pipe = Pipeline(m, OrtRunner(m.path("front")), OrtRunner(m.path("back")), SGSStep(m) if m.sgs else None)
-    feeds, bps = [], []
-    it = progress_bar(clip_inputs, desc, unit="clip", enabled=progress)
-    for x in it:
+    for x in clip_inputs:
         (f, bp), = pipe.run_sgs(pipe.run_front(pipe.check_inputs(x)))
-        feeds.append(f)
-        bps.append(bp)
-    return feeds, bps
+        yield f, bp
 
 
 def calibrate(outdir: str | Path, data: str | Path | None = None, clips: int = 256, method: str | None = None,
@@ -325,22 +332,41 @@ def calibrate(outdir: str | Path, data: str | Path | None = None, clips: int = 2
             for w in caught:
                 _warn(str(w.message))
             clip_inputs = [c.inputs for c in got]
+            del got
+        else:
+            clip_inputs = list(clip_inputs)  # a copy: its slots are released below, not the caller's
         n_clips = len(clip_inputs)
         if n_clips == 0:
             raise ATFRError("no calibration clips")
         if n_clips < MIN_RECOMMENDED_CLIPS:
             _warn(f"only {n_clips} calibration clip(s); {MIN_RECOMMENDED_CLIPS}+ are recommended for stable INT8 ranges")
-        front_feeds = [{f"clip{p}": np.ascontiguousarray(x, np.float32) for p, x in enumerate(ci)} for ci in clip_inputs]
-        b_feeds, bps = back_feeds(m, clip_inputs, progress)
+        # Both stages read the clips in clip order (ORT's histograms depend on the order, and the
+        # cache must not depend on how the videos were decoded). The front stage reads them first;
+        # the back stage then turns clip j into its back feed (fp32 front + SGS), collects it and
+        # releases both, so no list of back feeds is ever held and the clips go one by one.
+        front_feeds = ({f"clip{p}": np.ascontiguousarray(x, np.float32) for p, x in enumerate(ci)} for ci in clip_inputs)
+        front_ranges = compute_ranges(src["front_int8"], front_feeds, method, "calibrating front", progress, n_clips)
+        bps: list[tuple[int, ...]] = []
+
+        def release() -> Iterator[list[np.ndarray]]:
+            for j in range(n_clips):
+                x, clip_inputs[j] = clip_inputs[j], None
+                yield x
+
+        def b_feeds() -> Iterator[dict[str, np.ndarray]]:
+            for f, bp in iter_back_feeds(m, release()):
+                bps.append(bp)
+                yield f
+
+        ranges = {
+            "front_int8": front_ranges,
+            "back_int8": compute_ranges(src["back_int8"], b_feeds(), method, "calibrating back", progress, n_clips),
+        }
         for j, layer in enumerate(m.sgs):
             h: dict[int, int] = {}
             for bp in bps:
                 h[int(bp[j])] = h.get(int(bp[j]), 0) + 1
             bhist[f"sgs{layer.pathway}"] = dict(sorted(h.items()))
-        ranges = {
-            "front_int8": compute_ranges(src["front_int8"], front_feeds, method, "calibrating front", progress),
-            "back_int8": compute_ranges(src["back_int8"], b_feeds, method, "calibrating back", progress),
-        }
         c = {
             "format": CACHE_FORMAT, "version": CACHE_VERSION, "method": method, "seed": int(seed),
             "clips": n_clips, "data": str(data) if data is not None else None,

@@ -239,3 +239,83 @@ def test_int8_agrees_with_fp32(export_copy, videos):
     # thresholds drive pass/fail
     strict = compare_precisions(export_copy, ["int8"], clips, thresholds={"int8": {"mean_kl": -1.0}})
     assert not strict["passed"] and "mean_kl" in strict["precisions"]["int8"]["failures"][0]
+
+
+# ---------------------------------------------------------------------------------------------
+# Streaming: calibrate and verify --precision hold per-clip results, not the clips
+# ---------------------------------------------------------------------------------------------
+def test_calibration_cache_equals_ranges_from_held_clips(export_copy, videos):
+    """The cache (front and back stages, clips released as they are used) equals ORT's ranges
+    computed the way the previous code did: every clip and every back feed held in lists, in
+    clip order. Exact: same inputs, same order, same ORT calls."""
+    import json
+
+    from atfr.calibration.data import sample_clips
+    from atfr.calibration.int8 import back_feeds, compute_ranges
+    from atfr.runtime.manifest import load_manifest
+
+    r = _calibrate(export_copy, videos, clips=7, seed=3)
+    m = load_manifest(export_copy)
+    clips = [c.inputs for c in sample_clips(videos, m.input, 7, seed=3)]
+    front = compute_ranges(m.path("front"), [{f"clip{p}": x for p, x in enumerate(c)} for c in clips],
+                           "percentile", progress=False)
+    feeds, bps = back_feeds(m, clips)
+    back = compute_ranges(m.path("back"), feeds, "percentile", progress=False)
+    cache = json.loads(r.cache.read_text())
+    assert cache["graphs"]["front_int8"]["tensors"] == front
+    assert cache["graphs"]["back_int8"]["tensors"] == back
+    want = {}
+    for bp in bps:
+        want[str(bp[0])] = want.get(str(bp[0]), 0) + 1
+    assert cache["bprime_hist"][f"sgs{m.sgs[0].pathway}"] == dict(sorted(want.items()))
+    # calibrate(clip_inputs=...) leaves the caller's list intact and writes the same ranges
+    d2 = export_copy.parent / "again"
+    shutil.copytree(export_copy, d2)
+    r2 = _calibrate(d2, None, clip_inputs=clips, cache=d2 / "c2.json", force=True)
+    assert all(c is not None for c in clips)
+    assert json.loads(r2.cache.read_text())["graphs"] == cache["graphs"]
+
+
+def test_precision_report_streams_identical_to_held_clips(export_copy, videos):
+    """compare_precisions on a video folder (every precision per clip, clips not held) gives
+    exactly the metrics of running each precision over the held clip list in turn."""
+    from atfr.calibration.accuracy import _metrics, compare_precisions, run_precision
+    from atfr.calibration.data import sample_clips
+    from atfr.runtime.manifest import load_manifest
+
+    _calibrate(export_copy, videos, clips=6, seed=0)
+    m = load_manifest(export_copy)
+    clips = [c.inputs for c in sample_clips(videos, m.input, 11, seed=1)]
+    ref, q = run_precision(m, "fp32", clips), run_precision(m, "int8", clips)
+    res = compare_precisions(export_copy, ["fp32", "int8"], videos, num_clips=11, seed=1)
+    assert res["clips"] == 11
+    for p, out in (("fp32", ref), ("int8", q)):
+        want = _metrics(ref[0], ref[1], out[0], out[1], None)
+        assert {k: res["precisions"][p][k] for k in want} == want
+    hist: dict[str, int] = {}
+    for row in ref[1]:
+        hist[",".join(map(str, row))] = hist.get(",".join(map(str, row)), 0) + 1
+    assert res["reference_bprime_hist"] == dict(sorted(hist.items()))
+    assert compare_precisions(export_copy, ["fp32", "int8"], clips) == res  # a held list: same result
+
+
+def test_map_clips_holds_one_clip(videos, tiny_export):
+    """map_clips: results in clip order, equal to fn over sample_clips; while fn runs, no earlier
+    clip is alive (weak references)."""
+    import weakref
+
+    from atfr.calibration.data import map_clips, sample_clips
+    from atfr.runtime.manifest import load_manifest
+
+    m = load_manifest(tiny_export)
+    refs: list[weakref.ref] = []
+    alive: list[int] = []
+
+    def fn(c):
+        refs.append(weakref.ref(c.inputs[0]))
+        alive.append(sum(r() is not None for r in refs))
+        return (c.source, c.view, c.spatial, float(c.inputs[0].sum()))
+
+    got = map_clips(videos, m.input, 9, fn, seed=2)
+    assert got == [(c.source, c.view, c.spatial, float(c.inputs[0].sum())) for c in sample_clips(videos, m.input, 9, seed=2)]
+    assert len(alive) >= 9 and max(alive) == 1
