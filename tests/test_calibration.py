@@ -319,3 +319,20 @@ def test_map_clips_holds_one_clip(videos, tiny_export):
     got = map_clips(videos, m.input, 9, fn, seed=2)
     assert got == [(c.source, c.view, c.spatial, float(c.inputs[0].sum())) for c in sample_clips(videos, m.input, 9, seed=2)]
     assert len(alive) >= 9 and max(alive) == 1
+
+
+def test_precision_report_torch_reference_per_clip(tiny_export, tiny_checkpoint, videos):
+    """reference='torch' runs PyTorch per clip alongside the graphs: the same numbers as
+    run_torch over the held list (labels order included)."""
+    from atfr.calibration.accuracy import _metrics, compare_precisions, run_precision, run_torch
+    from atfr.calibration.data import sample_clips
+    from atfr.runtime.manifest import load_manifest
+
+    m = load_manifest(tiny_export)
+    clips = [c.inputs for c in sample_clips(videos, m.input, 6, seed=4)]
+    ref, out = run_torch(tiny_checkpoint, clips), run_precision(m, "fp32", clips)
+    labels = np.arange(6) % ref[0].shape[1]
+    res = compare_precisions(tiny_export, ["fp32"], videos, reference="torch", checkpoint=tiny_checkpoint,
+                             labels=labels, num_clips=6, seed=4)
+    want = _metrics(ref[0], ref[1], out[0], out[1], labels)
+    assert {k: res["precisions"]["fp32"][k] for k in want} == want
