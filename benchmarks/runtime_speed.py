@@ -268,8 +268,6 @@ def main(argv: list[str] | None = None) -> int:
           f"{'yes' if split_over <= 0.05 else 'NO'} |")
     print()
     print(f"load average before: {load0}; after: {load1}; total {time.perf_counter() - t_all:.0f} s")
-    print("note: the run loop here decodes, pre-processes and infers in series (--fast waits for each clip);")
-    print("      overlapping decode/pre-processing with inference is separate work (issue 13, item 2).")
     (work / "runtime_speed.json").write_text(json.dumps({"model_only": res, "runs": runs, "preprocess_ms": pre,
                                                           "load_before": load0, "load_after": load1}, indent=2))
     return 0
