@@ -16,13 +16,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from atfr.cli import main
-
-
-def _run(capsys, *argv):
-    rc = main(list(map(str, argv)))
-    cap = capsys.readouterr()
-    return rc, cap.out, cap.err
+from cli_helpers import run_cli as _run
 
 
 def _fake_command(monkeypatch, body):

@@ -14,26 +14,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from atfr.cli import main
+from cli_helpers import one_line_error as _one_line_error, run_cli as _run
 
 torch = pytest.importorskip("torch")
 
 ASSET = Path(__file__).resolve().parents[1] / "atfr" / "assets" / "demo_atfr.pt"
-
-
-def _run(capsys, *argv):
-    rc = main(list(map(str, argv)))
-    cap = capsys.readouterr()
-    return rc, cap.out, cap.err
-
-
-def _one_line_error(rc, err, expect_rc=2, match=None):
-    assert rc == expect_rc, err
-    lines = [ln for ln in err.strip().splitlines() if ln]
-    assert len(lines) == 1, err
-    if match:
-        assert match in lines[0], lines[0]
-    return lines[0]
 
 
 def flip_bytes_in_record(src: Path, dst: Path, n: int = 64) -> str:
