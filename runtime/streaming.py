@@ -71,6 +71,16 @@ class RunOptions:
     lossless: bool = False  # offline file mode: run every strided clip, in step with the frames
     latency_budget_ms: float | None = None  # pick B_run per clip to keep p95 latency under it (runtime.budget)
 
+    def check(self) -> None:
+        """One place for the option checks: ``atfr run`` calls it before loading the model, and
+        StreamRunner again for Python callers."""
+        if self.stride < 1:
+            raise ATFRError("--stride must be >= 1")
+        if self.topk < 1:
+            raise ATFRError("--topk must be >= 1")
+        if self.max_clips is not None and self.max_clips < 1:
+            raise ATFRError("max_clips must be >= 1")
+
 
 @dataclass
 class RunSummary:
@@ -336,12 +346,7 @@ class StreamRunner:
         from atfr.runtime.preprocess import Preprocessor
         from atfr.runtime.sampling import stream_window
 
-        if options.stride < 1:
-            raise ATFRError("--stride must be >= 1")
-        if options.topk < 1:
-            raise ATFRError("--topk must be >= 1")
-        if options.max_clips is not None and options.max_clips < 1:
-            raise ATFRError("max_clips must be >= 1")
+        options.check()
         self.pipeline = pipeline
         self.m = pipeline.manifest
         self.stream = stream

@@ -96,10 +96,7 @@ def run(args: argparse.Namespace) -> int:
     from atfr.runtime.streaming import EventLog, RunOptions, StopFlag, StreamRunner, stop_on_signals
     from atfr.runtime.video import FrameStream, open_reader
 
-    if args.stride < 1:
-        raise ATFRError("--stride must be >= 1")
-    if args.topk < 1:
-        raise ATFRError("--topk must be >= 1")
+    RunOptions(stride=args.stride, topk=args.topk).check()  # before minutes of model loading
     if args.duration is not None and args.duration <= 0:
         raise ATFRError("--duration must be > 0")
     if args.retries < 0:
