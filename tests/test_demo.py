@@ -310,8 +310,9 @@ def test_train_demo_prefetch_does_not_change_the_model():
 @pytest.mark.slow
 def test_demo_precision_targets(demo_model, tmp_path):
     """The precision acceptance figures on the demo model's whole held-out split (320 clips),
-    through the real flow: export, fp16 policy graphs, two-stage INT8 calibration on generated
-    demo videos (split 2, seed 1: never the held-out clips), then every precision vs PyTorch fp32.
+    through the real flow: export, fp16 policy graphs (front fp32, the default), two-stage INT8
+    calibration on generated demo videos (split 2, seed 1: never the held-out clips), then every
+    precision vs PyTorch fp32.
     fp32 ONNX: identical B' and top-1 on every clip; fp16: >= 99% B' and top-1 agreement; INT8
     (defaults): >= 97% top-1 agreement and <= 2 points of accuracy lost."""
     from atfr.calibration.accuracy import compare_precisions
