@@ -40,6 +40,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import os
 import shlex
 import sys
 import time
@@ -190,12 +191,15 @@ def _switch_kernel(model: VideoNet, cfg: dict[str, Any], kernel: str) -> None:
 
 
 class EpochData:
-    """The training clips of each epoch, generated one epoch ahead in a worker process.
+    """The training clips of each epoch, optionally generated one epoch ahead in a worker process.
 
-    Generating 800 clips takes ~7 s of numpy/OpenCV, a fifth of an epoch; overlapping it with
-    the previous epoch's training hides most of it. The arrays are the same pure function of
-    (seed, split) either way, so prefetching cannot change the trained model. ``spawn`` because
-    forking a process whose torch thread pool is running is unsafe.
+    Generating 800 clips takes ~7 s of numpy/OpenCV, a fifth of an epoch. The arrays are the same
+    pure function of (seed, split) either way, so prefetching cannot change the trained model.
+    It only pays with a core the trainer's torch threads do not use: on 2 cores with 2 torch
+    threads, the worker pre-empted torch's OpenMP threads and the SGS-phase epochs took 43-51 s
+    instead of 27-40 s (generation included), so :func:`train_demo` prefetches only when the
+    usable cores outnumber ``threads``. ``spawn`` because forking a process whose torch thread
+    pool is running is unsafe.
     """
 
     def __init__(self, n_per_class: int, seed: int, epochs: int, prefetch: bool = True):
@@ -239,7 +243,7 @@ def train_demo(seed: int = 0, epochs: int = 28, n_train_per_class: int = 100, n_
                overrides: dict[str, Any] | None = None, sgs_lr_scale: float = 2 / 3,
                final_kernel: str | None = None, final_epochs: int = 0, final_lr: float = 5e-4,
                final_distill: float = 0.0, distill_temperature: float = 2.0,
-               prefetch: bool = True) -> TrainResult:
+               prefetch: bool | None = None) -> TrainResult:
     """Train the demo model from scratch; returns it (eval mode) with its held-out stats.
 
     Curriculum: the first ``warmup_epochs`` epochs train the convolutions with SGS bypassed
@@ -251,7 +255,7 @@ def train_demo(seed: int = 0, epochs: int = 28, n_train_per_class: int = 100, n_
     before the switch (weight ``final_distill``, temperature ``distill_temperature``), and the
     epoch with the best accuracy on a validation split (never the held-out split) is kept.
     ``prefetch`` generates each epoch's clips in a worker process during the previous epoch
-    (the same clips; only the wall time changes).
+    (the same clips; only the wall time changes); None: only when a core is left over for it.
     """
     t0 = time.time()
     torch.set_num_threads(max(1, int(threads)))
@@ -284,6 +288,9 @@ def train_demo(seed: int = 0, epochs: int = 28, n_train_per_class: int = 100, n_
     sched = schedule(warm_steps, lr) if warm_steps else schedule(total_steps, lr)
     loss_fn = nn.CrossEntropyLoss(label_smoothing=0.05)
     gen = torch.Generator().manual_seed(seed)
+    if prefetch is None:
+        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+        prefetch = cores > int(threads)
     data = EpochData(n_train_per_class, seed, epochs, prefetch)
     try:
         for ep in range(epochs):
