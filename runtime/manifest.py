@@ -184,6 +184,13 @@ def load_manifest(outdir: str | Path, check: bool = False) -> Manifest:
     return m
 
 
+def fp16_front_is_fp32(manifest_raw: dict[str, Any]) -> bool:
+    """Whether the export's fp16 graphs keep the whole front fp32 (``atfr export --fp16``'s
+    default, ``--fp16-front fp32``). Exports written before the flag was recorded: False."""
+    entry = (manifest_raw.get("precision") or {}).get("fp16") or {}
+    return bool(entry.get("front_fp32", False))
+
+
 def int8_front_mode(manifest_raw: dict[str, Any]) -> str | None:
     """How an export's INT8 graphs treat the front: 'int8' (front_int8 + back_int8) or 'float'
     (back_int8 only; the front keeps the fp16 policy). None: not calibrated. Exports calibrated

@@ -281,6 +281,41 @@ def test_plan_engines_int8_with_float_front():
     assert [(e.graph, e.plan.precision) for e in plans] == [("front", "fp32"), ("back", "fp32")]
 
 
+def test_plan_engines_fp32_front_policy():
+    """Exports whose fp16 policy keeps the whole front fp32 (atfr export --fp16's default): the
+    front engine is a plain fp32 build of the fp32 graph (no FP16 flag, no casts), the back keeps
+    its fp16 or int8 plan; on TensorRT 11 too, where the fp16 front would need its cast graph."""
+    g = dict(GRAPHS, front_fp16=["feat0", "dist0"], front_plugin_fp16=["sgs0", "bprime0"], back_fp16=["logits"],
+             back_int8=["logits"])
+    for version in ("10.3.0.26", "10.16.1", "11.4.1"):
+        plans, _ = tc.plan_engines(version, "fp16", g, "plugin", front_fp32=True)
+        (f, b) = plans
+        assert (f.graph, f.plan.precision, f.plan.builder_flags, f.plan.pin_fp32) == ("front_plugin", "fp32", (), False)
+        assert b.plan.precision == "fp16" and b.graph in ("back", "back_fp16")
+        plans, _ = tc.plan_engines(version, "int8", g, "plugin", int8_front="float", front_fp32=True)
+        assert [(e.graph, e.plan.precision) for e in plans] == [("front_plugin", "fp32"), ("back_int8", "int8")]
+    # the same export built without the flag (older manifests): the fp16 front plan, as before
+    plans, _ = tc.plan_engines("10.3.0.26", "fp16", g, "plugin")
+    assert plans[0].plan.precision == "fp16" and plans[0].plan.pin_fp32
+    # a both-quantized export (--front int8) and fp32 builds ignore the flag
+    g8 = dict(g, front_plugin_int8=["sgs0", "bprime0"])
+    plans, _ = tc.plan_engines("10.3", "int8", g8, "plugin", int8_front="int8", front_fp32=True)
+    assert [(e.graph, e.plan.precision) for e in plans] == [("front_plugin_int8", "int8"), ("back_int8", "int8")]
+    plans, _ = tc.plan_engines("11.4.1", "fp32", g, "host", front_fp32=True)
+    assert [(e.graph, e.plan.precision) for e in plans] == [("front", "fp32"), ("back", "fp32")]
+    with pytest.raises(ATFRError, match="back_int8"):
+        tc.plan_engines("10.3", "int8", {k: v for k, v in g.items() if k != "back_int8"}, "plugin",
+                        int8_front="float", front_fp32=True)
+
+
+def test_fp16_front_flag_is_read_from_the_manifest():
+    from atfr.runtime.manifest import fp16_front_is_fp32
+
+    assert fp16_front_is_fp32({"precision": {"fp16": {"front_fp32": True}}}) is True
+    assert fp16_front_is_fp32({"precision": {"fp16": {"front_fp32": False}}}) is False
+    assert fp16_front_is_fp32({"precision": {}}) is False and fp16_front_is_fp32({}) is False
+
+
 # -- build option validation (before tensorrt is imported) ---------------------------------------
 
 def _validate(tmp_path, keys=("front", "back", "front_plugin", "front_fallback"), bins=(32,), int8_front="int8", **kw):

@@ -30,7 +30,7 @@ from atfr import __version__
 from atfr.errors import ATFRError
 from atfr.fileio import atomic_path, check_writable, sha256_file, write_json_atomic
 
-from ..manifest import Manifest, int8_front_mode, load_manifest
+from ..manifest import Manifest, fp16_front_is_fp32, int8_front_mode, load_manifest
 from .api import first_line, import_tensorrt, make_logger
 from .compat import (BuildOptions, PrecisionPlan, Profile, TRange, check_supported, default_profiles, fp32_layers,
                      graph_has_sgs, layers_matching, parse_profiles, parse_version, plan_engines, sm_name,
@@ -294,7 +294,8 @@ def build_engines(outdir: str | os.PathLike, precision: str = "fp32", sgs: str =
     check_supported(version, opts.sgs)
     outs = {k: [t.name for t in g.outputs] for k, g in m.graphs.items()}
     engine_plans, plan_warnings = plan_engines(version, opts.precision, outs, opts.sgs, has_sgs_layers=bool(m.sgs),
-                                               int8_front=int8_front, tf32=opts.tf32)
+                                               int8_front=int8_front, tf32=opts.tf32,
+                                               front_fp32=fp16_front_is_fp32(m.raw))
     plans = {e.role: e for e in engine_plans}
     for w in dict.fromkeys(plan_warnings):
         print(f"WARNING ⚠️ {w}", file=sys.stderr)

@@ -530,16 +530,32 @@ class EnginePlan:
 
 
 def plan_engines(version: "str | TRTVersion", precision: str, graphs: "dict[str, Sequence[str]] | Iterable[str]",
-                 sgs: str, has_sgs_layers: bool = True, int8_front: str | None = "int8", tf32: bool = False
-                 ) -> tuple[list[EnginePlan], tuple[str, ...]]:
+                 sgs: str, has_sgs_layers: bool = True, int8_front: str | None = "int8", tf32: bool = False,
+                 front_fp32: bool = False) -> tuple[list[EnginePlan], tuple[str, ...]]:
     """Per-engine plans and graphs for ``atfr build --precision``; returns (plans, warnings).
 
     Front and back are separate engines, so they may differ: an INT8 export calibrated with
     ``--front float`` (the default; see atfr/calibration/int8.py) builds the front with the fp16
     plan of this TensorRT version (the features that set B' stay float; SGS stays fp32) and the
-    back from back_int8. Every other case uses one plan for both.
+    back from back_int8. ``front_fp32`` (the export's fp16 policy keeps the whole front fp32,
+    ``atfr export --fp16``'s default): wherever the front would take the fp16 plan it takes the
+    plain fp32 plan and graph instead; the same numbers as the all-fp32 ``front_fp16`` graph or
+    every layer pinned, without an FP16 flag or casts for TensorRT to work around. Every other
+    case uses one plan for both.
     """
     outs: dict[str, Sequence[str]] = dict(graphs) if isinstance(graphs, dict) else {k: () for k in graphs}
+    if front_fp32 and (precision == "fp16" or (precision == "int8" and int8_front == "float")):
+        back_plan = (choose_precision_plan(version, "int8", int8_graph_present="back_int8" in outs, tf32=tf32)
+                     if precision == "int8" else
+                     choose_precision_plan(version, "fp16", fp16_graph_present="back_fp16" in outs, tf32=tf32))
+        front_plan = choose_precision_plan(version, "fp32", tf32=tf32)
+        fchoice = resolve_graphs(front_plan, outs, sgs, has_sgs_layers)
+        back = "back_int8" if precision == "int8" else resolve_graphs(back_plan, outs, sgs, has_sgs_layers).back
+        if back not in outs:
+            raise ATFRError(f"the export has no {back!r} graph: "
+                            + ("run 'atfr calibrate OUTDIR'" if precision == "int8" else "re-export with --fp16"))
+        return ([EnginePlan("front", front_plan, fchoice.front), EnginePlan("back", back_plan, back)],
+                tuple(dict.fromkeys(front_plan.warnings + back_plan.warnings + fchoice.warnings)))
     if precision == "int8" and int8_front == "float":
         back_plan = choose_precision_plan(version, "int8", int8_graph_present="back_int8" in outs, tf32=tf32)
         front_plan = choose_precision_plan(version, "fp16", fp16_graph_present="front_fp16" in outs
