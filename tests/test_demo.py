@@ -226,7 +226,9 @@ def test_demo_model_saves_gflops_on_held_out_clips(demo_model, heldout, demo_exp
     tr = gflops_table(demo_model.model)
     mine = np.array([clip_gflops(tr, b) for b in ev["bprime"]]) / clip_gflops(tr, tr["bins"])
     assert abs((1 - mine.mean()) - saved.mean()) < 0.01
-    assert abs(demo_model.meta["per_class"]["still"]["gflops_saved_vs_static"] - (1 - mine[y == C["still"]].mean())) < 1e-3
+    # the checkpoint records the trainer's figure rounded to 4 decimals (|error| <= 5e-5)
+    still_mine = 1 - mine[y == C["still"]].mean()
+    assert abs(demo_model.meta["per_class"]["still"]["gflops_saved_vs_static"] - still_mine) <= 5e-5 + 1e-9
     # the part after SGS carries most of the cost: that is what makes few bins worth it
     assert g["back"] > 0.5 * static, g
 
