@@ -23,6 +23,7 @@ from atfr.spec import InputSpec
 
 R = TypeVar("R")
 
+
 @dataclass
 class CalibClip:
     inputs: list[np.ndarray]  # per pathway [1,3,T_p,S,S] float32

@@ -40,7 +40,7 @@ from typing import Any, Callable, Iterator, TextIO
 
 import numpy as np
 
-from atfr.errors import ATFRError, SourceError
+from atfr.errors import ATFRError, SourceError, check_range
 
 # Why a run ended (RunSummary.end_reason) -> what it means. Exit codes of ``atfr run``: 0 for every
 # end below except the source-lost ones (5); a failure raises (its ATFRError code, 1 if internal).
@@ -74,12 +74,9 @@ class RunOptions:
     def check(self) -> None:
         """One place for the option checks: ``atfr run`` calls it before loading the model, and
         StreamRunner again for Python callers."""
-        if self.stride < 1:
-            raise ATFRError("--stride must be >= 1")
-        if self.topk < 1:
-            raise ATFRError("--topk must be >= 1")
-        if self.max_clips is not None and self.max_clips < 1:
-            raise ATFRError("max_clips must be >= 1")
+        check_range("--stride", self.stride, 1)
+        check_range("--topk", self.topk, 1)
+        check_range("max_clips", self.max_clips, 1)
 
 
 @dataclass

@@ -617,7 +617,8 @@ def _stream_clips(path: str | os.PathLike, clips: Sequence[np.ndarray], make: Ca
     for c in clips:
         for i in set(int(v) for v in c):
             users[i] = users.get(i, 0) + 1
-    by_end = sorted(range(len(clips)), key=lambda j: int(np.max(clips[j])) if len(clips[j]) else -1)
+    ends = [int(np.max(c)) if len(c) else -1 for c in clips]  # the frame that completes each clip
+    by_end = sorted(range(len(clips)), key=ends.__getitem__)
     out: list[T | None] = [None] * len(clips)
     held: dict[int, np.ndarray] = {}
     nxt = 0
@@ -633,7 +634,7 @@ def _stream_clips(path: str | os.PathLike, clips: Sequence[np.ndarray], make: Ca
                 held[n] = f
             elif not _skip(r):
                 break
-            while nxt < len(by_end) and (len(clips[by_end[nxt]]) == 0 or int(np.max(clips[by_end[nxt]])) <= n):
+            while nxt < len(by_end) and ends[by_end[nxt]] <= n:
                 j = by_end[nxt]
                 out[j] = make(j, [held[int(i)] for i in clips[j]])
                 for i in set(int(v) for v in clips[j]):

@@ -868,3 +868,23 @@ def test_stop_does_not_wait_for_a_blocked_source(pipeline):
         assert elapsed < 8  # 1 s to the signal + the 2 s join (the source would block forever)
     finally:
         src.release.set()
+
+
+@pytest.mark.parametrize("opt, flag", [({"stride": 0}, "--stride"), ({"topk": 0}, "--topk"),
+                                       ({"max_clips": 0}, "max_clips")])
+def test_run_options_out_of_range_are_one_line_errors(pipeline, opt, flag):
+    """RunOptions.check: the same one-line error for Python callers (StreamRunner) as for the CLI."""
+    from atfr.errors import ATFRError
+
+    with pytest.raises(ATFRError, match=f"^{flag} 0: must be >= 1$"):
+        RunOptions(**opt).check()
+    with pytest.raises(ATFRError, match=f"^{flag} 0: must be >= 1$"):
+        StreamRunner(pipeline, FrameStream(SimulatedSource(4, pace=False)), RunOptions(**opt))
+
+
+def test_run_cli_checks_stride_before_loading_the_model(tmp_path, capsys):
+    """`atfr run --stride 0` fails in one line before the export is even looked at."""
+    from cli_helpers import one_line_error, run_cli
+
+    rc, _, err = run_cli(capsys, "run", tmp_path / "no-such-export", "--source", "x.mp4", "--stride", "0")
+    one_line_error(rc, err, 2, "--stride 0: must be >= 1")

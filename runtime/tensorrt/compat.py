@@ -544,27 +544,25 @@ def plan_engines(version: "str | TRTVersion", precision: str, graphs: "dict[str,
     case uses one plan for both.
     """
     outs: dict[str, Sequence[str]] = dict(graphs) if isinstance(graphs, dict) else {k: () for k in graphs}
-    if front_fp32 and (precision == "fp16" or (precision == "int8" and int8_front == "float")):
-        back_plan = (choose_precision_plan(version, "int8", int8_graph_present="back_int8" in outs, tf32=tf32)
-                     if precision == "int8" else
-                     choose_precision_plan(version, "fp16", fp16_graph_present="back_fp16" in outs, tf32=tf32))
-        front_plan = choose_precision_plan(version, "fp32", tf32=tf32)
+    float_front = precision == "int8" and int8_front == "float"
+    if float_front or (front_fp32 and precision == "fp16"):
+        # Front and back get their own plans: the back its precision's, the front fp32 or fp16.
+        if precision == "int8":
+            back_plan = choose_precision_plan(version, "int8", int8_graph_present="back_int8" in outs, tf32=tf32)
+            back, fix = "back_int8", "run 'atfr calibrate OUTDIR'"
+        else:
+            back_plan = choose_precision_plan(version, "fp16", fp16_graph_present="back_fp16" in outs, tf32=tf32)
+            back, fix = "back" + back_plan.graph_suffix, "re-export with --fp16"
+        if front_fp32:
+            front_plan = choose_precision_plan(version, "fp32", tf32=tf32)
+        else:
+            front_plan = choose_precision_plan(
+                version, "fp16", tf32=tf32, fp16_graph_present="front_fp16" in outs
+                or f"{front_base_graph(sgs if has_sgs_layers else 'host')}_fp16" in outs)
         fchoice = resolve_graphs(front_plan, outs, sgs, has_sgs_layers)
-        back = "back_int8" if precision == "int8" else resolve_graphs(back_plan, outs, sgs, has_sgs_layers).back
         if back not in outs:
-            raise ATFRError(f"the export has no {back!r} graph: "
-                            + ("run 'atfr calibrate OUTDIR'" if precision == "int8" else "re-export with --fp16"))
+            raise ATFRError(f"the export has no {back!r} graph: {fix}")
         return ([EnginePlan("front", front_plan, fchoice.front), EnginePlan("back", back_plan, back)],
-                tuple(dict.fromkeys(front_plan.warnings + back_plan.warnings + fchoice.warnings)))
-    if precision == "int8" and int8_front == "float":
-        back_plan = choose_precision_plan(version, "int8", int8_graph_present="back_int8" in outs, tf32=tf32)
-        front_plan = choose_precision_plan(version, "fp16", fp16_graph_present="front_fp16" in outs
-                                           or f"{front_base_graph(sgs if has_sgs_layers else 'host')}_fp16" in outs,
-                                           tf32=tf32)
-        fchoice = resolve_graphs(front_plan, outs, sgs, has_sgs_layers)
-        if "back_int8" not in outs:
-            raise ATFRError("the export has no 'back_int8' graph: run 'atfr calibrate OUTDIR'")
-        return ([EnginePlan("front", front_plan, fchoice.front), EnginePlan("back", back_plan, "back_int8")],
                 tuple(dict.fromkeys(front_plan.warnings + back_plan.warnings + fchoice.warnings)))
     plan = choose_precision_plan(version, precision, int8_graph_present="back_int8" in outs,
                                  fp16_graph_present="back_fp16" in outs, tf32=tf32)
