@@ -10,9 +10,9 @@ import time
 import pytest
 
 from atfr.runtime.streaming import RunOptions, StreamRunner
-from atfr.runtime.overlay import AtomicVideoWriter
+from atfr.runtime.video.overlay import AtomicVideoWriter
 from atfr.runtime.pipeline import Pipeline
-from atfr.runtime.video import FrameStream, SimulatedSource
+from atfr.runtime.video.sources import FrameStream, SimulatedSource
 
 CLIPS = 1000
 WARMUP = 100
@@ -72,7 +72,7 @@ def _soak_script():
     import sys
     from pathlib import Path
 
-    path = Path(__file__).resolve().parents[1] / "benchmarks" / "soak_run.py"
+    path = Path(__file__).resolve().parents[1] / "reproduce" / "soak_run.py"
     spec = importlib.util.spec_from_file_location("soak_run", path)
     mod = importlib.util.module_from_spec(spec)
     sys.modules["soak_run"] = mod  # its dataclass looks its module up there
@@ -81,7 +81,7 @@ def _soak_script():
 
 
 def test_soak_script_short_run_on_real_footage(tiny_export, tmp_path):
-    """benchmarks/soak_run.py in small: `atfr run --save --jsonl` on real footage in a child process,
+    """reproduce/soak_run.py in small: `atfr run --save --jsonl` on real footage in a child process,
     SIGTERM after 60 clips; every check of the script (exit 0, finalized mp4 with every frame read,
     complete jsonl, no temp file, flat RSS, constant threads and fds after warm-up) must pass."""
     import io

@@ -158,8 +158,8 @@ def main() -> int:
     work.mkdir(parents=True, exist_ok=True)
     export = Path(args.export) if args.export else prepare_export(work)
     from atfr.runtime.pipeline import Pipeline
-    from atfr.runtime.triton_env import start_bundled_server
-    from atfr.runtime.triton_repo import RepoOptions, write_repo
+    from atfr.runtime.serving.triton_env import start_bundled_server
+    from atfr.runtime.serving.triton_repo import RepoOptions, write_repo
 
     pl = Pipeline.load(export)
     clips = make_clips(pl.manifest)

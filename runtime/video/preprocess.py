@@ -193,7 +193,7 @@ class Preprocessor:
 def slow_indices(num_frames: int, alpha: int) -> np.ndarray:
     """SlowFast slow pathway: fast frames at linspace(0, T-1, T // alpha), truncated (PySlowFast)."""
     n = num_frames // alpha
-    from .sampling import torch_linspace
+    from atfr.runtime.video.sampling import torch_linspace
 
     return torch_linspace(0, num_frames - 1, n).astype(np.int64)
 

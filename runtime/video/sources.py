@@ -55,7 +55,7 @@ def parse_source(src: str | int) -> SourceSpec:
     s = str(src).strip()
     if not s:
         raise SourceError("empty --source")
-    from atfr.runtime.camera import parse_camera  # noqa: PLC0415
+    from atfr.runtime.video.camera import parse_camera  # noqa: PLC0415
 
     if (preset := parse_camera(s)) is not None:
         return SourceSpec(*preset)
@@ -162,7 +162,7 @@ class CvReader:
                               "GStreamer, e.g. the JetPack python3-opencv)")
         with _quiet_opencv():
             if k == "camera":
-                from atfr.runtime.camera import open_camera  # noqa: PLC0415
+                from atfr.runtime.video.camera import open_camera  # noqa: PLC0415
 
                 cap = open_camera(cv2, self.spec)  # V4L2 presets: CAP_V4L2 + FOURCC/size/fps
             elif k == "gstreamer":
