@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """Load test: Triton serving vs the in-process Pipeline on the same clips, in one run.
 
-    python benchmarks/triton_load.py [--export DIR] [--requests 64] [--clients 1,2,4,8,16]
+    python reproduce/triton_load.py [--export DIR] [--requests 64] [--clients 1,2,4,8,16]
                                      [--python-env DIR] [--work DIR] [--targets pipeline,serve,repo]
 
 Targets, each driven by 1, 2, 4, 8 and 16 concurrent clients (threads, one clip per request,
@@ -13,7 +13,7 @@ Targets, each driven by 1, 2, 4, 8 and 16 concurrent clients (threads, one clip 
   repository (ensemble -> front -> SGS/B'-grouping BLS model -> back), HTTP on 127.0.0.1.
 
 Without ``--export``, the built-in demo model is exported into WORK (needs torch). The servers'
-Python-backend stub needs numpy < 2 (runtime/triton_env.py): ``--python-env`` names such an
+Python-backend stub needs numpy < 2 (runtime/serving/triton_env.py): ``--python-env`` names such an
 environment when this one has numpy 2. Prints the command, the machine and a Markdown table
 (throughput, p50/p95/p99 latency per request).
 """

@@ -44,12 +44,12 @@ class SourceSpec:
     kind: str  # camera | file | url | gstreamer
     target: str | int
     label: str
-    props: tuple = ()  # camera: (cv2.CAP_PROP_* name, value) set after opening (runtime.camera presets)
+    props: tuple = ()  # camera: (cv2.CAP_PROP_* name, value) set after opening (runtime.video.camera presets)
 
 
 def parse_source(src: str | int) -> SourceSpec:
     """Classify a --source string. Digits or /dev/videoN = camera; '... ! appsink' = GStreamer;
-    csi://N and v4l2:///dev/videoN presets (runtime.camera)."""
+    csi://N and v4l2:///dev/videoN presets (runtime.video.camera)."""
     if isinstance(src, int):
         return SourceSpec("camera", src, f"camera {src}")
     s = str(src).strip()
