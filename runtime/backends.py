@@ -28,7 +28,7 @@ class GraphRunner(Protocol):
 # runs next: the SGS step, the other graph of the split pipeline, the pre-processing thread, other
 # processes. "stop" spins inside a Run() and parks the workers when it returns
 # (session.force_spinning_stop=1); "off" never spins (session.intra_op.allow_spinning=0).
-# Measured side by side by reproduce/runtime_speed.py.
+# Measured side by side by benchmarks/runtime_speed.py.
 SPIN_POLICIES = ("off", "stop", "on")
 DEFAULT_SPIN = "off"
 

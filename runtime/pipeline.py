@@ -6,7 +6,7 @@ group of clips with equal B'. Stage functions are public so benchmarks can time 
 
 A static export (no SGS layer) runs its monolithic ``model.onnx`` on ONNX Runtime instead
 (``graph="auto"``): one session instead of two, the same logits (measured on the 2-core CPU with
-reproduce/runtime_speed.py: within noise of front + back with the defaults below, 9-32% faster
+benchmarks/runtime_speed.py: within noise of front + back with the defaults below, 9-32% faster
 with ORT's workers spinning). ATFR exports keep the split:
 model.onnx would hide B' and pad a batch to its largest B'. ``Pipeline.graph`` says which ran.
 """

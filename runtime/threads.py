@@ -2,7 +2,7 @@
 
 numpy's BLAS (OpenBLAS/MKL) starts one thread per core for a matmul. The SGS step's matmul is
 tiny ([B',T] x [T,C*H*W]) and runs between two ONNX Runtime graphs that already use every core,
-so extra BLAS threads only contend with them (measured: reproduce/runtime_speed.py). The limit
+so extra BLAS threads only contend with them (measured: benchmarks/runtime_speed.py). The limit
 is set with threadpoolctl around the runtime's own numpy calls and restored after, so the
 user's process keeps its BLAS settings; environment variables would leak into it (and only work
 before numpy is first imported).

@@ -19,7 +19,7 @@ What it does, in this order, each step with a timeout inside the overall budget:
    onnxruntime-gpu (with its CUDA/cuDNN wheels). It never installs TensorRT or torch.
 3. harness: builds plugins/sgs/sgsHarness.cu + sgsKernel.cu for the local GPU (-arch=native).
 4. gpu_tests: pytest -m gpu tests/test_sgs_cuda.py (the real kernels on every golden SGS case).
-5. bandwidth: reproduce/sgs_kernel_bandwidth.py (SGS kernel throughput vs device memcpy).
+5. bandwidth: benchmarks/sgs_kernel_bandwidth.py (SGS kernel throughput vs device memcpy).
 6. exports: the demo model and the golden r3d18 / SlowFast checkpoints (needs torch).
 7. tensorrt (where tensorrt imports): atfr build fp32 and fp16 engines (--sgs host; also --sgs plugin
    with $ATFR_SGS_PLUGIN), atfr verify --backend tensorrt, and a short atfr bench.

@@ -24,7 +24,7 @@ pytestmark = pytest.mark.gpu
 
 GOLDEN_CASES = golden_cases()
 
-# reproduce/sgs_kernel_bandwidth.py builds and loads the harness through these names.
+# benchmarks/sgs_kernel_bandwidth.py builds and loads the harness through these names.
 build_harness = build_nvcc_harness
 
 

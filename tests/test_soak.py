@@ -81,7 +81,7 @@ def _soak_script():
 
 
 def test_soak_script_short_run_on_real_footage(tiny_export, tmp_path):
-    """reproduce/soak_run.py in small: `atfr run --save --jsonl` on real footage in a child process,
+    """benchmarks/soak_run.py in small: `atfr run --save --jsonl` on real footage in a child process,
     SIGTERM after 60 clips; every check of the script (exit 0, finalized mp4 with every frame read,
     complete jsonl, no temp file, flat RSS, constant threads and fds after warm-up) must pass."""
     import io

@@ -1,7 +1,7 @@
 """Bounded memory when reading videos (issue 12 item 3): calibration, bench --videos and predict
 decode each video once and convert/keep only the frames their clips need, dropping every
 full-resolution frame once the clips using it are preprocessed. Counted, not timed; the RSS
-figures are in reproduce/memory_rss.py."""
+figures are in benchmarks/memory_rss.py."""
 
 from __future__ import annotations
 

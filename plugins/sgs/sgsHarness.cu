@@ -1,6 +1,6 @@
 /*
  * ATFR SGS plugin: TensorRT-free C entry points around the CUDA kernels, for the GPU tests
- * (tests/test_sgs_cuda.py) and the bandwidth benchmark (reproduce/sgs_kernel_bandwidth.py).
+ * (tests/test_sgs_cuda.py) and the bandwidth benchmark (benchmarks/sgs_kernel_bandwidth.py).
  * Built into libatfr_sgs_harness.so (CMake option ATFR_SGS_BUILD_HARNESS, or by the tests with nvcc).
  *
  * All pointers of atfr_sgs_forward are HOST pointers; the function copies to/from the device.

@@ -10,7 +10,7 @@ differ and outputs move by up to 4e-4 (measured on noise frames, 240p..720p); ui
 weights. So the weights are ATen's own (``linear_weights``, bit for bit), and only the 2x2 source
 pixels that feed the *cropped* output are read: OpenCV does the gather, the weighting and the
 2x2 sums (see ``Preprocessor.__call__``), with no full-frame float conversion. About 5-6x faster
-than the numpy gather it replaces (``reproduce/runtime_speed.py`` prints the time per clip).
+than the numpy gather it replaces (``benchmarks/runtime_speed.py`` prints the time per clip).
 """
 
 from __future__ import annotations

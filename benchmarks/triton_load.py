@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """Load test: Triton serving vs the in-process Pipeline on the same clips, in one run.
 
-    python reproduce/triton_load.py [--export DIR] [--requests 64] [--clients 1,2,4,8,16]
+    python benchmarks/triton_load.py [--export DIR] [--requests 64] [--clients 1,2,4,8,16]
                                      [--python-env DIR] [--work DIR] [--targets pipeline,serve,repo]
 
 Targets, each driven by 1, 2, 4, 8 and 16 concurrent clients (threads, one clip per request,

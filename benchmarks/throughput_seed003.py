@@ -16,7 +16,7 @@ seed) and at the benchmark's reduced input (default 8 frames x 112^2, SlowFast s
 2 frames), which is what the clips/s are measured at: the full size takes minutes per batch on
 a 2-core CPU. The point is the ratios to I3D-R50, not absolute speed.
 
-    python reproduce/throughput_seed003.py [--frames 8] [--size 112] [--mem-budget 1.5]
+    python benchmarks/throughput_seed003.py [--frames 8] [--size 112] [--mem-budget 1.5]
         [--max-batch 64] [--reps 3] [--work DIR] [--no-atfr]
 """
 
@@ -52,7 +52,7 @@ def prepare(name: str, compact: dict, frames: int, size: int, stage: str, work: 
     if (out / "atfr.json").exists():
         return out
     cfg = from_compact(dict(compact, num_frames=frames, crop_size=size, num_classes=400, sgs_stage=stage))
-    ck = init_checkpoint(cfg, work / f"{tag}.pt", seed=0, force=True, source="reproduce/throughput_seed003.py")
+    ck = init_checkpoint(cfg, work / f"{tag}.pt", seed=0, force=True, source="benchmarks/throughput_seed003.py")
     export_model(load_checkpoint(ck), out, ExportOptions(force=True, name=tag))
     return out
 

@@ -6,7 +6,7 @@ then times the full SGS forward (size-tensor memset + weights kernel + aggregati
 device-resident data for the ATFR layer shapes and compares the aggregation's bytes moved
 (X read once per 32-bin tile + Y written) per second with a device-to-device memcpy.
 
-    python reproduce/sgs_kernel_bandwidth.py [--iters 200] [--json out.json]
+    python benchmarks/sgs_kernel_bandwidth.py [--iters 200] [--json out.json]
 
 Exits 0 with a "skipped" message when there is no CUDA device or no nvcc.
 """

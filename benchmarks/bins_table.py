@@ -5,7 +5,7 @@ B_run bins, i.e. ``atfr predict/run --bins B_run``) on the held-out split (split
 demo data, never used for training) and reports top-1, mean B', mean GFLOPs (the manifest's
 GFLOPs-per-B' table, per clip) and the agreement of top-1 with the trained-B run.
 
-    python reproduce/bins_table.py [--workdir /tmp/bins-table] [--per-class 40] [--checkpoint CKPT]
+    python benchmarks/bins_table.py [--workdir /tmp/bins-table] [--per-class 40] [--checkpoint CKPT]
 """
 
 from __future__ import annotations

@@ -14,7 +14,7 @@ checks what the run leaves behind:
 * RSS flat after warm-up (growth from the sample at ``--warmup`` clips to the last one before
   SIGTERM <= ``--max-growth``), and the thread and fd counts constant after warm-up.
 
-    python reproduce/soak_run.py [--export DIR] [--video PATH] [--clips 1000] [--work DIR]
+    python benchmarks/soak_run.py [--export DIR] [--video PATH] [--clips 1000] [--work DIR]
 
 Without ``--export`` it exports the built-in demo model into WORK (torch needed once). Prints the
 command, the load average before/after, a table of samples and one line per check; exits 1 when a

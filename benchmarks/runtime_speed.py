@@ -21,7 +21,7 @@ Then the targets of issue 13 (ratios from this run only):
 * `atfr run` clips/s >= 0.85x the model-only throughput of the same export;
 * split pipeline vs monolithic model.onnx overhead <= 5% at default threads.
 
-    python reproduce/runtime_speed.py [--video bikes] [--iters-other 8] [--runs 2] [--work DIR]
+    python benchmarks/runtime_speed.py [--video bikes] [--iters-other 8] [--runs 2] [--work DIR]
 """
 
 from __future__ import annotations

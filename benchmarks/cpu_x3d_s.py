@@ -6,8 +6,8 @@ depend on the weights, only B' does, and the curve feeds every B' explicitly). E
 timed in ONE ``atfr bench`` run, interleaved round-robin, so the ratios are comparable even on a
 shared, noisy machine; absolute milliseconds are not.
 
-    python reproduce/cpu_x3d_s.py [--iters 20] [--warmup 3] [--threads N] [--work DIR]
-    python reproduce/cpu_x3d_s.py --arch 3dresnet   # fallback when X3D is unavailable
+    python benchmarks/cpu_x3d_s.py [--iters 20] [--warmup 3] [--threads N] [--work DIR]
+    python benchmarks/cpu_x3d_s.py --arch 3dresnet   # fallback when X3D is unavailable
 
 Prints the command, the machine and the table: per-clip latency at each B' (ATFR), the static
 and PyTorch end-to-end latencies, static/ATFR ratios, the ratio at the B' where ATFR costs ~58% of

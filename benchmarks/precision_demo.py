@@ -5,7 +5,7 @@ calibrate INT8 Q/DQ graphs on demo videos (two-stage: front on clips, back on SG
 compare every precision with the PyTorch fp32 reference on held-out clips (split 1, never used for
 training or calibration).
 
-    python reproduce/precision_demo.py [--workdir /tmp/precision-demo] [--per-class 25] [--calib-videos 16]
+    python benchmarks/precision_demo.py [--workdir /tmp/precision-demo] [--per-class 25] [--calib-videos 16]
                                         [--method percentile|entropy|minmax] [--front float|int8]
                                         [--float-stages N] [--fp16-feature-block fp32|fp16]
                                         [--fp16-front fp16|fp32]

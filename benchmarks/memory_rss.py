@@ -12,7 +12,7 @@ Inputs (real footage, tests/footage.py): "short" = ``--copies`` copies of the vi
 the same number of copies of the video concatenated ``--repeat`` times (re-encoded MJPG, same
 frame size), so only the length differs.
 
-    python reproduce/memory_rss.py [--workdir /tmp/atfr-memory-rss] [--video vtest]
+    python benchmarks/memory_rss.py [--workdir /tmp/atfr-memory-rss] [--video vtest]
                                     [--copies 4] [--repeat 4] [--clips 32] [--checkpoint CKPT]
                                     [--atfr "/path/to/atfr"] [--sets short,long]
 """
