@@ -116,8 +116,7 @@ def _run_command(name: str, argv: list[str], debug: bool, ATFRError: type) -> in
     except ModuleNotFoundError as e:
         if debug:
             raise
-        extra = {"torch": "export", "onnx": "export", "onnx_graphsurgeon": "export",
-                 "tensorrt": None, "matplotlib": "bench"}.get(e.name or "", "")
+        extra = {"torch": "export", "onnx": "export", "tensorrt": None, "matplotlib": "bench"}.get(e.name or "", "")
         hint = f" (pip install 'atfr-deploy[{extra}]')" if extra else ""
         if e.name == "tensorrt":
             hint = " (TensorRT is not installed; use --backend onnxruntime)"

@@ -74,7 +74,7 @@ def main(argv: list[str] | None = None) -> int:
     from atfr.demo.synth import CLASSES, make_dataset
     from atfr.export.exporter import ExportOptions, export_model
     from atfr.models.checkpoint import load_checkpoint
-    from atfr.runtime.clips import normalize, pack_pathways
+    from atfr.runtime.video.clips import normalize, pack_pathways
     from atfr.runtime.pipeline import Pipeline
 
     t0 = time.perf_counter()

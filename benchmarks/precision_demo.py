@@ -45,7 +45,7 @@ def main(argv: list[str] | None = None) -> int:
     from atfr.export.exporter import ExportOptions, export_model
     from atfr.export.precision import write_fp16
     from atfr.models.checkpoint import load_checkpoint
-    from atfr.runtime.clips import normalize, pack_pathways
+    from atfr.runtime.video.clips import normalize, pack_pathways
 
     t0 = time.perf_counter()
     work = Path(args.workdir)

@@ -54,9 +54,9 @@ def load_avg() -> str:
 def video_clips(path: Path, spec: Any, stride: int) -> tuple[list[list[np.ndarray]], list[list[np.ndarray]], float]:
     """The clips `atfr run --fast --stride K` infers (first when the window is full, then every K
     frames), pre-processed by the runtime, and their raw frames."""
-    from atfr.runtime.preprocess import Preprocessor
-    from atfr.runtime.sampling import stream_indices, stream_window
-    from atfr.runtime.video import read_frames
+    from atfr.runtime.video.preprocess import Preprocessor
+    from atfr.runtime.video.sampling import stream_indices, stream_window
+    from atfr.runtime.video.sources import read_frames
 
     frames, fps = read_frames(path)
     win = stream_window(spec, fps)
@@ -127,7 +127,7 @@ def atfr_run(export: Path, video: Path, out: Path, stride: int) -> dict[str, Any
 
 
 def pre_times(raw: list[list[np.ndarray]], spec: Any, reps: int = 5) -> dict[str, float]:
-    from atfr.runtime.preprocess import Preprocessor
+    from atfr.runtime.video.preprocess import Preprocessor
 
     pre = Preprocessor(spec)
     out = {}

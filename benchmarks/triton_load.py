@@ -13,7 +13,7 @@ Targets, each driven by 1, 2, 4, 8 and 16 concurrent clients (threads, one clip 
   repository (ensemble -> front -> SGS/B'-grouping BLS model -> back), HTTP on 127.0.0.1.
 
 Without ``--export``, the built-in demo model is exported into WORK (needs torch). The servers'
-Python-backend stub needs numpy < 2 (runtime/triton_env.py): ``--python-env`` names such an
+Python-backend stub needs numpy < 2 (runtime/serving/triton_env.py): ``--python-env`` names such an
 environment when this one has numpy 2. Prints the command, the machine and a Markdown table
 (throughput, p50/p95/p99 latency per request).
 """
@@ -158,8 +158,8 @@ def main() -> int:
     work.mkdir(parents=True, exist_ok=True)
     export = Path(args.export) if args.export else prepare_export(work)
     from atfr.runtime.pipeline import Pipeline
-    from atfr.runtime.triton_env import start_bundled_server
-    from atfr.runtime.triton_repo import RepoOptions, write_repo
+    from atfr.runtime.serving.triton_env import start_bundled_server
+    from atfr.runtime.serving.triton_repo import RepoOptions, write_repo
 
     pl = Pipeline.load(export)
     clips = make_clips(pl.manifest)

@@ -1,8 +1,8 @@
 """Calibration clips from videos: OpenCV decode + the runtime's own sampling and preprocessing.
 
 Deterministic for a seed: the video order, the temporal view and the spatial crop of every clip
-come from ``numpy.random.default_rng(seed)``; frames go through ``atfr.runtime.sampling``
-(official test-time temporal sampling) and ``atfr.runtime.preprocess.Preprocessor`` (the
+come from ``numpy.random.default_rng(seed)``; frames go through ``atfr.runtime.video.sampling``
+(official test-time temporal sampling) and ``atfr.runtime.video.preprocess.Preprocessor`` (the
 official test transform), so the calibration sees exactly what ``atfr run``/``predict`` feed.
 """
 
@@ -18,7 +18,7 @@ import numpy as np
 
 from atfr.errors import ATFRError, SourceError
 from atfr.progress import progress as progress_bar
-from atfr.runtime.preprocess import Preprocessor
+from atfr.runtime.video.preprocess import Preprocessor
 from atfr.spec import InputSpec
 
 R = TypeVar("R")
@@ -35,7 +35,7 @@ class CalibClip:
 def list_videos(data: str | Path) -> list[Path]:
     """A folder (videos directly inside or below it, sorted) or a .txt list (one path a line,
     relative to the list's folder; '#' comments and blank lines ignored)."""
-    from atfr.runtime.video import VIDEO_EXTS, videos_in, videos_in_list
+    from atfr.runtime.video.sources import VIDEO_EXTS, videos_in, videos_in_list
 
     p = Path(data)
     if not p.exists():
@@ -56,7 +56,7 @@ def sample_clips(data: str | Path, spec: InputSpec, n: int, seed: int = 0, progr
     spaced over each video, seeded spatial crop). Unreadable videos are skipped with a warning;
     none readable is an ATFRError.
 
-    Memory: each video is decoded once, front to back (``runtime.video.decode_clips``), and each
+    Memory: each video is decoded once, front to back (``runtime.video.sources.decode_clips``), and each
     clip is preprocessed as soon as its last frame is decoded, so only the clips' model inputs
     and the frames of the clip being assembled are held, never a whole video. To hold only
     per-clip results instead of the clips, use :func:`map_clips`.
@@ -71,8 +71,8 @@ def map_clips(data: str | Path, spec: InputSpec, n: int, fn: Callable[[CalibClip
     clips. ``fn`` must be pure (decode_clips runs it again for every clip of a video whose
     container frame count was wrong); it is called in decode order (video by video), not in
     clip index order."""
-    from atfr.runtime.sampling import clip_indices
-    from atfr.runtime.video import decode_clips, video_info
+    from atfr.runtime.video.sampling import clip_indices
+    from atfr.runtime.video.sources import decode_clips, video_info
 
     if n < 1:
         raise ATFRError("--clips must be >= 1")

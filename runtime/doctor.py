@@ -599,8 +599,8 @@ def _jetson_checks(text: str, sysp: SystemProbe) -> list[Check]:
 
 def source_checks(src: str, cv: ModuleProbe, sysp: SystemProbe) -> list[Check]:
     """Can ``--source src`` open here? The first row carries the exact pipeline / V4L2 settings."""
-    from atfr.runtime.camera import describe  # noqa: PLC0415
-    from atfr.runtime.video import parse_source  # noqa: PLC0415
+    from atfr.runtime.video.camera import describe  # noqa: PLC0415
+    from atfr.runtime.video.sources import parse_source  # noqa: PLC0415
 
     spec = parse_source(src)
     both = BACKENDS

@@ -340,8 +340,8 @@ class StreamRunner:
     def __init__(self, pipeline: Any, stream: Any, options: RunOptions, events: TextIO | EventLog | None = None,
                  on_frame: Callable[[np.ndarray], bool] | None = None, status: TextIO | None = None,
                  stop: StopFlag | None = None):
-        from atfr.runtime.preprocess import Preprocessor
-        from atfr.runtime.sampling import stream_window
+        from atfr.runtime.video.preprocess import Preprocessor
+        from atfr.runtime.video.sampling import stream_window
 
         options.check()
         self.pipeline = pipeline
@@ -393,7 +393,7 @@ class StreamRunner:
 
     # -- pre-processing stage ---------------------------------------------------------------------
     def _prepare(self, raw: _Slot, ready: _Slot) -> None:
-        from atfr.runtime.sampling import stream_indices
+        from atfr.runtime.video.sampling import stream_indices
 
         while True:
             ready.wait_empty()  # one clip ahead of the model, no more
@@ -629,7 +629,7 @@ class StreamRunner:
 
     def overlay_text(self, result: tuple, fps: float | None) -> list[str]:
         """The overlay lines for one clip's result (``_latest``)."""
-        from atfr.runtime.overlay import overlay_lines
+        from atfr.runtime.video.overlay import overlay_lines
 
         topk, bprime, latency, cps, b_run = result
         lines = overlay_lines(topk, bprime, latency, fps, [b_run or layer.bins for layer in self.m.sgs], cps)
@@ -641,7 +641,7 @@ class StreamRunner:
     def _draw(self, frame: Any, result: tuple | None, buffered: int, fps: float | None) -> bool:
         import cv2
 
-        from atfr.runtime.overlay import draw_lines
+        from atfr.runtime.video.overlay import draw_lines
 
         bgr = cv2.cvtColor(frame.image, cv2.COLOR_RGB2BGR)
         if result is not None:

@@ -12,7 +12,7 @@ fi
 # Triton serving (tests/test_serve.py): nvidia-pytriton ships tritonserver with the Python backend. Its
 # metadata pins numpy<2, which would downgrade this environment, so it is installed without
 # dependencies and its client-side needs are named here; the tests build a small numpy<2 overlay for
-# Triton's Python-backend stub themselves (atfr.runtime.triton_env.make_overlay_env).
+# Triton's Python-backend stub themselves (atfr.runtime.serving.triton_env.make_overlay_env).
 if ! "$PY" -c "import pytriton, tritonclient" >/dev/null 2>&1; then
   "$PY" -m pip install -q --disable-pip-version-check --no-deps nvidia-pytriton
   "$PY" -m pip install -q --disable-pip-version-check 'tritonclient[http,grpc]>=2.50' pyzmq sh typer \

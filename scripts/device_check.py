@@ -462,7 +462,7 @@ def step_gpu_tests(c: Check) -> None:
 
 def step_bandwidth(c: Check) -> None:
     js = c.out / "sgs_kernel_bandwidth.json"
-    st = c.run("bandwidth", [c.python, str(ROOT / "benchmarks" / "sgs_kernel_bandwidth.py"), "--iters", "100",
+    st = c.run("bandwidth", [c.python, str(ROOT / "reproduce" / "sgs_kernel_bandwidth.py"), "--iters", "100",
                              "--json", str(js)], 180)
     if js.exists():
         try:

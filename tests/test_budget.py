@@ -116,7 +116,7 @@ def test_stream_runner_follows_the_budget(tiny_export, tmp_path):
     then back to B; each clip's B_run is in the jsonl and the summary."""
     from atfr.runtime.pipeline import Pipeline
     from atfr.runtime.streaming import RunOptions, StreamRunner
-    from atfr.runtime.video import FrameStream, SimulatedSource
+    from atfr.runtime.video.sources import FrameStream, SimulatedSource
 
     pl = Pipeline.load(tiny_export, "onnxruntime")
     b = pl.trained_bins

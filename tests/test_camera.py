@@ -7,8 +7,8 @@ from fractions import Fraction
 import pytest
 
 from atfr.errors import ATFRError, SourceError
-from atfr.runtime.camera import describe, gstreamer_pipeline, open_camera, parse_preset, v4l2_properties
-from atfr.runtime.video import CvReader, parse_source
+from atfr.runtime.video.camera import describe, gstreamer_pipeline, open_camera, parse_preset, v4l2_properties
+from atfr.runtime.video.sources import CvReader, parse_source
 
 
 def test_csi_defaults_pipeline():

@@ -242,7 +242,7 @@ def test_exported_demo_model_equals_pytorch_on_held_out_clips(demo_model, heldou
     import torch
 
     from atfr.demo.train import preprocess
-    from atfr.runtime.clips import normalize, pack_pathways
+    from atfr.runtime.video.clips import normalize, pack_pathways
 
     assert demo_model.model.sgs_specs[0].kernel == "linear"
     pl = demo_export
@@ -322,7 +322,7 @@ def test_demo_precision_targets(demo_model, tmp_path):
     from atfr.demo.train import HELD_OUT_SPLIT
     from atfr.export.exporter import ExportOptions, export_model
     from atfr.export.precision import write_fp16
-    from atfr.runtime.clips import normalize, pack_pathways
+    from atfr.runtime.video.clips import normalize, pack_pathways
 
     out = export_model(demo_model, tmp_path / "export", ExportOptions(name="demo"))
     write_fp16(out)

@@ -126,7 +126,7 @@ def test_custom_node_front_equals_fallback_front(golden, golden_exports):
 
 def test_runtime_imports_no_torch():
     code = ("import sys, atfr.runtime.pipeline, atfr.runtime.manifest, atfr.runtime.sgs_numpy, "
-            "atfr.runtime.clips, atfr.runtime.backends; assert 'torch' not in sys.modules, 'torch imported'")
+            "atfr.runtime.video.clips, atfr.runtime.backends; assert 'torch' not in sys.modules, 'torch imported'")
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert r.returncode == 0, r.stderr
 

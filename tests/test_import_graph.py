@@ -137,6 +137,29 @@ def test_pipeline_does_not_reach_tensorrt_statically():
     assert not [n for n in seen if n.startswith("atfr.runtime.tensorrt")]
 
 
+def test_video_imports_nothing_else_of_the_runtime():
+    """runtime/video/ (frames in and out) is a leaf: the core and serving build on it, not around it."""
+    g = _graph()
+    video = {n for n in g if n.startswith("atfr.runtime.video.")}
+    assert {"atfr.runtime.video.sources", "atfr.runtime.video.preprocess", "atfr.runtime.video.camera"} <= video
+    outside = {n: sorted(t for t in g[n] if t.startswith("atfr.runtime") and not t.startswith("atfr.runtime.video"))
+               for n in video}
+    assert not {n: ts for n, ts in outside.items() if ts}
+
+
+def test_only_serving_imports_serving():
+    """Nothing in the runtime depends on runtime/serving/ (the Triton side), so the core and a second
+    model family's runner stay usable without it."""
+    g = _graph()
+    serving = {n for n in g if n.startswith("atfr.runtime.serving.")}
+    assert {"atfr.runtime.serving.service", "atfr.runtime.serving.triton_models"} <= serving
+    users = sorted(n for n, ts in g.items() if n.startswith("atfr.runtime") and not n.startswith("atfr.runtime.serving")
+                   and any(t.startswith("atfr.runtime.serving") for t in ts))
+    assert users == []
+    # the walk sees the package's own edges (not vacuous)
+    assert "atfr.runtime.serving.service" in g["atfr.runtime.serving.triton_models"]
+
+
 def test_importing_pipeline_does_not_import_the_tensorrt_package():
     code = ("import sys, atfr.runtime.pipeline, atfr.runtime.backends; "
             "bad = sorted(m for m in sys.modules if m.startswith('atfr.runtime.tensorrt') or m == 'tensorrt' "

@@ -149,6 +149,71 @@ def test_the_marker_strings_parse_with_pip_too():
             Marker(str(r.marker))
 
 
+# -- what the installs declare is what the code imports (pure) -----------------------------------
+
+# The import name of each distribution `pip install .` and `pip install '.[export]'` ask for directly.
+# A dependency added to either must be named here, and imported by the installed code.
+IMPORT_NAMES = {"numpy": "numpy", "onnxruntime": "onnxruntime", "opencv-python-headless": "cv2", "pyyaml": "yaml",
+                "tqdm": "tqdm", "threadpoolctl": "threadpoolctl", "torch": "torch", "onnx": "onnx",
+                "polygraphy": "polygraphy"}
+
+
+def _setuptools() -> dict:
+    return tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]
+
+
+def _installed_imports() -> set[str]:
+    """Top-level names every module of the installed packages imports (lazy imports included)."""
+    import ast
+
+    out: set[str] = set()
+    for d in _setuptools()["package-dir"].values():
+        for f in (ROOT / d).rglob("*.py"):
+            for node in ast.walk(ast.parse(f.read_text(encoding="utf-8"))):
+                if isinstance(node, ast.Import):
+                    out |= {a.name.split(".")[0] for a in node.names}
+                elif isinstance(node, ast.ImportFrom) and not node.level and node.module:
+                    out.add(node.module.split(".")[0])
+    return out
+
+
+@pytest.mark.parametrize("extras", [(), ("export",)])
+def test_every_declared_dependency_is_imported(extras):
+    declared = set().union(*(names(requirements(extras, t)) for t in TARGETS))
+    unknown = sorted(declared - set(IMPORT_NAMES))
+    assert not unknown, f"declared, but IMPORT_NAMES does not say what they import as: {unknown}"
+    imported = _installed_imports()
+    assert not sorted(d for d in declared if IMPORT_NAMES[d] not in imported), "declared but imported nowhere"
+
+
+def test_import_names_match_the_installed_distributions():
+    from importlib.metadata import PackageNotFoundError, distribution, packages_distributions
+
+    provides = packages_distributions()
+    checked = 0
+    for dist, mod in IMPORT_NAMES.items():
+        try:
+            distribution(dist)
+        except PackageNotFoundError:
+            continue
+        assert dist in {canonicalize_name(x) for x in provides.get(mod, [])}, (dist, mod)
+        checked += 1
+    assert checked >= 5  # the base install and torch/onnx are in every test environment
+
+
+def test_every_package_folder_is_listed():
+    """A subpackage missing from ``packages`` would be left out of the wheel (an editable install
+    still finds it, so only this notices)."""
+    cfg = _setuptools()
+    found = set()
+    for pkg, d in cfg["package-dir"].items():
+        for init in (ROOT / d).rglob("__init__.py"):
+            rel = init.parent.relative_to(ROOT / d)
+            found.add(".".join([pkg, *rel.parts]))
+    assert {"atfr.runtime.video", "atfr.runtime.serving", "atfr.runtime.tensorrt"} <= found
+    assert found == set(cfg["packages"])
+
+
 # -- resolution by pip for the target platform (needs the package index) -----------------------
 
 def _pip_resolve(reqs: list[str], target: str, binary_only: bool = True, no_deps: bool = False,

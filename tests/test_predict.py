@@ -15,7 +15,7 @@ from atfr.cli import main
 from atfr.commands.predict import parse_views, predict_video
 from atfr.errors import ATFRError
 from atfr.runtime.pipeline import Pipeline
-from atfr.runtime.preprocess import Preprocessor
+from atfr.runtime.video.preprocess import Preprocessor
 
 torch = pytest.importorskip("torch")
 cv2 = pytest.importorskip("cv2")
@@ -241,8 +241,8 @@ def test_parse_views():
 def test_read_selected_survives_wrong_frame_counts(videos, monkeypatch, hint_delta):
     """Containers often report a frame count that is a few frames off: the selection must be the
     one for the true count either way."""
-    from atfr.runtime import video as V
-    from atfr.runtime.sampling import clip_indices
+    from atfr.runtime.video import sources as V
+    from atfr.runtime.video.sampling import clip_indices
     from atfr.spec import InputSpec
 
     frames, fps = V.read_frames(videos["landscape"])

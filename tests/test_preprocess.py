@@ -9,8 +9,8 @@ import pytest
 
 from atfr.errors import SourceError
 from atfr.spec import InputSpec
-from atfr.runtime.preprocess import Preprocessor, crop_offsets, pack_pathways, short_side_size
-from atfr.runtime.sampling import (clip_indices, clip_span, stream_indices, stream_window, torch_linspace,
+from atfr.runtime.video.preprocess import Preprocessor, crop_offsets, pack_pathways, short_side_size
+from atfr.runtime.video.sampling import (clip_indices, clip_span, stream_indices, stream_window, torch_linspace,
                                    view_start)
 
 torch = pytest.importorskip("torch")
@@ -100,9 +100,9 @@ def test_bgr_channel_order_flips_input():
 
 @pytest.mark.parametrize("t,alpha", [(32, 8), (32, 4), (8, 4), (30, 4), (16, 3), (95, 4), (111, 2)])
 def test_slowfast_packing_matches_torch(t, alpha):
-    """Both packers (per clip, and runtime.clips' batched one used by infer/verify/calibration)
+    """Both packers (per clip, and runtime.video.clips' batched one used by infer/verify/calibration)
     take torch's fp32 linspace frames; T=95/111 are where a numpy fp32 linspace picks another frame."""
-    from atfr.runtime import clips as clips_mod
+    from atfr.runtime.video import clips as clips_mod
 
     clip = np.random.default_rng(t).standard_normal((3, t, 4, 4)).astype(np.float32)
     slow, fast = pack_pathways(clip, alpha)

@@ -4,7 +4,7 @@ triton-repo --flavor python`` repository. Results equal ``Pipeline.infer`` clip 
 concurrent requests with mixed B'; malformed requests get one clear error and the server keeps
 serving; SIGTERM/SIGINT stop it cleanly with no process left behind.
 
-The servers' Python-backend stub needs numpy < 2 (runtime/triton_env.py). Where this venv has
+The servers' Python-backend stub needs numpy < 2 (runtime/serving/triton_env.py). Where this venv has
 numpy 2 (other packages need it), the tests build a small overlay environment: a venv whose own
 site-packages hold numpy<2 and nvidia-pytriton and that sees this venv's packages after them.
 """
@@ -43,7 +43,7 @@ def stub_env(tmp_path_factory) -> Path | None:
     if int(np.__version__.split(".")[0]) < 2:
         return None
     from atfr.errors import DependencyError
-    from atfr.runtime.triton_env import make_overlay_env
+    from atfr.runtime.serving.triton_env import make_overlay_env
 
     try:
         return make_overlay_env(tmp_path_factory.mktemp("triton_stub_env") / "env")
@@ -119,7 +119,7 @@ def make_frames(n: int) -> np.ndarray:
 @pytest.fixture(scope="module")
 def reference(tiny_export):
     from atfr.runtime.pipeline import Pipeline
-    from atfr.runtime.preprocess import Preprocessor
+    from atfr.runtime.video.preprocess import Preprocessor
 
     pl = Pipeline.load(tiny_export)
     clips = make_clips(12)
@@ -268,7 +268,7 @@ def test_serve_stops_cleanly_on_sigterm(served):
 
 @pytest.fixture(scope="module")
 def repo_server(tiny_export, stub_env, tmp_path_factory):
-    from atfr.runtime.triton_env import start_bundled_server
+    from atfr.runtime.serving.triton_env import start_bundled_server
 
     d = tmp_path_factory.mktemp("triton_repo")
     r = subprocess.run([sys.executable, "-m", "atfr.cli", "triton-repo", str(tiny_export), "-o", str(d / "repo"),
@@ -302,7 +302,7 @@ def repo_server(tiny_export, stub_env, tmp_path_factory):
 def test_repo_matches_pipeline_under_concurrency_and_counts_bprime(repo_server, reference):
     seen = check_concurrent(lambda: http.InferenceServerClient(repo_server["http"]), "tiny", "tiny_frames",
                             reference)
-    from atfr.runtime.serving import gflops_per_bprime
+    from atfr.runtime.serving.service import gflops_per_bprime
 
     # the B' grouping was exercised across requests: the SGS model ran batches of several requests
     c = http.InferenceServerClient(repo_server["http"])
@@ -396,7 +396,7 @@ def test_repo_onnxruntime_flavor_layout_and_refusals(tiny_export, tmp_path):
 def test_server_env_puts_this_interpreters_libpython_first():
     import sysconfig
 
-    from atfr.runtime.triton_env import pytriton_libs, server_env
+    from atfr.runtime.serving.triton_env import pytriton_libs, server_env
 
     env = server_env(base={"LD_LIBRARY_PATH": "/usr/lib/x86_64-linux-gnu", "PATH": "/usr/bin"})
     parts = env["LD_LIBRARY_PATH"].split(os.pathsep)

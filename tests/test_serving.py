@@ -1,4 +1,4 @@
-"""runtime/serving.py without a server: request checks, the frames transform, response tensors,
+"""runtime/serving/service.py without a server: request checks, the frames transform, response tensors,
 GFLOPs saved. (The servers themselves: tests/test_serve.py.)"""
 
 from __future__ import annotations
@@ -12,13 +12,13 @@ from atfr.errors import ATFRError
 @pytest.fixture(scope="module")
 def service(tiny_export):
     from atfr.runtime.pipeline import Pipeline
-    from atfr.runtime.serving import ClipService, ServeLimits
+    from atfr.runtime.serving.service import ClipService, ServeLimits
 
     return ClipService(Pipeline.load(tiny_export), topk=3, limits=ServeLimits(max_side=256, max_clips=4))
 
 
 def test_frames_are_preprocessed_like_atfr_run(service):
-    from atfr.runtime.preprocess import Preprocessor
+    from atfr.runtime.video.preprocess import Preprocessor
 
     rng = np.random.default_rng(0)
     pre = Preprocessor(service.m.input)  # what atfr run's worker does per clip

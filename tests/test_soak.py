@@ -10,9 +10,9 @@ import time
 import pytest
 
 from atfr.runtime.streaming import RunOptions, StreamRunner
-from atfr.runtime.overlay import AtomicVideoWriter
+from atfr.runtime.video.overlay import AtomicVideoWriter
 from atfr.runtime.pipeline import Pipeline
-from atfr.runtime.video import FrameStream, SimulatedSource
+from atfr.runtime.video.sources import FrameStream, SimulatedSource
 
 CLIPS = 1000
 WARMUP = 100
@@ -72,7 +72,7 @@ def _soak_script():
     import sys
     from pathlib import Path
 
-    path = Path(__file__).resolve().parents[1] / "benchmarks" / "soak_run.py"
+    path = Path(__file__).resolve().parents[1] / "reproduce" / "soak_run.py"
     spec = importlib.util.spec_from_file_location("soak_run", path)
     mod = importlib.util.module_from_spec(spec)
     sys.modules["soak_run"] = mod  # its dataclass looks its module up there

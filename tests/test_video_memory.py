@@ -12,7 +12,7 @@ import pytest
 
 from footage import real_video
 
-from atfr.runtime import video as V
+from atfr.runtime.video import sources as V
 from atfr.spec import InputSpec
 
 SPEC = InputSpec(num_frames=8, sampling_rate=2, crop_size=32, short_side=40)
@@ -74,7 +74,7 @@ def test_calibration_sample_clips_reads_only_needed_frames(monkeypatch, tmp_path
     import shutil
 
     from atfr.calibration.data import sample_clips
-    from atfr.runtime.sampling import clip_indices
+    from atfr.runtime.video.sampling import clip_indices
 
     shutil.copy(real_video("vtest"), tmp_path / "vtest.avi")
     tally = _Tally(monkeypatch)

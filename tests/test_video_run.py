@@ -20,7 +20,7 @@ from atfr.cli import main
 from atfr.errors import SourceError
 from atfr.runtime.streaming import RunOptions, StreamRunner
 from atfr.runtime.pipeline import Pipeline
-from atfr.runtime.video import FrameStream, SimulatedSource, open_reader, parse_source, read_frames
+from atfr.runtime.video.sources import FrameStream, SimulatedSource, open_reader, parse_source, read_frames
 
 cv2 = pytest.importorskip("cv2")
 
@@ -594,7 +594,7 @@ def test_inference_failure_is_one_line_and_loses_nothing(tiny_export, video, tmp
 def test_video_write_failure_is_one_line(tiny_export, video, tmp_path, capsys, monkeypatch):
     import errno
 
-    from atfr.runtime.overlay import AtomicVideoWriter
+    from atfr.runtime.video.overlay import AtomicVideoWriter
 
     real_write = AtomicVideoWriter.write
 
@@ -732,7 +732,7 @@ def test_truncated_real_video_ends_with_a_warning(tiny_export, tmp_path):
 
 
 def test_overlay_labels_model_and_display_rates():
-    from atfr.runtime.overlay import overlay_lines
+    from atfr.runtime.video.overlay import overlay_lines
 
     lines = overlay_lines([("abseiling", 0.0031), ("zumba", 0.0025)], (3,), 41.6, 29.97, [8], 3.75)
     assert lines == ["1. abseiling  0.31%", "2. zumba  0.25%", "B' 3/8", "model 42 ms/clip, 3.8 clips/s",

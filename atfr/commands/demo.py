@@ -50,7 +50,7 @@ def run(args: argparse.Namespace) -> int:
     from atfr.demo.synth import CLASSES, write_demo_videos
     from atfr.runtime.manifest import MANIFEST_NAME, load_manifest
     from atfr.runtime.pipeline import Pipeline
-    from atfr.runtime.video import FrameStream, open_reader
+    from atfr.runtime.video.sources import FrameStream, open_reader
 
     from atfr.errors import check_range
     from atfr.fileio import check_output_dir

@@ -25,7 +25,7 @@ def run(args: argparse.Namespace) -> int:
     from atfr.runtime.doctor import Check, SystemProbe, diagnose, probe_modules
 
     if args.source is not None:
-        from atfr.runtime.video import parse_source
+        from atfr.runtime.video.sources import parse_source
 
         parse_source(args.source)  # a malformed preset fails here, in a second, with exit 2
     mods = probe_modules()

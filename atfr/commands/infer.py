@@ -31,7 +31,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from atfr.display import format_prob
-    from atfr.runtime.clips import frames_to_inputs, load_clip_npy
+    from atfr.runtime.video.clips import frames_to_inputs, load_clip_npy
 
     check_range("--size", args.size, SIZE_MIN, SIZE_MAX, "pixels")
     src = Path(args.source)
@@ -69,7 +69,7 @@ def _torch_infer(path: Path, config, frames: np.ndarray, args):
     import torch
 
     from atfr.models.checkpoint import load_checkpoint
-    from atfr.runtime.clips import frames_to_inputs
+    from atfr.runtime.video.clips import frames_to_inputs
     from atfr.runtime.pipeline import ClipResult, softmax
 
     lm = load_checkpoint(path, config)

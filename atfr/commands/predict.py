@@ -63,7 +63,7 @@ def spatial_indices(n: int) -> tuple[int, ...]:
 
 def collect_videos(arg: str) -> tuple[list[Path], bool]:
     """(videos, is_batch). A missing single path is a SourceError; an empty folder/list an ATFRError."""
-    from atfr.runtime.video import VIDEO_EXTS, videos_in, videos_in_list
+    from atfr.runtime.video.sources import VIDEO_EXTS, videos_in, videos_in_list
 
     p = Path(arg)
     if p.is_dir():
@@ -115,10 +115,10 @@ class VideoPrediction:
 
 def predict_video(pipeline: Any, pre: Any, path: str | Path, temporal: int, spatial: int) -> VideoPrediction:
     """The official multi-view protocol on one video: decoded once, each temporal view inferred as
-    soon as its frames are in (``runtime.video.decode_clips``), so only the full-resolution
+    soon as its frames are in (``runtime.video.sources.decode_clips``), so only the full-resolution
     frames of the views around the decode position are held, never the whole video."""
-    from atfr.runtime.sampling import clip_indices
-    from atfr.runtime.video import decode_clips
+    from atfr.runtime.video.sampling import clip_indices
+    from atfr.runtime.video.sources import decode_clips
 
     spec = pipeline.manifest.input
     sp = spatial_indices(spatial)
@@ -158,7 +158,7 @@ def run(args: argparse.Namespace) -> int:
     from atfr.fileio import check_writable, write_text_atomic
     from atfr.progress import progress
     from atfr.runtime.pipeline import Pipeline
-    from atfr.runtime.preprocess import Preprocessor
+    from atfr.runtime.video.preprocess import Preprocessor
 
     temporal, spatial = parse_views(args.views)
     if args.csv:

@@ -81,8 +81,8 @@ def _log_source(source: str) -> None:
     """At -v: what --source resolves to (the exact GStreamer pipeline of a csi:// preset, the V4L2
     settings of a v4l2:// one), before anything is opened, so a camera that fails can be debugged."""
     from atfr.log import get_logger
-    from atfr.runtime.camera import describe
-    from atfr.runtime.video import parse_source
+    from atfr.runtime.video.camera import describe
+    from atfr.runtime.video.sources import parse_source
 
     log = get_logger("run")
     for line in describe(parse_source(source)):
@@ -91,10 +91,10 @@ def _log_source(source: str) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from atfr.fileio import check_writable
-    from atfr.runtime.overlay import VIDEO_EXTS, AtomicVideoWriter
+    from atfr.runtime.video.overlay import VIDEO_EXTS, AtomicVideoWriter
     from atfr.runtime.pipeline import Pipeline
     from atfr.runtime.streaming import EventLog, RunOptions, StopFlag, StreamRunner, stop_on_signals
-    from atfr.runtime.video import FrameStream, open_reader
+    from atfr.runtime.video.sources import FrameStream, open_reader
 
     RunOptions(stride=args.stride, topk=args.topk).check()  # before minutes of model loading
     if args.duration is not None and args.duration <= 0:

@@ -25,7 +25,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from atfr.runtime.serve_pytriton import ServeOptions, serve
+    from atfr.runtime.serving.pytriton_server import ServeOptions, serve
 
     opt = ServeOptions(host=args.host, http_port=args.http_port, grpc_port=args.grpc_port,
                        metrics_port=args.metrics_port, instances=args.instances, max_batch=args.max_batch,

@@ -23,7 +23,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from atfr.runtime.triton_repo import RepoOptions, write_repo
+    from atfr.runtime.serving.triton_repo import RepoOptions, write_repo
 
     opt = RepoOptions(flavor=args.flavor, max_batch=args.max_batch, queue_delay_us=args.queue_delay_us,
                       instances=args.instances, topk=args.topk, threads=args.threads, engine_dir=args.engine_dir)

@@ -39,7 +39,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from atfr.export.verify import Tolerances, format_report, require_match, verification_clips, verify_backend
     from atfr.models.checkpoint import load_checkpoint
-    from atfr.runtime.clips import frames_to_inputs, load_clip_npy
+    from atfr.runtime.video.clips import frames_to_inputs, load_clip_npy
     from atfr.runtime.manifest import load_manifest
     from atfr.runtime.pipeline import Pipeline
 

@@ -38,7 +38,7 @@ def _model_dir(args: dict[str, Any]) -> Path:
 
 
 def _load(args: dict[str, Any]):
-    from .manifest import load_manifest
+    from atfr.runtime.manifest import load_manifest
 
     cfg = json.loads(args["model_config"])
     return cfg, load_manifest(_model_dir(args), check=False)
@@ -57,7 +57,7 @@ class OrtGraphModel:
     """The export's front or back graph (parameter ``atfr_graph``) on ONNX Runtime."""
 
     def initialize(self, args: dict[str, Any]) -> None:
-        from .backends import OrtRunner
+        from atfr.runtime.backends import OrtRunner
 
         cfg, m = _load(args)
         threads = _param(cfg, "atfr_threads")
@@ -94,8 +94,8 @@ class PreprocessModel:
     """uint8 ``frames`` [N,T,H,W,3] -> ``clip{p}`` [N,3,T_p,S,S], exactly like ``atfr run``."""
 
     def initialize(self, args: dict[str, Any]) -> None:
-        from .pipeline import Pipeline
-        from .serving import ClipService, ServeLimits
+        from atfr.runtime.pipeline import Pipeline
+        from atfr.runtime.serving.service import ClipService, ServeLimits
 
         cfg, m = _load(args)
         limits = ServeLimits(max_clips=int(cfg.get("max_batch_size") or 64))
@@ -116,8 +116,8 @@ class SGSModel:
     """SGS + B' grouping + BLS calls to the back model; responses and ATFR metrics."""
 
     def initialize(self, args: dict[str, Any]) -> None:
-        from .pipeline import Pipeline, SGSStep
-        from .serving import ClipService, gflops_per_bprime
+        from atfr.runtime.pipeline import Pipeline, SGSStep
+        from atfr.runtime.serving.service import ClipService, gflops_per_bprime
 
         cfg, m = _load(args)
         self.m = m
@@ -171,7 +171,7 @@ class SGSModel:
         return pb_utils.get_output_tensor_by_name(resp, "logits").as_numpy()
 
     def execute(self, requests: list[Any]) -> list[Any]:
-        from .pipeline import ClipResult, softmax
+        from atfr.runtime.pipeline import ClipResult, softmax
 
         # per clip of every request: (request index, back feeds, B')
         clips: list[tuple[int, dict[str, np.ndarray], tuple[int, ...]]] = []

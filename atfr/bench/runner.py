@@ -166,12 +166,12 @@ def video_clips(folder: str, m: Manifest, limit_videos: int = 200,
                 reduce: Callable[[list[np.ndarray]], Any] | None = None) -> tuple[list[Any], str]:
     """Decode videos with OpenCV into model inputs (:func:`video_windows`, through the runtime's
     own preprocessing). Each video is decoded once, keeping only the windows' frames, and each
-    window is preprocessed as soon as it is complete (``runtime.video.decode_clips``), so memory
+    window is preprocessed as soon as it is complete (``runtime.video.sources.decode_clips``), so memory
     does not grow with video length. ``reduce``: applied to each clip right away, and only its
     result is kept (e.g. the clip's B'), so not even the clips pile up. Returns (clips or their
     reductions, description of the transform)."""
-    from atfr.runtime.preprocess import Preprocessor
-    from atfr.runtime.video import VIDEO_EXTS, decode_clips, videos_in
+    from atfr.runtime.video.preprocess import Preprocessor
+    from atfr.runtime.video.sources import VIDEO_EXTS, decode_clips, videos_in
 
     root = Path(folder)
     if not root.is_dir():

@@ -44,18 +44,18 @@ class SourceSpec:
     kind: str  # camera | file | url | gstreamer
     target: str | int
     label: str
-    props: tuple = ()  # camera: (cv2.CAP_PROP_* name, value) set after opening (runtime.camera presets)
+    props: tuple = ()  # camera: (cv2.CAP_PROP_* name, value) set after opening (runtime.video.camera presets)
 
 
 def parse_source(src: str | int) -> SourceSpec:
     """Classify a --source string. Digits or /dev/videoN = camera; '... ! appsink' = GStreamer;
-    csi://N and v4l2:///dev/videoN presets (runtime.camera)."""
+    csi://N and v4l2:///dev/videoN presets (runtime.video.camera)."""
     if isinstance(src, int):
         return SourceSpec("camera", src, f"camera {src}")
     s = str(src).strip()
     if not s:
         raise SourceError("empty --source")
-    from atfr.runtime.camera import parse_camera  # noqa: PLC0415
+    from atfr.runtime.video.camera import parse_camera  # noqa: PLC0415
 
     if (preset := parse_camera(s)) is not None:
         return SourceSpec(*preset)
@@ -162,7 +162,7 @@ class CvReader:
                               "GStreamer, e.g. the JetPack python3-opencv)")
         with _quiet_opencv():
             if k == "camera":
-                from atfr.runtime.camera import open_camera  # noqa: PLC0415
+                from atfr.runtime.video.camera import open_camera  # noqa: PLC0415
 
                 cap = open_camera(cv2, self.spec)  # V4L2 presets: CAP_V4L2 + FOURCC/size/fps
             elif k == "gstreamer":

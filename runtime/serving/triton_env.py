@@ -166,9 +166,9 @@ def make_overlay_env(dest: str | Path, timeout_s: float = 600) -> Path:
     return d
 
 
-if __name__ == "__main__":  # python -m atfr.runtime.triton_env make-overlay DIR
+if __name__ == "__main__":  # python -m atfr.runtime.serving.triton_env make-overlay DIR
     if len(sys.argv) == 3 and sys.argv[1] == "make-overlay":
         print(make_overlay_env(sys.argv[2]))
     else:
-        print("usage: python -m atfr.runtime.triton_env make-overlay DIR", file=sys.stderr)
+        print("usage: python -m atfr.runtime.serving.triton_env make-overlay DIR", file=sys.stderr)
         sys.exit(2)

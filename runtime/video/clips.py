@@ -43,7 +43,7 @@ def normalize(frames: np.ndarray, spec: InputSpec) -> np.ndarray:
 
 def pack_pathways(x: np.ndarray, spec: InputSpec) -> list[np.ndarray]:
     """[3,T,S,S] -> list per pathway of [1,3,T_p,S,S] (SlowFast: slow = the official frame subset)."""
-    from .preprocess import pack_pathways as pack
+    from atfr.runtime.video.preprocess import pack_pathways as pack
 
     return [np.ascontiguousarray(p[None]) for p in pack(x, spec.slowfast_alpha)]
 
@@ -55,5 +55,5 @@ def frames_to_inputs(frames: np.ndarray, spec: InputSpec, source: str = "clip") 
     s = spec.crop_size
     if frames.shape[1] == s and frames.shape[2] == s:
         return pack_pathways(normalize(frames, spec), spec)
-    from .preprocess import preprocess_clip  # the runtime's one implementation of the transform
+    from atfr.runtime.video.preprocess import preprocess_clip  # the runtime's one implementation of the transform
     return pack_pathways(preprocess_clip(frames, spec), spec)

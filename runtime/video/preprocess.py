@@ -193,7 +193,7 @@ class Preprocessor:
 def slow_indices(num_frames: int, alpha: int) -> np.ndarray:
     """SlowFast slow pathway: fast frames at linspace(0, T-1, T // alpha), truncated (PySlowFast)."""
     n = num_frames // alpha
-    from .sampling import torch_linspace
+    from atfr.runtime.video.sampling import torch_linspace
 
     return torch_linspace(0, num_frames - 1, n).astype(np.int64)
 
@@ -211,5 +211,5 @@ def preprocess(frames: np.ndarray, spec: InputSpec, spatial_idx: int = 1) -> np.
 
 
 def preprocess_clip(frames: np.ndarray, spec: InputSpec, spatial_idx: int = 1) -> np.ndarray:
-    """Alias of ``preprocess`` (the name runtime/clips.py imports): [T,H,W,3] uint8 -> [3,T,S,S]."""
+    """Alias of ``preprocess`` (the name runtime/video/clips.py imports): [T,H,W,3] uint8 -> [3,T,S,S]."""
     return preprocess(frames, spec, spatial_idx)

@@ -17,9 +17,9 @@ import numpy as np
 
 from atfr.errors import ATFRError
 
-from .manifest import Manifest
-from .pipeline import ClipResult, Pipeline
-from .preprocess import Preprocessor
+from atfr.runtime.manifest import Manifest
+from atfr.runtime.pipeline import ClipResult, Pipeline
+from atfr.runtime.video.preprocess import Preprocessor
 
 OUTPUT_NAMES = ("probs", "logits", "bprime", "topk_index", "topk_label")
 

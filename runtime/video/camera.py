@@ -156,7 +156,7 @@ def v4l2_properties(p: CameraPreset) -> tuple[tuple[str, Any], ...]:
 
 def parse_camera(src: str) -> tuple[str, str | int, str, tuple[tuple[str, Any], ...]] | None:
     """(kind, target, label, props) of the SourceSpec for a camera preset string, or None when
-    ``src`` is not one. A plain tuple, so this module does not import runtime.video (which imports
+    ``src`` is not one. A plain tuple, so this module does not import runtime.video.sources (which imports
     it): the runtime's import graph stays acyclic (tests/test_import_graph.py)."""
     p = parse_preset(src)
     if p is None:

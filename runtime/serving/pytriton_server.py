@@ -28,9 +28,9 @@ import numpy as np
 
 from atfr.errors import ATFRError
 
-from .pipeline import Pipeline
-from .serving import ClipService, ServeLimits, clip_input_names
-from .triton_env import check_stub_numpy, server_env
+from atfr.runtime.pipeline import Pipeline
+from atfr.runtime.serving.service import ClipService, ServeLimits, clip_input_names
+from atfr.runtime.serving.triton_env import check_stub_numpy, server_env
 
 
 @dataclass
