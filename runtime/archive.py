@@ -90,6 +90,23 @@ def _safe_rel(name: str, root: str | None) -> PurePosixPath:
     return p
 
 
+def _check_export_manifest(tar: tarfile.TarFile, members: list[tarfile.TarInfo], root: str, dst: Path,
+                           src: Path) -> None:
+    """The path rule of runtime/export_paths.py on the archived ``atfr.json``, read in memory."""
+    from atfr.runtime.export_paths import check_manifest_paths  # noqa: PLC0415
+    from atfr.runtime.manifest import MANIFEST_NAME  # noqa: PLC0415
+
+    m = next((m for m in members if m.name == f"{root}/{MANIFEST_NAME}" and m.isfile()), None)
+    if m is None or m.size > 64 << 20:
+        return  # missing or absurd: the full check after extraction reports it
+    try:
+        d = json.loads(tar.extractfile(m).read().decode("utf-8"))  # type: ignore[union-attr]
+    except (ValueError, AttributeError):
+        return
+    if isinstance(d, dict):
+        check_manifest_paths(dst, d, label=f"{src}: {root}")
+
+
 def unpack(archive: str | os.PathLike, dest: str | os.PathLike, force: bool = False) -> Path:
     """Extract and verify ``archive`` into the folder ``dest`` (the export folder itself)."""
     from atfr.runtime.manifest import load_manifest  # noqa: PLC0415
@@ -123,6 +140,7 @@ def unpack(archive: str | os.PathLike, dest: str | os.PathLike, force: bool = Fa
             _safe_rel(root, None)
             for rel in files:
                 _safe_rel(f"{root}/{rel}", root)
+            _check_export_manifest(tar, members, root, dst, src)  # before anything is written
             seen = set()
             for m in members:
                 p = _safe_rel(m.name, root)
@@ -151,7 +169,10 @@ def unpack(archive: str | os.PathLike, dest: str | os.PathLike, force: bool = Fa
             missing = sorted(set(files) - seen)
             if missing:
                 raise ATFRError(f"{src}: {len(missing)} listed file(s) missing from the archive, e.g. {missing[0]}")
-        load_manifest(work, check=True)
+        try:
+            load_manifest(work, check=True)
+        except ATFRError as e:  # name the archive, not the private work folder
+            raise type(e)(f"{src}: {str(e).replace(str(work), root)}") from None
         if dst.exists():
             old = Path(tempfile.mkdtemp(prefix=f".{dst.name}.old-", dir=dst.parent))
             os.replace(dst, old / "x")
