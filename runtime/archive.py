@@ -3,9 +3,14 @@
 The archive is a plain tar (``.tar``, or gzip-compressed ``.tar.gz``/``.tgz``) holding the export
 folder under one top-level name plus ``atfr-pack.json``: every file's size and sha256. Unpacking
 reads only regular files and folders whose names stay inside that top-level folder (no absolute
-paths, no '..', no links or devices), extracts into a temporary folder next to the destination,
-checks every size and checksum against the pack manifest and the export's own graph checksums,
-and only then renames it into place: a corrupt or hostile archive leaves nothing behind.
+paths, no '..', no links, devices or sparse members), extracts into a temporary folder next to
+the destination, checks every size and checksum against the pack manifest and the export's own
+graph checksums (and the export folder's path rule, runtime/export_paths.py), and only then renames
+it into place: a corrupt or hostile archive leaves nothing behind. Before a byte is written, every
+member's tar size must equal its listed size and the listed total must fit in the free space;
+while writing, no member gets past its listed size + 1 byte. The destination is claimed for the
+whole command (atfr/output_claim.py): a second writer exits 2, and work folders of killed runs
+are removed.
 """
 
 from __future__ import annotations

@@ -13,7 +13,9 @@ Integrity: ``checksums`` holds the SHA-256 of every graph file, and ``manifest_s
 SHA-256 of the manifest's own canonical JSON (every other field; sorted keys, no whitespace), so
 a hand-edited ``atfr.json`` (an input shape, a label list) is refused with one line instead of
 half-used. Every writer goes through ``write_manifest``. Manifests written before the field
-existed load as before.
+existed load as before. The digest is no signature (anyone can recompute it), so every path the
+manifest names must also stay inside the export folder (runtime/export_paths.py), checked on load
+before any of those files is read.
 """
 
 from __future__ import annotations

@@ -183,3 +183,16 @@ def test_inside_rule(tmp_path, rel, ok):
             inside(tmp_path, rel)
     with pytest.raises(UnsafeExportError):
         inside(tmp_path, 3)
+
+
+def test_bench_default_report_folder_linked_outside_is_refused(capsys, tmp_path, tiny_export):
+    """``bench`` writes its report into OUTDIR/bench by default: a ``bench`` link planted in the
+    folder must not send those files elsewhere."""
+    d = tmp_path / "exp"
+    shutil.copytree(tiny_export, d)
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    (d / "bench").symlink_to(elsewhere)
+    rc, out, err = run_cli(capsys, "bench", d, "--warmup", "0", "--iters", "1", "--bprime", "1")
+    one_line_error(rc, err, 2, RULE)
+    assert list(elsewhere.iterdir()) == []
