@@ -59,6 +59,11 @@ def output_lock(dest: str | os.PathLike) -> Iterator[None]:
         yield
         return
     path = lock_path(dest)
+    created = []  # folders made for the lock file, deepest first: removed again if left empty
+    p = path.parent
+    while not p.exists() and p.parent != p:
+        created.append(p)
+        p = p.parent
     path.parent.mkdir(parents=True, exist_ok=True)
     me = f"{os.getpid()}@{_host()}"
     while True:
@@ -93,6 +98,11 @@ def output_lock(dest: str | os.PathLike) -> Iterator[None]:
         except OSError:
             pass
         os.close(fd)
+        for d in created:  # a failed command leaves no empty folders behind
+            try:
+                d.rmdir()
+            except OSError:
+                break
 
 
 def work_dir(parent: Path, base: str) -> Path:

@@ -300,12 +300,14 @@ def calibrate(outdir: str | Path, data: str | Path | None = None, clips: int = 2
     check_free_space(sources, root, Path(tempfile.gettempdir()))
     # ONNX Runtime only ever sees private copies (calibration/workdir.py: never beside the user's files)
     with private_graphs(sources) as work:
-        return _calibrate(m, root, work, data, clips, method, cache, cache_path, seed, progress, clip_inputs,
-                          say, front, float_stages, write, outs, stale)
+        return _calibrate(m, root, work, data=data, clips=clips, method=method, cache=cache, cache_path=cache_path,
+                          seed=seed, progress=progress, clip_inputs=clip_inputs, say=say, front=front,
+                          float_stages=float_stages, write=write, outs=outs, stale=stale)
 
 
-def _calibrate(m: Manifest, root: Path, work: PrivateGraphs, data, clips, method, cache, cache_path: Path, seed,
-               progress, clip_inputs, say, front, float_stages, write, outs, stale) -> CalibrationResult:
+def _calibrate(m: Manifest, root: Path, work: PrivateGraphs, *, data, clips, method, cache, cache_path: Path,
+               seed, progress, clip_inputs, say, front, float_stages, write, outs, stale) -> CalibrationResult:
+    """calibrate()'s work once the export is checked, on the private copies in ``work``."""
     src, checks = work.paths, work.sha256
     fp_models = {k: onnx.load(str(p), load_external_data=False) for k, p in src.items()}
     excl = {k: excluded_nodes(g) for k, g in fp_models.items()}

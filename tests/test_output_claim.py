@@ -55,11 +55,12 @@ def test_second_writer_of_the_same_output_exits_2(capsys, tmp_path, archive, tin
 def test_claim_is_reentrant_and_released(tmp_path):
     from atfr.output_claim import lock_path, output_lock
 
-    dest = tmp_path / "o"
+    dest = tmp_path / "a" / "b" / "o"
     with output_lock(dest):
         with output_lock(dest):  # the command and the library function it calls
             assert lock_path(dest).exists()
     assert not lock_path(dest).exists()
+    assert not (tmp_path / "a").exists()  # folders made only for the lock are gone when left empty
 
 
 def _killed_work_dir(parent: Path, base: str) -> Path:
@@ -94,3 +95,19 @@ def test_export_removes_its_killed_work_folder(capsys, tmp_path, tiny_checkpoint
     assert rc == 0, err
     assert not left.exists()
     assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []
+
+
+def test_two_unpacks_started_together_one_wins(tmp_path, archive):
+    """The issue's scenario with real processes: never both exit 0 (the loser says either that the
+    folder is being written or that it already exists, whichever it reaches first)."""
+    dest = tmp_path / "dest"
+    cmd = [sys.executable, "-m", "atfr.cli", "unpack", str(archive), "-o", str(dest)]
+    procs = [subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(2)]
+    res = [(p.wait(timeout=120), p.stderr.read()) for p in procs]
+    assert sorted(rc for rc, _ in res) == [0, 2], res
+    loser = next(err for rc, err in res if rc == 2)
+    assert len(loser.strip().splitlines()) == 1
+    assert "being written by another atfr process" in loser or "already exists" in loser
+    from atfr.runtime.manifest import load_manifest
+
+    load_manifest(dest, check=True)
