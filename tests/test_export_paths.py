@@ -159,15 +159,22 @@ def test_verify_does_not_open_the_recorded_checkpoint(capsys, tmp_path, tiny_exp
     one_line_error(rc, err, 2, f"pass --checkpoint CKPT (the export was made from {tiny_checkpoint})")
 
 
-def test_manifest_that_is_a_link_outside_is_refused(capsys, tmp_path, tiny_export):
+def test_manifest_that_is_a_link_outside_is_refused_unread(capsys, monkeypatch, tmp_path, tiny_export):
+    """atfr.json itself linked outside (it could be /dev/zero or a FIFO): refused, and never read,
+    not even by the untrained-model check every command runs first."""
     d = tmp_path / "exp"
     shutil.copytree(tiny_export, d)
-    (d / "atfr.json").rename(tmp_path / "elsewhere.json")
-    (d / "atfr.json").symlink_to(tmp_path / "elsewhere.json")
+    elsewhere = tmp_path / "elsewhere.json"
+    (d / "atfr.json").rename(elsewhere)
+    (d / "atfr.json").symlink_to(elsewhere)
     clip = tmp_path / "clip.npy"
     np.save(clip, np.zeros((8, 32, 32, 3), np.uint8))
+    read: list[Path] = []
+    real = Path.read_text
+    monkeypatch.setattr(Path, "read_text", lambda self, *a, **k: read.append(self.resolve()) or real(self, *a, **k))
     rc, out, err = run_cli(capsys, "infer", d, "--input", clip)
     one_line_error(rc, err, 2, RULE)
+    assert elsewhere.resolve() not in read
 
 
 @pytest.mark.parametrize("rel,ok", [("front.onnx", True), ("sub/x.onnx", True), ("/etc/passwd", False),
