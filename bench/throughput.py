@@ -465,7 +465,12 @@ def run_cli(args: Any) -> int:
     """``atfr bench OUTDIR --throughput``: OUTDIR (+ --static) as candidates; report beside bench's."""
     from atfr.fileio import check_writable, write_json_atomic, write_text_atomic
 
-    out = Path(args.out) if getattr(args, "out", None) else Path(args.outdir) / "bench"
+    if getattr(args, "out", None):
+        out = Path(args.out)
+    else:  # inside the export folder: never through a link planted there (runtime/export_paths.py)
+        from atfr.runtime.export_paths import inside
+
+        out = inside(args.outdir, "bench", "the default report folder")
     files = {"json": out / "throughput.json", "md": out / "throughput.md"}
     for f in files.values():
         check_writable(f, args.force)

@@ -89,6 +89,7 @@ def _commands(d: Path, base: Path, ckpt: Path) -> list[list]:
     cmds = [["infer", d, "--input", clip], ["predict", d, clip],
             ["verify", d, "--checkpoint", ckpt, "--clips", "1", "--backend", "onnxruntime"],
             ["bench", d, "--warmup", "0", "--iters", "1", "--bprime", "1", "--out", base / "bench"],
+            ["bench", d, "--throughput", "--out", base / "bench"],
             ["calibrate", d, "--data", base / "nothing"], ["build", d],
             ["triton-repo", d, "-o", base / "repo"], ["pack", d, "-o", base / "x.tar"], ["doctor", d],
             ["serve", d]]
@@ -200,6 +201,7 @@ def test_bench_default_report_folder_linked_outside_is_refused(capsys, tmp_path,
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir()
     (d / "bench").symlink_to(elsewhere)
-    rc, out, err = run_cli(capsys, "bench", d, "--warmup", "0", "--iters", "1", "--bprime", "1")
-    one_line_error(rc, err, 2, RULE)
+    for extra in ([], ["--throughput"]):
+        rc, out, err = run_cli(capsys, "bench", d, "--warmup", "0", "--iters", "1", "--bprime", "1", *extra)
+        one_line_error(rc, err, 2, RULE)
     assert list(elsewhere.iterdir()) == []
