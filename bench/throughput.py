@@ -420,9 +420,12 @@ def measure_candidate(export: str, o: ThroughputOptions, budget: int) -> dict[st
 def run_throughput(o: ThroughputOptions, progress: Callable[[str], None] | None = None) -> dict[str, Any]:
     if not o.exports:
         raise ATFRError("throughput: no export to measure")
+    from atfr.runtime.manifest import load_manifest
+
     for e in o.exports:
         if not Path(e).exists():
             raise ATFRError(f"{e} does not exist")
+        load_manifest(e)  # a corrupt, edited or hostile export: one line before any progress line
     budget, how = resolve_budget(o.backend, o.mem_budget_gb)
     rows = []
     for e in o.exports:
