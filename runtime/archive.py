@@ -32,7 +32,7 @@ PACK_MANIFEST = "atfr-pack.json"
 PACK_FORMAT = "atfr-pack"
 PACK_VERSION = 1
 _MODES = {".tar": "w", ".tar.gz": "w:gz", ".tgz": "w:gz"}
-MAX_PACK_MANIFEST = 64 << 20  # bytes: a pack manifest is a few KB per thousand files
+MAX_MANIFEST = 64 << 20  # bytes: atfr-pack.json and atfr.json are a few KB (pack: per thousand files)
 SPACE_SLACK = 1 << 20  # bytes: folder entries and file-system rounding beyond the listed sizes
 
 
@@ -104,7 +104,7 @@ def _check_export_manifest(tar: tarfile.TarFile, members: list[tarfile.TarInfo],
     from atfr.runtime.manifest import MANIFEST_NAME  # noqa: PLC0415
 
     m = next((m for m in members if m.name == f"{root}/{MANIFEST_NAME}" and m.isfile()), None)
-    if m is None or m.size > 64 << 20:
+    if m is None or m.size > MAX_MANIFEST:
         return  # missing or absurd: the full check after extraction reports it
     try:
         d = json.loads(tar.extractfile(m).read().decode("utf-8"))  # type: ignore[union-attr]
@@ -126,12 +126,14 @@ def _plan(tar: tarfile.TarFile, src: Path, dst: Path) -> _Plan:
     members = tar.getmembers()
     mans = [m for m in members if PurePosixPath(m.name).name == PACK_MANIFEST
             and len(PurePosixPath(m.name).parts) == 2]
-    if len(mans) != 1 or not mans[0].isfile() or mans[0].size > MAX_PACK_MANIFEST:
+    if len(mans) != 1 or not mans[0].isfile() or mans[0].size > MAX_MANIFEST:
         raise ATFRError(f"{src}: not an atfr pack (no {PACK_MANIFEST}); create one with 'atfr pack'")
     try:
         man = json.loads(tar.extractfile(mans[0]).read().decode("utf-8"))  # type: ignore[union-attr]
         root, files = str(man["root"]), dict(man["files"])
         sizes = {rel: int(e["size"]) for rel, e in files.items()}
+        if not all(isinstance(e["sha256"], str) for e in files.values()):
+            raise TypeError("sha256")
     except (ValueError, KeyError, TypeError, AttributeError) as e:
         raise ATFRError(f"{src}: corrupt {PACK_MANIFEST} ({type(e).__name__})") from None
     if man.get("format") != PACK_FORMAT or int(man.get("version", 0)) > PACK_VERSION:
