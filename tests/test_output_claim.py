@@ -111,3 +111,18 @@ def test_two_unpacks_started_together_one_wins(tmp_path, archive):
     from atfr.runtime.manifest import load_manifest
 
     load_manifest(dest, check=True)
+
+
+def test_calibrate_while_the_export_is_being_written_exits_2(capsys, tmp_path, tiny_export):
+    import shutil
+
+    exp = tmp_path / "exp"
+    shutil.copytree(tiny_export, exp)
+    p = _holder(exp)  # e.g. an 'atfr export --force' or another calibrate on the same folder
+    try:
+        rc, out, err = run_cli(capsys, "calibrate", exp, "--data", tmp_path)
+        one_line_error(rc, err, 2, "is being written by another atfr process")
+    finally:
+        p.stdin.close()
+        p.wait(timeout=30)
+    assert sorted(x.name for x in exp.iterdir()) == sorted(x.name for x in tiny_export.iterdir())
