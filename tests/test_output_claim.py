@@ -4,6 +4,7 @@ there, and unnamed ones (earlier versions) with --force (issue 22, deliverable 4
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -77,7 +78,6 @@ def test_work_folders_of_killed_processes_are_removed(capsys, tmp_path, archive)
     left = [_killed_work_dir(tmp_path, ".dest.unpack-"), _killed_work_dir(tmp_path, ".dest.old-")]
     legacy = tmp_path / ".dest.unpack-k3j9x_2a"  # an earlier version's name: no PID to judge by
     legacy.mkdir()
-    import os
     alive = tmp_path / f".dest.unpack-{os.getpid()}@{_host()}-running1"  # a process still running
     alive.mkdir()
     rc, out, err = run_cli(capsys, "unpack", archive, "-o", tmp_path / "dest")
@@ -88,7 +88,6 @@ def test_work_folders_of_killed_processes_are_removed(capsys, tmp_path, archive)
     assert not legacy.exists() and alive.is_dir()  # --force: the unnamed ones too; never a live one
 
 
-@pytest.mark.slow  # a real export (about 4 s on 2 cores)
 def test_export_removes_its_killed_work_folder(capsys, tmp_path, tiny_checkpoint):
     left = _killed_work_dir(tmp_path, ".atfr-export-")
     rc, out, err = run_cli(capsys, "export", tiny_checkpoint, "-o", tmp_path / "exp")
