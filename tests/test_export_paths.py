@@ -205,3 +205,17 @@ def test_bench_default_report_folder_linked_outside_is_refused(capsys, tmp_path,
         rc, out, err = run_cli(capsys, "bench", d, "--warmup", "0", "--iters", "1", "--bprime", "1", *extra)
         one_line_error(rc, err, 2, RULE)
     assert list(elsewhere.iterdir()) == []
+
+
+def test_ort_trt_cache_linked_outside_is_refused(capsys, tmp_path, tiny_export):
+    """ONNX Runtime's TensorRT EP writes engines into OUTDIR/ort_trt_cache: a link planted under
+    that name is refused whatever the provider (the folder is hostile either way)."""
+    d = tmp_path / "exp"
+    shutil.copytree(tiny_export, d)
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    (d / "ort_trt_cache").symlink_to(elsewhere)
+    clip = tmp_path / "clip.npy"
+    np.save(clip, np.zeros((8, 32, 32, 3), np.uint8))
+    rc, out, err = run_cli(capsys, "infer", d, "--input", clip, "--backend", "onnxruntime")
+    one_line_error(rc, err, 2, "the TensorRT EP cache 'ort_trt_cache'")
