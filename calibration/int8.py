@@ -59,9 +59,11 @@ import onnx
 
 from atfr.errors import ATFRError
 from atfr.export.precision import register_graphs, sgs_fp32_nodes, unregister_graphs
-from atfr.fileio import sha256_file, write_json_atomic
+from atfr.fileio import write_json_atomic
 from atfr.progress import progress as progress_bar
 from atfr.runtime.manifest import Manifest, int8_front_mode, load_manifest  # noqa: F401 (re-exported)
+
+from .workdir import PrivateGraphs, check_free_space, private_graphs
 
 CACHE_FORMAT = "atfr-calibration-cache"
 CACHE_VERSION = 1
@@ -294,8 +296,19 @@ def calibrate(outdir: str | Path, data: str | Path | None = None, clips: int = 2
         if clash:
             raise ATFRError(f"{clash[0]} already exists; pass --force to overwrite it")
     cache_path = Path(cache) if cache else root / DEFAULT_CACHE
-    src = {k: m.path(v) for k, v in INT8_GRAPHS.items()}
-    checks = {k: sha256_file(p) for k, p in src.items()}
+    sources = {k: m.path(v) for k, v in INT8_GRAPHS.items()}
+    check_free_space(sources, root, Path(tempfile.gettempdir()))
+    # ONNX Runtime only ever sees private copies (calibration/workdir.py: never beside the user's files)
+    with private_graphs(sources) as work:
+        return _calibrate(m, root, work, data=data, clips=clips, method=method, cache=cache, cache_path=cache_path,
+                          seed=seed, progress=progress, clip_inputs=clip_inputs, say=say, front=front,
+                          float_stages=float_stages, write=write, outs=outs, stale=stale)
+
+
+def _calibrate(m: Manifest, root: Path, work: PrivateGraphs, *, data, clips, method, cache, cache_path: Path,
+               seed, progress, clip_inputs, say, front, float_stages, write, outs, stale) -> CalibrationResult:
+    """calibrate()'s work once the export is checked, on the private copies in ``work``."""
+    src, checks = work.paths, work.sha256
     fp_models = {k: onnx.load(str(p), load_external_data=False) for k, p in src.items()}
     excl = {k: excluded_nodes(g) for k, g in fp_models.items()}
     warn_list: list[str] = []

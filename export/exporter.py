@@ -8,7 +8,6 @@ import io
 import os
 import platform
 import shutil
-import tempfile
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,6 +22,7 @@ from atfr.errors import ATFRError
 from atfr.fileio import check_output_dir, sha256_file
 from atfr.models.base import VideoNet
 from atfr.models.checkpoint import LoadedModel
+from atfr.output_claim import output_lock, remove_stale, work_dir
 from atfr.runtime.manifest import FORMAT, MANIFEST_NAME, VERSION, SGSLayer, load_manifest, write_manifest
 
 from . import sgs_graphs
@@ -49,6 +49,7 @@ TRT103_OPS = {
 # allocating tens of GB. Opsets: 13 is the oldest TensorRT 10.x parses well; the TorchScript
 # exporter stops at ONNX_TORCHSCRIPT_EXPORTER_MAX_OPSET (20 in torch 2.x).
 FRAMES_MAX = 512
+TMP_PREFIX = ".atfr-export-"  # + <pid>@<host>-<random>: the export's work folder beside the output
 SIZE_MIN, SIZE_MAX = 16, 1024
 OPSET_MIN = 13
 # Peak memory of an export relative to the largest single activation of the front at batch 1
@@ -214,7 +215,13 @@ def structured_clips(model: VideoNet, frames: int, size: int, seed: int = 0) -> 
 
 
 def export_model(loaded: LoadedModel, outdir: str | Path, opts: ExportOptions) -> Path:
-    out = Path(outdir)
+    """Export ``loaded`` into the folder ``outdir``, holding its write claim (atfr/output_claim.py)
+    throughout: a second atfr process writing the same folder exits 2 instead of racing."""
+    with output_lock(outdir):
+        return _export_model(loaded, Path(outdir), opts)
+
+
+def _export_model(loaded: LoadedModel, out: Path, opts: ExportOptions) -> Path:
     if out.exists() and not out.is_dir():
         raise ATFRError(f"{out} exists and is not a directory")
     if out.exists() and not opts.force:
@@ -222,6 +229,7 @@ def export_model(loaded: LoadedModel, outdir: str | Path, opts: ExportOptions) -
         if clash:
             raise ATFRError(f"{out} already holds an export ({clash[0]} ...); pass --force to overwrite it")
     check_output_dir(out)
+    remove_stale(out.parent, TMP_PREFIX, opts.force)  # work folders of killed exports
     model = loaded.model.eval()
     model.batch_independent = True
     spec = model.input_spec
@@ -302,7 +310,7 @@ def export_model(loaded: LoadedModel, outdir: str | Path, opts: ExportOptions) -
 
     # 4. Write into a temp folder, then move into place file by file; manifest last.
     out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=".atfr-export-", dir=out.parent))
+    tmp = work_dir(out.parent, TMP_PREFIX)
     try:
         for k, g in graphs.items():
             onnx.save(g, str(tmp / f"{k}.onnx"))

@@ -13,7 +13,9 @@ Integrity: ``checksums`` holds the SHA-256 of every graph file, and ``manifest_s
 SHA-256 of the manifest's own canonical JSON (every other field; sorted keys, no whitespace), so
 a hand-edited ``atfr.json`` (an input shape, a label list) is refused with one line instead of
 half-used. Every writer goes through ``write_manifest``. Manifests written before the field
-existed load as before.
+existed load as before. The digest is no signature (anyone can recompute it), so every path the
+manifest names must also stay inside the export folder (runtime/export_paths.py), checked on load
+before any of those files is read.
 """
 
 from __future__ import annotations
@@ -27,6 +29,8 @@ from typing import Any
 from atfr.errors import ATFRError
 from atfr.fileio import sha256_file, write_json_atomic
 from atfr.spec import InputSpec, SGSSpec
+
+from .export_paths import check_manifest_paths, inside
 
 FORMAT = "atfr-export"
 VERSION = 1
@@ -117,7 +121,7 @@ class Manifest:
     def path(self, graph: str) -> Path:
         if graph not in self.graphs:
             raise ATFRError(f"{self.root}: the export has no '{graph}' graph")
-        return self.root / self.graphs[graph].file
+        return inside(self.root, self.graphs[graph].file, f"graphs.{graph}.file")
 
     def label(self, i: int) -> str:
         return self.labels[i] if 0 <= i < len(self.labels) else str(i)
@@ -132,9 +136,11 @@ class Manifest:
 
     def verify_checksums(self) -> None:
         for fname, digest in self.raw.get("checksums", {}).items():
-            p = self.root / fname
+            p = inside(self.root, fname, "checksums key")
             if not p.exists():
                 raise ATFRError(f"{self.root}: {fname} is missing from the export; re-run 'atfr export'")
+            if not p.is_file():  # a FIFO or device would block or never end the hash
+                raise ATFRError(f"{self.root}: {fname} is not a regular file; re-run 'atfr export'")
             if sha256_file(p) != digest:
                 raise ATFRError(f"{self.root}: {fname} does not match its checksum in {MANIFEST_NAME} "
                                 "(modified or corrupt); re-run 'atfr export --force'")
@@ -142,11 +148,13 @@ class Manifest:
 
 def load_manifest(outdir: str | Path, check: bool = False) -> Manifest:
     root = Path(outdir)
-    mpath = root / MANIFEST_NAME
     if not root.exists():
         raise ATFRError(f"{root} does not exist")
+    mpath = inside(root, MANIFEST_NAME, "the manifest")
     if not mpath.exists():
         raise ATFRError(f"{root} is not an atfr export (no {MANIFEST_NAME}); create one with 'atfr export'")
+    if not mpath.is_file():
+        raise ATFRError(f"{mpath} is not a regular file")
     try:
         d = json.loads(mpath.read_text(encoding="utf-8"))
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
@@ -159,6 +167,7 @@ def load_manifest(outdir: str | Path, check: bool = False) -> Manifest:
         raise ATFRError(f"{mpath} was edited after export (its content no longer matches {CHECKSUM_KEY}); "
                         f"re-export with 'atfr export --force', or delete the {CHECKSUM_KEY} field to use it "
                         "as edited")
+    check_manifest_paths(root, d)  # before any file the manifest names is read (runtime/export_paths.py)
     try:
         m = Manifest(
             root=root,

@@ -29,6 +29,8 @@ from typing import TYPE_CHECKING, Any, Sequence
 
 from atfr.errors import ATFRError, DependencyError
 
+from .export_paths import inside
+
 if TYPE_CHECKING:
     import numpy as np
 
@@ -155,7 +157,8 @@ def choose(name: str | None, export_root: str | Path | None = None) -> ProviderC
     except ImportError:
         raise DependencyError("onnxruntime is not installed (pip install onnxruntime, or onnxruntime-gpu for "
                               "--providers cuda/tensorrt)") from None
-    cache = Path(export_root) / "ort_trt_cache" if export_root is not None else None
+    # TensorRT EP engines are cached in the export folder: never through a link leaving it.
+    cache = inside(export_root, "ort_trt_cache", "the TensorRT EP cache") if export_root is not None else None
     choice = resolve_providers(name, ort.get_available_providers(), cache)
     if choice.name != "cpu" and hasattr(ort, "preload_dlls"):
         # onnxruntime-gpu >= 1.21 installed with its [cuda,cudnn] wheels finds their libraries only

@@ -478,6 +478,7 @@ MODELS = [  # name, checkpoint, export options (small sizes: the check measures 
     ("r3d18", GOLDEN / "r3d18_atfr" / "checkpoint.pyth", ["--size", "112"]),
     ("slowfast", GOLDEN / "slowfast_atfr_4x16_r50_w16" / "checkpoint.pyth", ["--size", "112"]),
 ]
+CKPTS = {name: ckpt for name, ckpt, _ in MODELS}  # verify needs --checkpoint (an export's recorded path is not opened)
 
 
 def step_exports(c: Check) -> None:
@@ -524,7 +525,8 @@ def step_ort_cuda(c: Check) -> None:
         return
     for name in ("demo", "r3d18"):
         if name in c.exports:
-            c.run(f"ort_cuda.verify.{name}", c.atfr("verify", str(c.exports[name]), "--backend", "onnxruntime",
+            c.run(f"ort_cuda.verify.{name}", c.atfr("verify", str(c.exports[name]), "--checkpoint", str(CKPTS[name]),
+                                                   "--backend", "onnxruntime",
                                                    "--providers", "cuda", "--clips", "2", "--json"), 150, min_time=30)
     if "demo" in c.exports:
         _bench(c, "ort_cuda.bench.demo", c.exports["demo"], "--providers", "cuda")
@@ -554,7 +556,8 @@ def step_tensorrt(c: Check) -> None:
                 if st.status != "ok":
                     continue
                 tol = ["--logits-atol", "0.05", "--back-atol", "0.05"] if prec == "fp16" else []
-                c.run(f"trt.verify.{tag}", c.atfr("verify", str(export), "--backend", "tensorrt", "--engine-dir",
+                c.run(f"trt.verify.{tag}", c.atfr("verify", str(export), "--checkpoint", str(CKPTS[name]),
+                                                  "--backend", "tensorrt", "--engine-dir",
                                                   str(edir), "--clips", "2", "--json", *tol, *extra), 150, min_time=30)
                 if prec == "fp32" and sgs == "host":
                     _bench(c, f"trt.bench.{tag}", export, "--backend", "tensorrt")

@@ -420,9 +420,12 @@ def measure_candidate(export: str, o: ThroughputOptions, budget: int) -> dict[st
 def run_throughput(o: ThroughputOptions, progress: Callable[[str], None] | None = None) -> dict[str, Any]:
     if not o.exports:
         raise ATFRError("throughput: no export to measure")
+    from atfr.runtime.manifest import load_manifest
+
     for e in o.exports:
         if not Path(e).exists():
             raise ATFRError(f"{e} does not exist")
+        load_manifest(e)  # a corrupt, edited or hostile export: one line before any progress line
     budget, how = resolve_budget(o.backend, o.mem_budget_gb)
     rows = []
     for e in o.exports:
@@ -465,7 +468,12 @@ def run_cli(args: Any) -> int:
     """``atfr bench OUTDIR --throughput``: OUTDIR (+ --static) as candidates; report beside bench's."""
     from atfr.fileio import check_writable, write_json_atomic, write_text_atomic
 
-    out = Path(args.out) if getattr(args, "out", None) else Path(args.outdir) / "bench"
+    if getattr(args, "out", None):
+        out = Path(args.out)
+    else:  # inside the export folder: never through a link planted there (runtime/export_paths.py)
+        from atfr.runtime.export_paths import inside
+
+        out = inside(args.outdir, "bench", "the default report folder")
     files = {"json": out / "throughput.json", "md": out / "throughput.md"}
     for f in files.values():
         check_writable(f, args.force)

@@ -60,7 +60,12 @@ def run(args: argparse.Namespace) -> int:
     from atfr.bench.runner import BenchOptions, run_benchmark
     from atfr.errors import ATFRError
 
-    out = Path(args.out) if args.out else Path(args.outdir) / "bench"
+    if args.out:
+        out = Path(args.out)
+    else:  # inside the export folder: never through a link planted there (runtime/export_paths.py)
+        from atfr.runtime.export_paths import inside
+
+        out = inside(args.outdir, "bench", "the default report folder")
     check_outputs(out, args.force)  # fail before minutes of timing, not after
     for flag in ("static", "videos"):
         v = getattr(args, flag)

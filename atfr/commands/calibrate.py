@@ -41,6 +41,7 @@ def run(args: argparse.Namespace) -> int:
     from atfr.errors import check_range
     from atfr.fileio import check_output_dir
     from atfr.log import quiet_stdout
+    from atfr.output_claim import output_lock
     from atfr.runtime.manifest import load_manifest
 
     check_range("--clips", args.clips, 1, None, "clips")
@@ -52,7 +53,7 @@ def run(args: argparse.Namespace) -> int:
     t0 = time.perf_counter()
     # ONNX Runtime's quantizer prints "Collecting tensor data and making histogram ..." per call
     # on stdout: to the log (-v) instead.
-    with quiet_stdout("onnxruntime.quantization"):
+    with output_lock(args.outdir), quiet_stdout("onnxruntime.quantization"):  # one writer of the export at a time
         res = calibrate(args.outdir, args.data, args.clips, args.method, args.cache, args.seed, args.force,
                         progress=not args.no_progress,
                         warn=lambda s: print(f"atfr calibrate: warning: {s}", file=sys.stderr),

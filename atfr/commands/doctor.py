@@ -28,19 +28,25 @@ def run(args: argparse.Namespace) -> int:
         from atfr.runtime.video.sources import parse_source
 
         parse_source(args.source)  # a malformed preset fails here, in a second, with exit 2
-    mods = probe_modules()
-    report = diagnose(args.backend, mods, SystemProbe(), plugin=args.plugin, disk_path=args.outdir or ".",
-                      source=args.source)
+    export_check = None
     if args.outdir:
         from atfr.errors import ATFRError
+        from atfr.runtime.export_paths import UnsafeExportError
         from atfr.runtime.manifest import load_manifest
 
         try:
             m = load_manifest(args.outdir, check=True)
-            report.checks.insert(0, Check("export", "ok", f"{args.outdir}: {m.name} ({m.arch}), checksums match"))
+            export_check = Check("export", "ok", f"{args.outdir}: {m.name} ({m.arch}), checksums match")
+        except UnsafeExportError:
+            raise  # a path leaving the export folder: one line, exit 2, like every command
         except ATFRError as e:
-            report.checks.insert(0, Check("export", "fail", str(e), "copy the export folder again (or 'atfr unpack' "
-                                          "the archive) / re-run 'atfr export'", ("onnxruntime", "tensorrt")))
+            export_check = Check("export", "fail", str(e), "copy the export folder again (or 'atfr unpack' "
+                                 "the archive) / re-run 'atfr export'", ("onnxruntime", "tensorrt"))
+    mods = probe_modules()
+    report = diagnose(args.backend, mods, SystemProbe(), plugin=args.plugin, disk_path=args.outdir or ".",
+                      source=args.source)
+    if export_check is not None:
+        report.checks.insert(0, export_check)
     if args.json:
         print(json.dumps(report.to_json(), indent=2))
     else:

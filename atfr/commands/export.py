@@ -32,6 +32,7 @@ def run(args: argparse.Namespace) -> int:
     from atfr.export.exporter import ExportOptions, check_export_size, export_model, validate_arguments
     from atfr.fileio import check_output_dir
     from atfr.models.checkpoint import load_checkpoint
+    from atfr.output_claim import output_lock
 
     # Everything that can be checked cheaply is checked before the checkpoint loads.
     validate_arguments(args.frames, args.size, args.opset)
@@ -40,16 +41,17 @@ def run(args: argparse.Namespace) -> int:
               "(the default fp32 front already keeps that block in fp32)", file=sys.stderr)
     check_output_dir(args.output)
     t0 = time.perf_counter()
-    lm = load_checkpoint(args.source, args.config)
-    spec = lm.model.input_spec
-    check_export_size(lm.model, args.frames or spec.num_frames, args.size or spec.crop_size)
-    lm.meta.setdefault("source", args.source)
-    out = export_model(lm, args.output, ExportOptions(args.frames, args.size, args.opset, args.force,
-                                                      args.name or Path(args.source).stem))
-    if args.fp16:
-        from atfr.export.precision import write_fp16
-        write_fp16(out, force=True, feature_block=args.fp16_feature_block != "fp16",
-                   front_fp32=args.fp16_front == "fp32")
+    with output_lock(args.output):  # a second atfr process writing the same folder exits 2 at once
+        lm = load_checkpoint(args.source, args.config)
+        spec = lm.model.input_spec
+        check_export_size(lm.model, args.frames or spec.num_frames, args.size or spec.crop_size)
+        lm.meta.setdefault("source", args.source)
+        out = export_model(lm, args.output, ExportOptions(args.frames, args.size, args.opset, args.force,
+                                                          args.name or Path(args.source).stem))
+        if args.fp16:
+            from atfr.export.precision import write_fp16
+            write_fp16(out, force=True, feature_block=args.fp16_feature_block != "fp16",
+                       front_fp32=args.fp16_front == "fp32")
     from atfr.runtime.manifest import load_manifest
     m = load_manifest(out)
     print(f"exported {m.name} ({m.arch}, {m.num_classes} classes, {len(m.sgs)} SGS layer(s)) to {out} "

@@ -128,7 +128,9 @@ def untrained_source(path: str | Path) -> bool:
     p = Path(path)
     try:
         if p.is_dir():
-            mf = p / "atfr.json"
+            from atfr.runtime.export_paths import inside
+
+            mf = inside(p, "atfr.json", "the manifest")  # a link leaving the folder is not read (load_manifest says why)
             return mf.is_file() and bool(json.loads(mf.read_text(encoding="utf-8")).get(UNTRAINED_KEY))
         if not p.is_file():
             return False

@@ -25,7 +25,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from atfr.runtime.manifest import load_manifest
     from atfr.runtime.serving.pytriton_server import ServeOptions, serve
+
+    load_manifest(args.export)  # a missing, edited or hostile export: one line before the environment checks
 
     opt = ServeOptions(host=args.host, http_port=args.http_port, grpc_port=args.grpc_port,
                        metrics_port=args.metrics_port, instances=args.instances, max_batch=args.max_batch,

@@ -52,9 +52,11 @@ def run(args: argparse.Namespace) -> int:
         if args.bins is not None:
             raise ATFRError("--bins applies to the parity check, not to --precision reports")
         return _precision_report(args, m)
-    ckpt = args.checkpoint or m.raw.get("source", {}).get("checkpoint")
-    if not ckpt:
-        raise ATFRError("no reference checkpoint: pass --checkpoint CKPT")
+    ckpt = args.checkpoint
+    if not ckpt:  # the recorded path is provenance: an export folder never makes atfr open a file outside it
+        rec = (m.raw.get("source") or {}).get("checkpoint")
+        raise ATFRError("no reference checkpoint: pass --checkpoint CKPT"
+                        + (f" (the export was made from {rec})" if isinstance(rec, str) and rec else ""))
     lm = load_checkpoint(ckpt, args.config)
     require_match(lm, m)
     if args.bins is not None:
@@ -122,10 +124,10 @@ def _precision_report(args: argparse.Namespace, m) -> int:
     from atfr.log import quiet_stdout
 
     precs = [p.strip() for p in args.precision.split(",") if p.strip()]
-    ckpt = args.checkpoint or m.raw.get("source", {}).get("checkpoint")
+    ckpt = args.checkpoint
     with quiet_stdout("verify --precision"):  # library prints go to the log (-v), not into the report
         res = compare_precisions(args.outdir, precs, clips=args.data, reference="torch" if args.checkpoint else "fp32",
-                                 thresholds=_thresholds(args, precs), checkpoint=ckpt if args.checkpoint else None,
+                                 thresholds=_thresholds(args, precs), checkpoint=ckpt,
                                  num_clips=args.data_clips, seed=args.seed, progress=True)
     print(json.dumps(res, indent=2, default=float) if args.json else format_report(res))
     from atfr.bench.precision_speed import precision_speed_lines  # measured: are fp16/int8 faster here?

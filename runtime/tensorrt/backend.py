@@ -34,6 +34,7 @@ import numpy as np
 from atfr.errors import ATFRError, DependencyError
 from atfr.fileio import sha256_file
 
+from ..export_paths import inside
 from ..manifest import Manifest
 from ..pipeline import Pipeline, SGSStep
 from .api import import_tensorrt, make_logger
@@ -447,6 +448,10 @@ def load_trt_pipeline(manifest: Manifest, engine_dir: str | os.PathLike | None =
     m = manifest
     edir = Path(engine_dir) if engine_dir else m.root
     outdir = str(m.root)
+    if not engine_dir:  # engines read from the export folder follow its path rule (runtime/export_paths.py)
+        for r in ("front", "back"):
+            inside(m.root, f"{r}.engine", "engine")
+            inside(m.root, f"{r}.engine.json", "engine metadata")
     sides = {r: read_sidecar(edir / f"{r}.engine", outdir) for r in ("front", "back")}
     trt = import_tensorrt()
     check_supported(trt.__version__, "host")
