@@ -115,3 +115,27 @@ def test_config_to_bench_report_in_two_commands(tmp_path, capsys):
     rep = json.loads((exp / "bench" / "throughput.json").read_text())
     assert rep["untrained"] is True and rep["candidates"][0]["max_batch"] >= 1
     assert "Untrained" in (exp / "bench" / "throughput.md").read_text()
+
+
+def test_untrained_check_reads_no_pickle_whose_crc_fails(tmp_path, monkeypatch):
+    """The cheap untrained-model check runs on any checkpoint a command is given: the pickle record's CRC
+    is checked before torch.load (weights_only) sees it, as for full loads (models/checkpoint.py)."""
+    import zipfile
+
+    from atfr.commands.init import untrained_source
+
+    rc, good = _init(tmp_path, "good.pt")
+    assert rc == 0 and untrained_source(good) is True
+    with zipfile.ZipFile(good) as z:
+        info = next(i for i in z.infolist() if i.filename.endswith("/data.pkl"))
+        assert info.compress_type == zipfile.ZIP_STORED  # torch.save stores records, so bytes sit in place
+    raw = bytearray(good.read_bytes())
+    h = info.header_offset  # the local header's name and extra lengths (torch pads the extra field)
+    start = h + 30 + int.from_bytes(raw[h + 26:h + 28], "little") + int.from_bytes(raw[h + 28:h + 30], "little")
+    raw[start + 5] ^= 0xFF  # a byte inside the pickle
+    bad = tmp_path / "bad.pt"
+    bad.write_bytes(bytes(raw))
+    calls = []
+    monkeypatch.setattr(torch, "load", lambda *a, **k: calls.append(a) or {"meta": {"untrained": True}})
+    assert untrained_source(bad) is False and calls == []
+    assert untrained_source(good) is True and len(calls) == 1

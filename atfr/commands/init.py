@@ -141,7 +141,13 @@ def untrained_source(path: str | Path) -> bool:
             import importlib.util
             if importlib.util.find_spec("torch") is None:
                 return False
+        import zipfile
+
         import torch
+        with zipfile.ZipFile(p) as z:  # the pickle record's CRC first (zipfile checks it on read), then unpickle
+            for name in z.namelist():
+                if name.endswith("/data.pkl"):
+                    z.read(name)
         d = torch.load(p, map_location="cpu", weights_only=True, mmap=True)
         return isinstance(d, dict) and isinstance(d.get("meta"), dict) and bool(d["meta"].get(UNTRAINED_KEY))
     except Exception:  # noqa: BLE001 - informative only: the command itself reports bad input
