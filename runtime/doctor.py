@@ -94,8 +94,10 @@ try:
                 err, p = rt.cudaGetDeviceProperties(0)
                 name_ = p.name.decode(errors="replace") if isinstance(p.name, bytes) else str(p.name)
                 i["gpu"], i["cc"] = name_.strip("\x00 "), f"{p.major}.{p.minor}"
-        except Exception as e:
-            i["driver_error"] = f"{type(e).__name__}: {e}".splitlines()[0][:200]
+        except Exception as e:  # cuda-python 12.x raises (no error code) where libcuda.so.1 is missing
+            msg = str(e).splitlines()[0] if str(e) else type(e).__name__
+            i["driver_error"] = ("the NVIDIA driver library libcuda.so.1 cannot be loaded" if "libcuda" in msg
+                                 else f"{type(e).__name__}: {msg}")[:200]
     else:
         m = importlib.import_module(name)
         out["version"] = str(getattr(m, "__version__", ""))

@@ -91,6 +91,15 @@ def driver_cuda_version(rt: Any = None) -> str | None:
     return None
 
 
+def no_driver_reason(e: BaseException) -> str:
+    """What an exception from a CUDA binding means, in words. cuda-python 12.x raises
+    ``RuntimeError: Failed to dlopen libcuda.so.1`` (no error code) where no NVIDIA driver is installed."""
+    msg = str(e).splitlines()[0] if str(e) else type(e).__name__
+    if "libcuda" in msg and ("dlopen" in msg or "load" in msg.lower()):
+        return "the NVIDIA driver library libcuda.so.1 cannot be loaded"
+    return f"{type(e).__name__}: {msg}"
+
+
 def mismatch_message(what: str, error: str, binding: str | None, driver: str | None) -> str:
     """One line for a failed first CUDA call, naming both versions (and the fix when they differ)."""
     b = binding or "unknown"
@@ -212,7 +221,7 @@ class Cuda:
             msg = str(e).splitlines()[0] if str(e) else type(e).__name__
             what, _, err = msg.partition(" failed: ")
             if not err:
-                what, err = "the first CUDA call", f"{type(e).__name__}: {msg}"
+                what, err = "the first CUDA call", no_driver_reason(e)
             raise DependencyError(mismatch_message(what, err[:160], cuda_python_version(),
                                                    driver_cuda_version(self.rt))) from None
         name = prop.name
