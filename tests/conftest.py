@@ -103,3 +103,11 @@ def binding_stubs(tmp_path_factory) -> dict[str, Path]:
         return real_bindings.build_stubs(tmp_path_factory.mktemp("binding_stubs"))
     except (FileNotFoundError, subprocess.CalledProcessError) as e:
         pytest.skip(f"cannot build the stub libraries: {e}")
+
+
+@pytest.fixture(scope="session")
+def binding_surfaces(binding_stubs):
+    """The API of every installed binding version (tests/real_bindings.py Surfaces), dumped once."""
+    import real_bindings
+
+    return real_bindings.Surfaces(binding_stubs)

@@ -155,6 +155,60 @@ def run_python(args: list[str], env: dict[str, str], timeout: float = 120, cwd: 
                           cwd=cwd)
 
 
+# -- the surfaces of all versions, for the tests -----------------------------------------------------
+
+CUDA_MODULES = {"rt": "cuda.bindings.runtime", "drv": "cuda.bindings.driver"}
+
+
+def need(key: str) -> None:
+    """Skip the calling test (with the reason) where ``key``'s wheels are not installed."""
+    import pytest  # noqa: PLC0415
+
+    if installed(key) is None:
+        pytest.skip(f"{key} bindings ({' '.join(PINS[key].requirements)}) are not installed in {CACHE}: "
+                    "run 'python tests/real_bindings.py install' (scripts/bootstrap.sh does; needs the package index)")
+
+
+class Surfaces:
+    """Each installed version's API dump (``surface``), made once per session in parallel subprocesses."""
+
+    def __init__(self, stubs: dict[str, Path]):
+        self.cache: dict[tuple[str, str], dict] = {}
+        self.errors: dict[tuple[str, str], str] = {}
+        jobs = [(p.key, "tensorrt") for p in TRT_PINS if installed(p.key)]
+        jobs += [(p.key, m) for p in CUDA_PINS if installed(p.key) for m in CUDA_MODULES.values()]
+        procs = {}
+        for key, mod in jobs:
+            env = env_for(stubs, trt=key if mod == "tensorrt" else None, cuda=None if mod == "tensorrt" else key)
+            procs[(key, mod)] = subprocess.Popen([sys.executable, str(Path(__file__)), "surface", mod], env=env,
+                                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        for k, proc in procs.items():
+            out, err = proc.communicate(timeout=300)
+            if proc.returncode == 0:
+                self.cache[k] = json.loads(out)
+            else:
+                self.errors[k] = err.strip().splitlines()[-1] if err.strip() else f"exit {proc.returncode}"
+
+    def get(self, key: str, module: str) -> dict:
+        import pytest  # noqa: PLC0415
+
+        need(key)
+        if (key, module) in self.errors:
+            pytest.fail(f"{module} of {key} does not import over the stubs: {self.errors[(key, module)]}")
+        return self.cache[(key, module)]
+
+    def trt(self, key: str):
+        import trt_conformance as tc  # noqa: PLC0415
+
+        return {"trt": tc.Surface(self.get(key, "tensorrt"), "trt", f"TensorRT {key}")}
+
+    def cuda(self, key: str):
+        import trt_conformance as tc  # noqa: PLC0415
+
+        return {k: tc.Surface(self.get(key, m), k, f"cuda-python {key.split('-')[1]} ({m})")
+                for k, m in CUDA_MODULES.items()}
+
+
 # -- the API surface (run inside the subprocess) ------------------------------------------------------
 
 _IDENT = re.compile(rb"[A-Za-z_][A-Za-z0-9_]{2,63}")

@@ -17,9 +17,6 @@ from __future__ import annotations
 
 import ast
 import itertools
-import json
-import subprocess
-import sys
 from dataclasses import replace
 from pathlib import Path
 
@@ -27,57 +24,12 @@ import pytest
 
 import real_bindings as rb
 import trt_conformance as tc
+from real_bindings import Surfaces
 
 ROOT = rb.ROOT
 TRT_KEYS = [p.key for p in rb.TRT_PINS]
 CUDA_KEYS = [p.key for p in rb.CUDA_PINS]
-CUDA_MODULES = {"rt": "cuda.bindings.runtime", "drv": "cuda.bindings.driver"}
-
-
-def need(key: str) -> None:
-    if rb.installed(key) is None:
-        pytest.skip(f"{key} bindings ({' '.join(rb.PINS[key].requirements)}) are not installed in {rb.CACHE}: "
-                    "run 'python tests/real_bindings.py install' (scripts/bootstrap.sh does; needs the package index)")
-
-
-class Surfaces:
-    """Each version's API dump, made once per session (the subprocesses run in parallel)."""
-
-    def __init__(self, stubs: dict[str, Path]):
-        self.stubs = stubs
-        self.cache: dict[tuple[str, str], dict] = {}
-        self.errors: dict[tuple[str, str], str] = {}
-        jobs = [(k, "tensorrt") for k in TRT_KEYS if rb.installed(k)]
-        jobs += [(k, m) for k in CUDA_KEYS if rb.installed(k) for m in CUDA_MODULES.values()]
-        procs = {}
-        for key, mod in jobs:
-            env = rb.env_for(stubs, trt=key if mod == "tensorrt" else None, cuda=None if mod == "tensorrt" else key)
-            procs[(key, mod)] = subprocess.Popen([sys.executable, str(Path(rb.__file__)), "surface", mod], env=env,
-                                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-        for k, p in procs.items():
-            out, err = p.communicate(timeout=300)
-            if p.returncode == 0:
-                self.cache[k] = json.loads(out)
-            else:
-                self.errors[k] = err.strip().splitlines()[-1] if err.strip() else f"exit {p.returncode}"
-
-    def get(self, key: str, module: str) -> dict:
-        need(key)
-        if (key, module) in self.errors:
-            pytest.fail(f"{module} of {key} does not import over the stubs: {self.errors[(key, module)]}")
-        return self.cache[(key, module)]
-
-    def trt(self, key: str) -> dict[str, tc.Surface]:
-        return {"trt": tc.Surface(self.get(key, "tensorrt"), "trt", f"TensorRT {key}")}
-
-    def cuda(self, key: str) -> dict[str, tc.Surface]:
-        return {k: tc.Surface(self.get(key, m), k, f"cuda-python {key.split('-')[1]} ({m})")
-                for k, m in CUDA_MODULES.items()}
-
-
-@pytest.fixture(scope="session")
-def surfaces(binding_stubs) -> Surfaces:
-    return Surfaces(binding_stubs)
+CUDA_MODULES = rb.CUDA_MODULES
 
 
 # -- compat.py's version branches -----------------------------------------------------------------
@@ -117,9 +69,9 @@ def check_trt(surfaces: Surfaces, key: str, sources: dict[Path, str] | None = No
 # -- 1. the bindings themselves ------------------------------------------------------------------------
 
 @pytest.mark.parametrize("key", TRT_KEYS + CUDA_KEYS)
-def test_bindings_import_as_pinned(surfaces: Surfaces, key: str) -> None:
+def test_bindings_import_as_pinned(binding_surfaces: Surfaces, key: str) -> None:
     mod = "tensorrt" if key in TRT_KEYS else CUDA_MODULES["rt"]
-    d = surfaces.get(key, mod)
+    d = binding_surfaces.get(key, mod)
     pinned = rb.PINS[key].requirements[0].split("==")[1]
     if key in TRT_KEYS:
         assert d["version"] == pinned, (d["version"], pinned)
@@ -131,8 +83,8 @@ def test_bindings_import_as_pinned(surfaces: Surfaces, key: str) -> None:
 # -- 2. static conformance -----------------------------------------------------------------------------
 
 @pytest.mark.parametrize("key", TRT_KEYS)
-def test_tensorrt_calls_conform(surfaces: Surfaces, key: str) -> None:
-    r = check_trt(surfaces, key)
+def test_tensorrt_calls_conform(binding_surfaces: Surfaces, key: str) -> None:
+    r = check_trt(binding_surfaces, key)
     assert not r.problems, "\n".join(r.lines())
     # The walk really reached the builder, backend and plugin code (a checker that sees nothing passes).
     core = {"trt.Builder", "Builder.create_network", "Builder.build_serialized_network", "IBuilderConfig.set_flag",
@@ -146,8 +98,8 @@ def test_tensorrt_calls_conform(surfaces: Surfaces, key: str) -> None:
 
 
 @pytest.mark.parametrize("key", CUDA_KEYS)
-def test_cuda_python_calls_conform(surfaces: Surfaces, key: str) -> None:
-    r = tc.Checker(surfaces.cuda(key), f"cuda-python {key}").check_files(tc.source_files())
+def test_cuda_python_calls_conform(binding_surfaces: Surfaces, key: str) -> None:
+    r = tc.Checker(binding_surfaces.cuda(key), f"cuda-python {key}").check_files(tc.source_files())
     assert not r.problems, "\n".join(r.lines())
     core = {"rt.cudaMalloc", "rt.cudaMemcpyAsync", "cudaMemcpyKind.cudaMemcpyHostToDevice", "rt.cudaGetDevice",
             "rt.cudaStreamBeginCapture", "rt.cudaGraphLaunch", "drv.cuDriverGetVersion", "rt.cudaGetDeviceCount"}
@@ -155,12 +107,12 @@ def test_cuda_python_calls_conform(surfaces: Surfaces, key: str) -> None:
     assert r.checked_calls >= 20, r.checked_calls
 
 
-def test_guarded_names_exist_in_some_version(surfaces: Surfaces) -> None:
+def test_guarded_names_exist_in_some_version(binding_surfaces: Surfaces) -> None:
     """A name behind hasattr/getattr(..., default)/try may be missing in one version, never in all:
     a misspelling under a guard would silently disable the feature everywhere."""
     missing = None
     for key in TRT_KEYS:
-        g = check_trt(surfaces, key).guarded_missing
+        g = check_trt(binding_surfaces, key).guarded_missing
         missing = set(g) if missing is None else missing & set(g)
         where = g
     assert not missing, [str(where[m]) for m in sorted(missing)]
@@ -179,10 +131,10 @@ def test_pin_fp32_call_is_guarded() -> None:
 
 
 @pytest.mark.parametrize("key", TRT_KEYS)
-def test_compat_capabilities_match_the_bindings(surfaces: Surfaces, key: str) -> None:
+def test_compat_capabilities_match_the_bindings(binding_surfaces: Surfaces, key: str) -> None:
     from atfr.runtime.tensorrt.compat import capabilities
 
-    s = surfaces.trt(key)["trt"]
+    s = binding_surfaces.trt(key)["trt"]
     caps = capabilities(s.version)
     flag = lambda n: s.member("BuilderFlag", n) is not None  # noqa: E731
     real = {
@@ -208,15 +160,15 @@ def _perturbed(rel: str, old: str, new: str) -> tuple[dict[Path, str], int]:
     return {path: text.replace(old, new)}, line
 
 
-def test_misspelled_method_is_caught(surfaces: Surfaces) -> None:
+def test_misspelled_method_is_caught(binding_surfaces: Surfaces) -> None:
     src, line = _perturbed("runtime/tensorrt/builder.py", "config.set_memory_pool_limit(", "config.set_memory_pool_limt(")
     for key in TRT_KEYS:
-        lines = check_trt(surfaces, key, src).lines()
+        lines = check_trt(binding_surfaces, key, src).lines()
         assert any(f"runtime/tensorrt/builder.py:{line}:" in ln and "set_memory_pool_limt" in ln
                    and ln.startswith(f"TensorRT {key}") for ln in lines), lines
 
 
-def test_fp16_flag_on_the_11x_path_is_caught(surfaces: Surfaces, monkeypatch) -> None:
+def test_fp16_flag_on_the_11x_path_is_caught(binding_surfaces: Surfaces, monkeypatch) -> None:
     """compat.py wrongly claiming BuilderFlag.FP16 on 11.x makes the fp16 plan ask for it there."""
     from atfr.runtime.tensorrt import compat
 
@@ -226,34 +178,34 @@ def test_fp16_flag_on_the_11x_path_is_caught(surfaces: Surfaces, monkeypatch) ->
     assert "FP16" in compat.choose_precision_plan("11.4", "fp16").builder_flags
     text = (ROOT / "runtime/tensorrt/builder.py").read_text()
     line = text[: text.index("getattr(trt.BuilderFlag, name")].count("\n") + 1
-    lines = check_trt(surfaces, "11.4").lines()
+    lines = check_trt(binding_surfaces, "11.4").lines()
     assert any(f"runtime/tensorrt/builder.py:{line}:" in ln and "'FP16'" in ln and ln.startswith("TensorRT 11.4")
                for ln in lines), lines
-    assert not check_trt(surfaces, "10.3").problems  # FP16 exists there
+    assert not check_trt(binding_surfaces, "10.3").problems  # FP16 exists there
 
 
-def test_misnamed_trampoline_override_is_caught(surfaces: Surfaces) -> None:
+def test_misnamed_trampoline_override_is_caught(binding_surfaces: Surfaces) -> None:
     src, line = _perturbed("runtime/tensorrt/backend.py", "def notify_shape(", "def notify_shapes(")
     for key in TRT_KEYS:
-        lines = check_trt(surfaces, key, src).lines()
+        lines = check_trt(binding_surfaces, key, src).lines()
         assert any(f"runtime/tensorrt/backend.py:{line}:" in ln and "notify_shapes" in ln for ln in lines), lines
 
 
-def test_wrong_arguments_are_caught(surfaces: Surfaces) -> None:
+def test_wrong_arguments_are_caught(binding_surfaces: Surfaces) -> None:
     """A call with a keyword the pybind signature does not have, and one with an extra argument."""
     src, line = _perturbed("runtime/tensorrt/builder.py", "config.set_timing_cache(cache, ignore_mismatch=False):\n"
                            "            return False", "config.set_timing_cache(cache, ignore_mismatches=False):\n"
                            "            return False")
-    lines = check_trt(surfaces, "10.3", src).lines()
+    lines = check_trt(binding_surfaces, "10.3", src).lines()
     assert any(f"builder.py:{line}:" in ln and "ignore_mismatches" in ln for ln in lines), lines
     src, line = _perturbed("runtime/tensorrt/builder.py", "builder.create_builder_config()",
                            "builder.create_builder_config(1)")
-    lines = check_trt(surfaces, "11.4", src).lines()
+    lines = check_trt(binding_surfaces, "11.4", src).lines()
     assert any(f"builder.py:{line}:" in ln and "create_builder_config" in ln for ln in lines), lines
 
 
-def test_renamed_cuda_call_is_caught(surfaces: Surfaces) -> None:
+def test_renamed_cuda_call_is_caught(binding_surfaces: Surfaces) -> None:
     src, line = _perturbed("runtime/tensorrt/cuda.py", "self.rt.cudaStreamSynchronize(", "self.rt.cudaStreamSync(")
     for key in CUDA_KEYS:
-        lines = tc.Checker(surfaces.cuda(key), key).check_files(tc.source_files(), src).lines()
+        lines = tc.Checker(binding_surfaces.cuda(key), key).check_files(tc.source_files(), src).lines()
         assert any(f"runtime/tensorrt/cuda.py:{line}:" in ln and "cudaStreamSync" in ln for ln in lines), lines
