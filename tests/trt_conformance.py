@@ -26,6 +26,7 @@ exists in at least one version (a misspelling under a guard exists in none).
 from __future__ import annotations
 
 import ast
+import functools
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -53,9 +54,10 @@ def source_files(root: Path = ROOT) -> list[Path]:
     for pat in FILES:
         for p in sorted(root.glob(pat)):
             out[p] = None
-    for p in sorted(root.rglob("*.py")):
-        rel = p.relative_to(root).parts
-        if rel[0] in ("tests", ".venv", ".cache", "build") or "site-packages" in rel:
+    skip = {"tests", "build", "dist", "node_modules"}
+    tops = [d for d in sorted(root.iterdir()) if d.is_dir() and not d.name.startswith(".") and d.name not in skip]
+    for p in [q for d in tops for q in sorted(d.rglob("*.py"))] + sorted(root.glob("*.py")):
+        if "site-packages" in p.parts:
             continue
         try:
             if _MENTIONS.search(p.read_text(encoding="utf-8", errors="replace")):
@@ -214,13 +216,9 @@ class Checker:
         for f in files:
             text = (sources or {}).get(f) or f.read_text(encoding="utf-8")
             rel = str(f.relative_to(self.root)) if f.is_absolute() and self.root in f.parents else str(f)
-            tree = ast.parse(text)
-            trees.append((rel, tree, 0))
-            trees += [(rel, sub, off) for sub, off in _embedded_scripts(tree)]
-        for _rel, tree, _ in trees:
-            for node in ast.walk(tree):
-                if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute):
-                    self.called_names.add(node.func.attr)
+            parsed, called = _parse(text)
+            trees += [(rel, tree, off) for tree, off in parsed]
+            self.called_names |= called
         for rel, tree, off in trees:
             self.file, self.offset = rel, off
             self.file_uses_trt = _mentions_trt(tree)
@@ -613,6 +611,17 @@ def _hasattr_names_in(fn: ast.AST) -> set[str]:
 
 def _mentions_trt(fn: ast.AST) -> bool:
     return any(isinstance(n, ast.Name) and n.id == "trt" for n in ast.walk(fn))
+
+
+@functools.lru_cache(maxsize=256)
+def _parse(text: str) -> tuple[list[tuple[ast.Module, int]], frozenset[str]]:
+    """A file's tree and its embedded scripts (with their line offsets), and every method name it calls.
+    Cached: the checker runs over the same sources once per version and never changes a tree."""
+    tree = ast.parse(text)
+    parsed = [(tree, 0)] + _embedded_scripts(tree)
+    called = frozenset(n.func.attr for t, _ in parsed for n in ast.walk(t)
+                       if isinstance(n, ast.Call) and isinstance(n.func, ast.Attribute))
+    return parsed, called
 
 
 def _embedded_scripts(tree: ast.Module) -> list[tuple[ast.Module, int]]:
