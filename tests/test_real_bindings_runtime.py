@@ -168,3 +168,79 @@ def test_build_prechecks_with_real_bindings_and_stub_driver(binding_stubs, tiny_
         assert "cudaErrorNoDevice" in last and "driver for CUDA " + f"{driver // 1000}.{driver % 1000 // 10}" in last, last
     assert "building tiny front" in p.stderr  # the plan was made with the real module's version
     assert list(tmp_path.iterdir()) == []
+
+
+# -- polygraphy ----------------------------------------------------------------------------------------
+
+POLYGRAPHY = r"""
+import importlib, pkgutil, sys
+import polygraphy
+import polygraphy.backend.trt as ptrt
+from polygraphy import mod
+from polygraphy.backend.trt import util
+import tensorrt as trt
+
+names = sorted(m.name for m in pkgutil.walk_packages(ptrt.__path__, "polygraphy.backend.trt."))
+for name in names:
+    importlib.import_module(name)
+assert mod.lazy_import("tensorrt").__version__ == trt.__version__  # polygraphy sees the real module
+logger = util.get_trt_logger()
+assert isinstance(logger, trt.ILogger), type(logger).__mro__
+print("OK polygraphy", polygraphy.__version__, trt.__version__, len(names))
+"""
+
+
+@pytest.mark.parametrize("key", TRT_KEYS)
+def test_polygraphy_trt_backend_imports_with_real_bindings(binding_stubs, key: str) -> None:
+    """Polygraphy's TensorRT backend (loaders, runner, config, calibrator, ...) imports and builds its
+    ILogger subclass over each version's real bindings."""
+    pytest.importorskip("polygraphy")
+    need(key)
+    p = run(binding_stubs, POLYGRAPHY, key, None, None)
+    assert p.returncode == 0 and "OK polygraphy" in p.stdout, p.stdout + p.stderr[-3000:]
+    assert int(p.stdout.split()[-1]) >= 6  # loader, runner, config, profile, util, calibrator, ...
+
+
+def polygraphy_uses(root) -> list[tuple[str, int, str, str, list[str]]]:
+    """(file, line, module, name, attributes/keywords used on it) for every 'from polygraphy... import'."""
+    import ast
+
+    out = []
+    for path in sorted(p for d in ("atfr", "export", "runtime", "calibration", "bench", "benchmarks", "scripts",
+                                   "models") for p in (root / d).rglob("*.py")):
+        tree = ast.parse(path.read_text())
+        for node in ast.walk(tree):
+            if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("polygraphy"):
+                for a in node.names:
+                    local = a.asname or a.name
+                    used = sorted({n.attr for n in ast.walk(tree) if isinstance(n, ast.Attribute)
+                                   and isinstance(n.value, ast.Name) and n.value.id == local}
+                                  | {"kw:" + k.arg for n in ast.walk(tree) if isinstance(n, ast.Call)
+                                     and isinstance(n.func, ast.Name) and n.func.id == local for k in n.keywords if k.arg})
+                    out.append((str(path.relative_to(root)), node.lineno, node.module, a.name, used))
+    return out
+
+
+def test_polygraphy_names_the_project_uses_exist() -> None:
+    """Every polygraphy class/function the project imports exists in the installed polygraphy, with the
+    attributes and keyword arguments the project uses (pyproject: polygraphy>=0.49)."""
+    import importlib
+    import inspect
+
+    pg = pytest.importorskip("polygraphy")
+    uses = polygraphy_uses(rb.ROOT)
+    assert {u[3] for u in uses} >= {"IterationResult", "SimpleCompareFunc", "G_LOGGER"}, uses
+    problems = []
+    for file, line, module, name, used in uses:
+        obj = getattr(importlib.import_module(module), name, None)
+        if obj is None:
+            problems.append(f"{file}:{line}: polygraphy {pg.__version__} has no {module}.{name}")
+            continue
+        for u in used:
+            if u.startswith("kw:"):
+                if u[3:] not in inspect.signature(obj).parameters:
+                    problems.append(f"{file}:{line}: {module}.{name} takes no keyword {u[3:]!r}")
+            elif not hasattr(obj, u):
+                problems.append(f"{file}:{line}: {module}.{name} has no attribute {u!r}")
+    assert not problems, "\n".join(problems)
+    assert tuple(int(x) for x in pg.__version__.split(".")[:2]) >= (0, 49)
