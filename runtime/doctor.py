@@ -90,6 +90,8 @@ try:
                 i["driver_error"] = str(err)
             err, n = rt.cudaGetDeviceCount()
             i["devices"] = int(n) if int(err) == 0 else 0
+            if int(err):  # e.g. cudaErrorNoDevice (a container started without the GPU)
+                i["device_error"] = str(getattr(err, "name", err))
             if int(err) == 0 and n:
                 err, p = rt.cudaGetDeviceProperties(0)
                 name_ = p.name.decode(errors="replace") if isinstance(p.name, bytes) else str(p.name)
@@ -567,8 +569,9 @@ def _gpu_checks(f: _Facts, gpu_cc: str | None) -> tuple[list[Check], str | None]
         model = (sysp.read("/proc/device-tree/model") or "Jetson").strip("\x00 \n")
         add(Check("gpu", "info", f"{model} (integrated GPU; compute capability from cuda-python once installed)"))
     else:
+        cuda_says = f"; cudaGetDeviceCount: {cu.info['device_error']}" if cu.ok and cu.info.get("device_error") else ""
         add(Check("gpu", "fail", "no NVIDIA GPU found (nvidia-smi " +
-                  ("missing" if smi is None else "failed") + ")",
+                  ("missing" if smi is None else "failed") + cuda_says + ")",
                   "the TensorRT backend needs an NVIDIA GPU and driver; use --backend onnxruntime here",
                   ("tensorrt",)))
     return out, gpu_cc

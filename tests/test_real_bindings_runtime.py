@@ -144,8 +144,10 @@ def test_doctor_with_real_bindings_and_stub_driver(binding_stubs, case: str, cud
         assert "cuda-python>=12.0,<13" in cp["fix"], cp
     elif case == "bindings-newer-minor":
         assert cp["status"] == "warn" and "newer than the driver's CUDA 12.2" in cp["detail"], cp
-    if driver is not None:  # a driver but no device: the gpu row says so and blocks tensorrt
+    if driver is not None:  # a driver but no device: the gpu row says what CUDA answered, and blocks tensorrt
+        want = "cudaErrorInsufficientDriver" if case == "driver-older-major" else "cudaErrorNoDevice"
         assert rows["gpu"]["status"] == "fail" and "tensorrt" in rows["gpu"]["blocks"], rows["gpu"]
+        assert f"cudaGetDeviceCount: {want}" in rows["gpu"]["detail"], rows["gpu"]
 
 
 @pytest.mark.parametrize("case,cuda,driver", DRIVER_CASES, ids=[c[0] for c in DRIVER_CASES])
