@@ -246,3 +246,41 @@ def test_polygraphy_names_the_project_uses_exist() -> None:
                 problems.append(f"{file}:{line}: {module}.{name} has no attribute {u!r}")
     assert not problems, "\n".join(problems)
     assert tuple(int(x) for x in pg.__version__.split(".")[:2]) >= (0, 49)
+
+
+CUDA_OBJECTS = r"""
+import sys
+from cuda.bindings import runtime as rt
+from atfr.errors import ATFRError
+from atfr.runtime.tensorrt.cuda import Cuda, cuda_python_version
+
+assert rt.__file__.startswith(sys.argv[1]), rt.__file__
+cu = Cuda(rt)
+assert (cu.H2D, cu.D2H, cu.D2D) == (rt.cudaMemcpyKind.cudaMemcpyHostToDevice, rt.cudaMemcpyKind.cudaMemcpyDeviceToHost,
+                                    rt.cudaMemcpyKind.cudaMemcpyDeviceToDevice)
+assert cu.ok((rt.cudaError_t.cudaSuccess, 7), "x") == 7 and cu.ok((rt.cudaError_t.cudaSuccess,), "x") is None
+try:
+    cu.ok((rt.cudaError_t.cudaErrorNoDevice, None), "cudaGetDevice")
+    raise SystemExit("ok() accepted an error")
+except ATFRError as e:
+    assert e.exit_code == 4, e.exit_code
+    if sys.argv[2] == "driver":  # cudaGetErrorString's text
+        assert str(e) == "cudaGetDevice failed: cudaErrorNoDevice (no CUDA-capable device is detected)", str(e)
+    else:  # cuda-python 12.x cannot even describe an error without libcuda: the name alone, no '(100)'
+        assert str(e) in ("cudaGetDevice failed: cudaErrorNoDevice",
+                          "cudaGetDevice failed: cudaErrorNoDevice (no CUDA-capable device is detected)"), str(e)
+# The backend keeps streams as ints (execute_async_v3 takes an int handle).
+assert int(rt.cudaStream_t()) == 0 and int(rt.cudaEvent_t()) == 0
+print("OK cuda", cuda_python_version())
+"""
+
+
+@pytest.mark.parametrize("driver", [None, 12060], ids=["no-driver", "stub-driver"])
+@pytest.mark.parametrize("key", [p.key for p in rb.CUDA_PINS])
+def test_cuda_wrapper_with_real_bindings(binding_stubs, key: str, driver: int | None) -> None:
+    """Cuda's enum lookups, its error formatting (real cudaError_t, cudaGetErrorString) and the stream
+    handle's int() with each real cuda-python, with and without a (stub) driver."""
+    need(key)
+    p = run(binding_stubs, CUDA_OBJECTS, None, key, driver, str(rb.PINS[key].folder), "driver" if driver else "none")
+    want = rb.PINS[key].requirements[-1 if key == "cuda-12.6" else 1].split("==")[1]
+    assert p.returncode == 0 and f"OK cuda {want}" in p.stdout, p.stdout + p.stderr[-3000:]

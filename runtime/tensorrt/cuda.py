@@ -144,11 +144,12 @@ class Cuda:
         self.D2D = self.rt.cudaMemcpyKind.cudaMemcpyDeviceToDevice
 
     def _error(self, err: Any) -> str:
+        name = getattr(err, "name", err)
         try:
             desc = self.rt.cudaGetErrorString(err)[1].decode(errors="replace")
-        except Exception:  # noqa: BLE001
-            desc = str(err)
-        return f"{getattr(err, 'name', err)} ({desc})"
+        except Exception:  # noqa: BLE001 - cuda-python 12.x raises here too where libcuda.so.1 is missing
+            return str(name)  # the name alone (str(err) would repeat it as a bare number)
+        return f"{name} ({desc})"
 
     def ok(self, res: Any, what: str = "CUDA call") -> Any:
         err, vals = (res[0], res[1:]) if isinstance(res, tuple) else (res, ())
