@@ -8,11 +8,12 @@
     per-sample k and B' must equal every golden SGS-op case BIT FOR BIT when fed the stored Δ;
 (c) the same library agrees bit for bit with ``runtime/sgs_numpy.py`` on random inputs (including
     B not a power of two) and implements the ``guard_zero`` rule;
-(d) the plugin C++ sources compile against TensorRT headers when ``ATFR_TRT_INCLUDE`` names one or
-    more TensorRT include dirs (``os.pathsep``-separated; never fetched here; see
-    scripts/check_plugin_compile.sh, which also checks the exported symbols with nm and runs both
-    libraries against a recording plugin registry), and the plugin class itself (creator, shape/format
-    methods, enqueue) runs on the CPU CUDA emulation of tests/cuda_emu, plain and under ASan+UBSan;
+(d) the plugin C++ sources compile against each of NVIDIA's public TensorRT header sets (10.3, 10.16,
+    11.1) in ../shared/third_party/tensorrt-headers, or the include dirs ``ATFR_TRT_INCLUDE`` names
+    (``os.pathsep``-separated; never fetched here; see scripts/check_plugin_compile.sh, which also
+    checks the exported symbols with nm and runs both libraries against a recording plugin
+    registry), and the plugin class itself (creator, shape/format methods, enqueue) runs on the CPU
+    CUDA emulation of tests/cuda_emu (under ASan+UBSan with 10.3, plain with the others);
 (e) the plugin identity (name, version, namespace) is one triple: the C++ header sgsPluginId.h
     (compiled and printed) equals the ONNX node the exporter writes, and the registration sources use
     the header's constants (the static library registers under kSGS_PLUGIN_NAMESPACE, not "");

@@ -24,9 +24,7 @@ CUDA_FOR = {"10.3": "cuda-12.6", "10.16": "cuda-12.6", "11.4": "cuda-13.0"}
 
 def need(*keys: str) -> None:
     for key in keys:
-        if rb.installed(key) is None:
-            pytest.skip(f"{key} bindings are not installed in {rb.CACHE}: run 'python tests/real_bindings.py "
-                        "install' (scripts/bootstrap.sh does; needs the package index)")
+        rb.need(key)
 
 
 def run(stubs, code: str, trt: str | None, cuda: str | None, driver: int | None, *args: str, timeout: float = 180):
@@ -284,3 +282,14 @@ def test_cuda_wrapper_with_real_bindings(binding_stubs, key: str, driver: int | 
     p = run(binding_stubs, CUDA_OBJECTS, None, key, driver, str(rb.PINS[key].folder), "driver" if driver else "none")
     want = rb.PINS[key].requirements[-1 if key == "cuda-12.6" else 1].split("==")[1]
     assert p.returncode == 0 and f"OK cuda {want}" in p.stdout, p.stdout + p.stderr[-3000:]
+
+
+def test_build_prechecks_on_tensorrt_11(binding_stubs, tiny_export, tmp_path) -> None:
+    """TensorRT 11.4 (strongly typed fp32 plan) with cuda-python 13.0 on a CUDA 13.0 driver without a device."""
+    need("11.4", "cuda-13.0")
+    p = run(binding_stubs, CLI, "11.4", "cuda-13.0", 13000, "build", str(tiny_export), "--sgs", "host",
+            "--engine-dir", str(tmp_path))
+    last = _one_line(p)
+    assert "cudaErrorNoDevice" in last and "cuda-python 13.0.3 on a driver for CUDA 13.0" in last, last
+    assert "fp32 on TensorRT 11.4.0: strongly typed, no precision flags" in p.stderr, p.stderr
+    assert list(tmp_path.iterdir()) == []
