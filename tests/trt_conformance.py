@@ -196,39 +196,38 @@ class Report:
 _GUARD_EXC = {"AttributeError", "Exception", "BaseException", "TypeError"}
 
 
-class Checker:
-    def __init__(self, surfaces: dict[str, Surface], label: str, dynamic: dict[str, Iterable[str]] | None = None,
-                 unreachable: Iterable[str] = (), root: Path = ROOT):
-        self.s = surfaces
-        self.report = Report(label)
-        self.dynamic = {k: sorted(set(v)) for k, v in (dynamic or {}).items()}
-        self.unreachable = set(unreachable)
-        self.root = root
-        self.called_names: set[str] = set()
-        self.file = ""
-        self.offset = 0
-        self.file_uses_trt = False
-        self._pending_subclasses: list[tuple[str, ast.ClassDef, tuple]] = []
+class _Base:
+    """State and reporting shared by the parts of the checker."""
 
-    # entry points ----------------------------------------------------------------------------------
-    def check_files(self, files: Iterable[Path], sources: dict[Path, str] | None = None) -> Report:
-        trees = []
-        for f in files:
-            text = (sources or {}).get(f) or f.read_text(encoding="utf-8")
-            rel = str(f.relative_to(self.root)) if f.is_absolute() and self.root in f.parents else str(f)
-            parsed, called = _parse(text)
-            trees += [(rel, tree, off) for tree, off in parsed]
-            self.called_names |= called
-        for rel, tree, off in trees:
-            self.file, self.offset = rel, off
-            self.file_uses_trt = _mentions_trt(tree)
-            self._block(tree.body, {}, frozenset())
-        for rel, cls, base in self._pending_subclasses:
-            self.file = rel
-            self._check_subclass(cls, base)
-        return self.report
+    s: dict[str, Surface]
+    report: Report
+    dynamic: dict[str, list[str]]
+    unreachable: set[str]
+    called_names: set[str]
+    file: str
+    offset: int
+    file_uses_trt: bool
+    _pending_subclasses: list[tuple[str, ast.ClassDef, tuple]]
 
-    # statements ------------------------------------------------------------------------------------
+    def _expr(self, e: ast.expr | None, env: dict[str, tuple], guards: frozenset) -> tuple | None:
+        raise NotImplementedError  # _Expressions
+
+    def _attr(self, recv: tuple, attr: str, node: ast.AST, guards: frozenset) -> dict[str, Any] | None:
+        raise NotImplementedError  # _Expressions
+
+    def _line(self, node: ast.AST) -> int:
+        return getattr(node, "lineno", 0) + self.offset
+
+    def _problem(self, node: ast.AST, msg: str) -> None:
+        self.report.problems.append(Finding(self.file, self._line(node), msg))
+
+    def _label(self, t: tuple) -> str:
+        return self.s[t[1]].label
+
+
+class _Statements(_Base):
+    """Walks statements in order, keeping each scope's variable types (``env``) and guards."""
+
     def _block(self, body: list[ast.stmt], env: dict[str, tuple], guards: frozenset) -> None:
         for st in body:
             self._stmt(st, env, guards)
@@ -351,7 +350,10 @@ class Checker:
         for fn in methods:
             self._function(fn, cenv, guards)
 
-    # expressions -----------------------------------------------------------------------------------
+
+class _Expressions(_Base):
+    """Types expressions and checks each attribute, enum member and call against the surface."""
+
     def _expr(self, e: ast.expr | None, env: dict[str, tuple], guards: frozenset) -> tuple | None:
         if e is None:
             return None
@@ -503,6 +505,41 @@ class Checker:
                          + " | ".join(re.sub(r"\s+", " ", s.text)[:200] for s in sigs))
         return sigs
 
+
+class Checker(_Statements, _Expressions):
+    """The conformance check of a set of source files against one version's surfaces."""
+
+    def __init__(self, surfaces: dict[str, Surface], label: str, dynamic: dict[str, Iterable[str]] | None = None,
+                 unreachable: Iterable[str] = (), root: Path = ROOT):
+        self.s = surfaces
+        self.report = Report(label)
+        self.dynamic = {k: sorted(set(v)) for k, v in (dynamic or {}).items()}
+        self.unreachable = set(unreachable)
+        self.root = root
+        self.called_names: set[str] = set()
+        self.file = ""
+        self.offset = 0
+        self.file_uses_trt = False
+        self._pending_subclasses: list[tuple[str, ast.ClassDef, tuple]] = []
+
+    # entry points ----------------------------------------------------------------------------------
+    def check_files(self, files: Iterable[Path], sources: dict[Path, str] | None = None) -> Report:
+        trees = []
+        for f in files:
+            text = (sources or {}).get(f) or f.read_text(encoding="utf-8")
+            rel = str(f.relative_to(self.root)) if f.is_absolute() and self.root in f.parents else str(f)
+            parsed, called = _parse(text)
+            trees += [(rel, tree, off) for tree, off in parsed]
+            self.called_names |= called
+        for rel, tree, off in trees:
+            self.file, self.offset = rel, off
+            self.file_uses_trt = _mentions_trt(tree)
+            self._block(tree.body, {}, frozenset())
+        for rel, cls, base in self._pending_subclasses:
+            self.file = rel
+            self._check_subclass(cls, base)
+        return self.report
+
     # subclasses of TensorRT interfaces ---------------------------------------------------------------
     def _check_subclass(self, cls: ast.ClassDef, base: tuple) -> None:
         surf = self.s[base[1]]
@@ -526,16 +563,6 @@ class Checker:
             self._problem(fn, f"{surf.label}: {cls.name}.{fn.name} overrides nothing in trt.{base_name}: it is "
                               "not a method of the base class, not a name in tensorrt.so (the names its "
                               "trampolines call), and our code never calls it")
-
-    # helpers ---------------------------------------------------------------------------------------
-    def _line(self, node: ast.AST) -> int:
-        return getattr(node, "lineno", 0) + self.offset
-
-    def _problem(self, node: ast.AST, msg: str) -> None:
-        self.report.problems.append(Finding(self.file, self._line(node), msg))
-
-    def _label(self, t: tuple) -> str:
-        return self.s[t[1]].label
 
 
 def _fits(params: list[Param], npos: int, kws: list[str], e: ast.Call, starred: bool) -> str | None:
