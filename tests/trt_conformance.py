@@ -262,6 +262,9 @@ class _Statements(_Base):
             self._block(st.orelse, env, g)
         elif isinstance(st, (ast.For, ast.AsyncFor)):
             self._expr(st.iter, env, guards)
+            names = _constant_strings(st.iter)
+            if names and isinstance(st.target, ast.Name):  # for attr in ("a", "b"): getattr(obj, attr, None)
+                env[st.target.id] = ("names", names)
             self._block(st.body, env, guards)
             self._block(st.orelse, env, guards)
         elif isinstance(st, (ast.With, ast.AsyncWith)):
@@ -474,6 +477,11 @@ class _Expressions(_Base):
         if isinstance(name, ast.Constant) and isinstance(name.value, str):
             m = self._attr(recv, name.value, e, guarded)
             return self._member_type(recv, name.value, m)
+        alternatives = env.get(name.id) if isinstance(name, ast.Name) else None
+        if alternatives and alternatives[0] == "names":
+            for n in alternatives[1]:
+                self._attr(recv, n, e, guarded | {"*"})  # alternatives: each may be missing, not all
+            return None
         if recv[0] == "enum" and recv[2] in self.dynamic:
             for n in self.dynamic[recv[2]]:
                 if self.s[recv[1]].member(recv[2], n) is None:
@@ -606,6 +614,13 @@ def _kind_mismatch(value: Any, annotation: str) -> str | None:
     if want is int and isinstance(value, bool):
         ok = True
     return None if ok else f"is a {type(value).__name__}, the parameter is {annotation}"
+
+
+def _constant_strings(e: ast.expr) -> tuple[str, ...]:
+    if isinstance(e, (ast.Tuple, ast.List)) and e.elts and all(
+            isinstance(x, ast.Constant) and isinstance(x.value, str) for x in e.elts):
+        return tuple(x.value for x in e.elts)
+    return ()
 
 
 def _exc_names(t: ast.expr | None) -> set[str]:
