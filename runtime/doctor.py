@@ -90,12 +90,16 @@ try:
                 i["driver_error"] = str(err)
             err, n = rt.cudaGetDeviceCount()
             i["devices"] = int(n) if int(err) == 0 else 0
+            if int(err):  # e.g. cudaErrorNoDevice (a container started without the GPU)
+                i["device_error"] = str(getattr(err, "name", err))
             if int(err) == 0 and n:
                 err, p = rt.cudaGetDeviceProperties(0)
                 name_ = p.name.decode(errors="replace") if isinstance(p.name, bytes) else str(p.name)
                 i["gpu"], i["cc"] = name_.strip("\x00 "), f"{p.major}.{p.minor}"
-        except Exception as e:
-            i["driver_error"] = f"{type(e).__name__}: {e}".splitlines()[0][:200]
+        except Exception as e:  # cuda-python 12.x raises (no error code) where libcuda.so.1 is missing
+            msg = str(e).splitlines()[0] if str(e) else type(e).__name__
+            i["driver_error"] = ("the NVIDIA driver library libcuda.so.1 cannot be loaded" if "libcuda" in msg
+                                 else f"{type(e).__name__}: {msg}")[:200]
     else:
         m = importlib.import_module(name)
         out["version"] = str(getattr(m, "__version__", ""))
@@ -304,26 +308,82 @@ def _cuda_int(v: int | None) -> str:
     return f"{v // 1000}.{(v % 1000) // 10}" if v else "?"
 
 
+@dataclass
+class _Facts:
+    """What every group of checks reads: the probed modules and the machine."""
+
+    mods: dict[str, ModuleProbe]
+    sysp: SystemProbe
+
+    def __post_init__(self) -> None:
+        self.jetson_text = self.sysp.read("/etc/nv_tegra_release")
+        self.jetson = self.jetson_text is not None
+        self.arm = self.sysp.machine in ("aarch64", "arm64")
+
+    def m(self, name: str) -> ModuleProbe:
+        return self.mods.get(name, _ABSENT)
+
+
+_ABSENT = ModuleProbe("", False, error="ModuleNotFoundError: not probed")
+
+
+def _abi_fix(name: str) -> str:
+    return (f"{name} was built against NumPy 1.x: pip install 'numpy<2' in this environment "
+            "(atfr-deploy's aarch64 install pins it; on a desktop, or upgrade the module to a NumPy-2 build)")
+
+
 def diagnose(backend: str, mods: dict[str, ModuleProbe], sysp: SystemProbe, plugin: str | None = None,
              disk_path: str = ".", source: str | None = None) -> Report:
     """All checks, judged for ``backend`` (auto | onnxruntime | tensorrt); ``source``: a --source
     to check as well (ATFRError, exit 2, when it is malformed)."""
-    jetson_text = sysp.read("/etc/nv_tegra_release")
-    jetson = jetson_text is not None
-    arm = sysp.machine in ("aarch64", "arm64")
-    both = BACKENDS
-    checks: list[Check] = []
-    add = checks.append
-    absent = ModuleProbe("", False, error="ModuleNotFoundError: not probed")
+    f = _Facts(mods, sysp)
+    checks = _python_checks(f) + _ort_checks(f) + _opencv_checks(f) + _torch_checks(f) + _tensorrt_checks(f)
+    cuda_rows, gpu_cc = _cuda_python_checks(f)
+    gpu_rows, gpu_cc = _gpu_checks(f, gpu_cc)
+    checks += cuda_rows + gpu_rows
+    # SGS plugin library
+    if plugin:
+        checks.extend(_plugin_checks(plugin, sysp.plugin(plugin), f.m("tensorrt"), gpu_cc, sysp))
+    else:
+        checks.append(Check("sgs plugin", "info", "no --plugin given: engines can be built with --sgs fallback or "
+                            "--sgs host; pass --plugin build/sgs/libatfr_sgs.so to check the plugin"))
+    # Jetson: L4T/JetPack, power mode, clocks
+    if f.jetson:
+        checks.extend(_jetson_checks(f.jetson_text or "", sysp))
+    if source is not None:
+        checks.extend(source_checks(source, f.m("cv2"), sysp))
+    checks.append(_disk_check(sysp, disk_path))
+    return _judge(backend, checks, f.m("tensorrt").ok)
 
-    def m(name: str) -> ModuleProbe:
-        return mods.get(name, absent)
 
-    def abi_fix(name: str) -> str:
-        return (f"{name} was built against NumPy 1.x: pip install 'numpy<2' in this environment "
-                "(atfr-deploy's aarch64 install pins it; on a desktop, or upgrade the module to a NumPy-2 build)")
+def _judge(backend: str, checks: list[Check], trt_ok: bool) -> Report:
+    """Resolve 'auto' and demote failures that do not block the chosen backend to warnings."""
+    chosen = backend
+    if backend == "auto":
+        chosen = "tensorrt" if trt_ok else "onnxruntime"
+    for c in checks:
+        if c.status == "fail" and chosen not in c.blocks:
+            c.status = "warn"  # a problem, but not for the backend asked about
+    return Report(chosen, backend, checks)
 
-    # Python / numpy
+
+def _disk_check(sysp: SystemProbe, disk_path: str) -> Check:
+    """Free space where the engines will be written."""
+    try:
+        free = sysp.disk_free(disk_path) / 2**30
+        return Check("disk", "ok" if free >= MIN_FREE_GB else "warn",
+                     f"{free:.1f} GiB free in {os.path.abspath(disk_path)}",
+                     "" if free >= MIN_FREE_GB else f"free at least {MIN_FREE_GB:g} GiB before building engines")
+    except OSError as e:
+        return Check("disk", "warn", f"cannot measure free space ({e})")
+
+
+def _python_checks(f: _Facts) -> list[Check]:
+    """Python and NumPy (on Jetson, NVIDIA's wheels need NumPy 1.x)."""
+    out: list[Check] = []
+    add = out.append
+    m = f.m
+    sysp, jetson, both = f.sysp, f.jetson, BACKENDS
     np_ = m("numpy")
     add(Check("python", "ok", f"Python {sysp.python} on {sysp.machine}"))
     if np_.ok:
@@ -336,8 +396,15 @@ def diagnose(backend: str, mods: dict[str, ModuleProbe], sysp: SystemProbe, plug
             add(Check("numpy", "ok", f"numpy {np_.version}"))
     else:
         add(Check("numpy", "fail", f"numpy does not import ({np_.error})", "pip install 'numpy>=1.23'", both))
+    return out
 
-    # ONNX Runtime
+
+def _ort_checks(f: _Facts) -> list[Check]:
+    """ONNX Runtime: importable, NumPy ABI, the CPU provider."""
+    out: list[Check] = []
+    add = out.append
+    m = f.m
+    np_, jetson, arm, abi_fix = m("numpy"), f.jetson, f.arm, _abi_fix
     ort = m("onnxruntime")
     if ort.numpy_abi_mismatch:
         add(Check("onnxruntime", "fail", f"onnxruntime fails with numpy {ort.numpy or np_.version} "
@@ -355,8 +422,15 @@ def diagnose(backend: str, mods: dict[str, ModuleProbe], sysp: SystemProbe, plug
             fix = "pip install 'atfr-deploy[cpu]'" if arm else "pip install onnxruntime"
         add(Check("onnxruntime", "fail", "onnxruntime is not installed" if ort.missing else
                   f"onnxruntime does not import ({ort.error})", fix, ("onnxruntime",)))
+    return out
 
-    # OpenCV (every 'atfr run'/'predict' decodes video through it)
+
+def _opencv_checks(f: _Facts) -> list[Check]:
+    """OpenCV (every 'atfr run'/'predict' decodes video through it): GStreamer, FFmpeg, V4L2."""
+    out: list[Check] = []
+    add = out.append
+    m = f.m
+    np_, jetson, both, abi_fix = m("numpy"), f.jetson, BACKENDS, _abi_fix
     cv = m("cv2")
     if cv.numpy_abi_mismatch:
         add(Check("opencv", "fail", f"cv2 fails with numpy {cv.numpy or np_.version} (NumPy ABI mismatch)",
@@ -389,8 +463,15 @@ def diagnose(backend: str, mods: dict[str, ModuleProbe], sysp: SystemProbe, plug
                "--system-site-packages" if jetson else "pip install opencv-python-headless")
         add(Check("opencv", "fail", "cv2 is not installed" if cv.missing else f"cv2 does not import ({cv.error})",
                   fix, both))
+    return out
 
-    # torch: optional on a device (the runtime never imports it); a broken one still misleads users
+
+def _torch_checks(f: _Facts) -> list[Check]:
+    """torch: optional on a device (the runtime never imports it); a broken one still misleads users."""
+    out: list[Check] = []
+    add = out.append
+    m = f.m
+    np_, abi_fix = m("numpy"), _abi_fix
     th = m("torch")
     if th.numpy_abi_mismatch:
         add(Check("torch", "warn", f"torch fails with numpy {th.numpy or np_.version} (NumPy ABI mismatch); "
@@ -401,8 +482,15 @@ def diagnose(backend: str, mods: dict[str, ModuleProbe], sysp: SystemProbe, plug
         add(Check("torch", "warn", f"torch does not import ({th.error})", "reinstall torch (export only)"))
     else:
         add(Check("torch", "info", "not installed (export happens on a workstation; not needed here)"))
+    return out
 
-    # TensorRT
+
+def _tensorrt_checks(f: _Facts) -> list[Check]:
+    """TensorRT: importable, NumPy ABI, new enough for the SGS plugin."""
+    out: list[Check] = []
+    add = out.append
+    m = f.m
+    np_, jetson, abi_fix = m("numpy"), f.jetson, _abi_fix
     trt = m("tensorrt")
     trt_fix = ("sudo apt install python3-libnvinfer python3-libnvinfer-dev (JetPack) and make the venv with "
                "--system-site-packages" if jetson else "pip install 'atfr-deploy[desktop-gpu]' "
@@ -421,8 +509,15 @@ def diagnose(backend: str, mods: dict[str, ModuleProbe], sysp: SystemProbe, plug
     else:
         add(Check("tensorrt", "fail", "tensorrt is not installed" if trt.missing else
                   f"tensorrt does not import ({trt.error})", trt_fix, ("tensorrt",)))
+    return out
 
-    # cuda-python vs the driver, GPU
+
+def _cuda_python_checks(f: _Facts) -> tuple[list[Check], str | None]:
+    """cuda-python against the driver's CUDA; returns (rows, compute capability or None)."""
+    out: list[Check] = []
+    add = out.append
+    m = f.m
+    jetson = f.jetson
     cu = m("cuda")
     cuda_fix = ("pip install 'atfr-deploy[jetson]' (cuda-python 12.6 for JetPack 6; [jetson-thor] for JetPack 7)"
                 if jetson else "pip install 'atfr-deploy[desktop-gpu]' (cuda-python 12.x for CUDA 12 drivers)")
@@ -452,7 +547,15 @@ def diagnose(backend: str, mods: dict[str, ModuleProbe], sysp: SystemProbe, plug
                   ("tensorrt",)))
     else:
         add(Check("cuda-python", "fail", f"cuda-python does not import ({cu.error})", cuda_fix, ("tensorrt",)))
+    return out, gpu_cc
 
+
+def _gpu_checks(f: _Facts, gpu_cc: str | None) -> tuple[list[Check], str | None]:
+    """The GPU (nvidia-smi, cuda-python, a Jetson's device tree); returns (rows, compute capability)."""
+    out: list[Check] = []
+    add = out.append
+    m = f.m
+    cu, jetson, sysp = m("cuda"), f.jetson, f.sysp
     smi = sysp.run(["nvidia-smi", "--query-gpu=name,compute_cap,driver_version", "--format=csv,noheader"])
     gpus = []
     if smi is not None and smi[0] == 0:
@@ -466,40 +569,12 @@ def diagnose(backend: str, mods: dict[str, ModuleProbe], sysp: SystemProbe, plug
         model = (sysp.read("/proc/device-tree/model") or "Jetson").strip("\x00 \n")
         add(Check("gpu", "info", f"{model} (integrated GPU; compute capability from cuda-python once installed)"))
     else:
+        cuda_says = f"; cudaGetDeviceCount: {cu.info['device_error']}" if cu.ok and cu.info.get("device_error") else ""
         add(Check("gpu", "fail", "no NVIDIA GPU found (nvidia-smi " +
-                  ("missing" if smi is None else "failed") + ")",
+                  ("missing" if smi is None else "failed") + cuda_says + ")",
                   "the TensorRT backend needs an NVIDIA GPU and driver; use --backend onnxruntime here",
                   ("tensorrt",)))
-
-    # SGS plugin library
-    if plugin:
-        checks.extend(_plugin_checks(plugin, sysp.plugin(plugin), trt, gpu_cc, sysp))
-    else:
-        add(Check("sgs plugin", "info", "no --plugin given: engines can be built with --sgs fallback or --sgs host; "
-                  "pass --plugin build/sgs/libatfr_sgs.so to check the plugin"))
-
-    # Jetson: L4T/JetPack, power mode, clocks
-    if jetson:
-        checks.extend(_jetson_checks(jetson_text or "", sysp))
-
-    if source is not None:
-        checks.extend(source_checks(source, m("cv2"), sysp))
-
-    # free disk
-    try:
-        free = sysp.disk_free(disk_path) / 2**30
-        add(Check("disk", "ok" if free >= MIN_FREE_GB else "warn", f"{free:.1f} GiB free in {os.path.abspath(disk_path)}",
-                  "" if free >= MIN_FREE_GB else f"free at least {MIN_FREE_GB:g} GiB before building engines"))
-    except OSError as e:
-        add(Check("disk", "warn", f"cannot measure free space ({e})"))
-
-    chosen = backend
-    if backend == "auto":
-        chosen = "tensorrt" if trt.ok else "onnxruntime"
-    for c in checks:
-        if c.status == "fail" and chosen not in c.blocks:
-            c.status = "warn"  # a problem, but not for the backend asked about
-    return Report(chosen, backend, checks)
+    return out, gpu_cc
 
 
 def _plugin_checks(path: str, r: dict[str, Any], trt: ModuleProbe, gpu_cc: str | None,

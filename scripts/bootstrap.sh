@@ -27,3 +27,8 @@ if [ ! -f /usr/share/doc/opencv-doc/examples/data/vtest.avi ] && command -v apt-
   (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq opencv-doc) >/dev/null 2>&1 ||
     echo "bootstrap: could not install opencv-doc; tests that need its sample videos will skip" >&2
 fi
+# NVIDIA's TensorRT (10.3, 10.16, 11.4) and cuda-python (12.6, 13.0) binding wheels, without their
+# libraries, for the API conformance tests (tests/real_bindings.py, issue 23): installed with --no-deps
+# --target into .cache/bindings/; where the index is unreachable those tests skip with the reason.
+"$PY" tests/real_bindings.py install ||
+  echo "bootstrap: could not install the TensorRT/cuda-python binding wheels; tests/test_real_bindings*.py will skip" >&2

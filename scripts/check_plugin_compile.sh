@@ -14,7 +14,8 @@
 #      libnvinfer) and runs it on both libraries: the static one registers its creator under "atfr", and
 #      creator and plugins (build and deserialization phase) report ("SGS", "1", "atfr") of sgsPluginId.h.
 # Environment: CXX (default g++), NVCC (default: nvcc on PATH, /usr/local/cuda/bin/nvcc, /usr/local/bin/nvcc),
-#              CUDA_INC (default /usr/local/cuda/include), ATFR_NVCC_ARCH (default sm_87).
+#              CUDA_INC (default /usr/local/cuda/include), ATFR_NVCC_ARCH (default sm_87),
+#              ATFR_SGS_KERNEL_CACHE (optional: reuse the kernel objects across runs of one session).
 set -euo pipefail
 
 if [[ $# -lt 1 ]]; then
@@ -51,9 +52,19 @@ if [[ -z "${NVCC:-}" ]]; then
     echo "OK (syntax only)"
     exit 0
 fi
-echo "+ $NVCC -c sgsKernel.cu sgsHarness.cu (-arch=$ARCH)"
-"$NVCC" -std=c++17 -O2 -arch="$ARCH" -fmad=false -Xcompiler -fPIC -I "$SRC" -c "$SRC/sgsKernel.cu" -o "$OUT/sgsKernel.o"
-"$NVCC" -std=c++17 -O2 -arch="$ARCH" -fmad=false -Xcompiler -fPIC -I "$SRC" -c "$SRC/sgsHarness.cu" -o "$OUT/sgsHarness.o"
+# The kernels include no TensorRT header: ATFR_SGS_KERNEL_CACHE (a folder kept for one test session,
+# which checks several header sets in turn) lets later runs reuse the first run's objects.
+KCACHE=${ATFR_SGS_KERNEL_CACHE:-}
+for f in sgsKernel sgsHarness; do
+    if [[ -n "$KCACHE" && -f "$KCACHE/$f.$ARCH.o" ]]; then
+        echo "+ reusing $f.o (-arch=$ARCH) from $KCACHE"
+        cp "$KCACHE/$f.$ARCH.o" "$OUT/$f.o"
+        continue
+    fi
+    echo "+ $NVCC -c $f.cu (-arch=$ARCH)"
+    "$NVCC" -std=c++17 -O2 -arch="$ARCH" -fmad=false -Xcompiler -fPIC -I "$SRC" -c "$SRC/$f.cu" -o "$OUT/$f.o"
+    if [[ -n "$KCACHE" ]]; then mkdir -p "$KCACHE" && cp "$OUT/$f.o" "$KCACHE/$f.$ARCH.o"; fi
+done
 for f in sgsPlugin sgsRegisterStatic sgsRegisterDynamic; do
     "$CXX" "${CXXFLAGS[@]}" -c "$SRC/$f.cpp" -o "$OUT/$f.o"
 done

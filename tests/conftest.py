@@ -89,3 +89,25 @@ def golden_exports(tmp_path_factory, golden) -> dict[str, Path]:
         export_model(load_checkpoint(golden / name / "checkpoint.pyth"), d, ExportOptions(size=112, name=name))
         out[name] = d
     return out
+
+
+@pytest.fixture(scope="session")
+def binding_stubs(tmp_path_factory) -> dict[str, Path]:
+    """Stub libnvinfer/libnvinfer_plugin/libnvonnxparser (.so.10, .so.11) and libcuda.so.1, built once
+    (tests/real_bindings.py) for importing NVIDIA's real binding wheels without TensorRT or a GPU."""
+    import subprocess
+
+    import real_bindings
+
+    try:
+        return real_bindings.build_stubs(tmp_path_factory.mktemp("binding_stubs"))
+    except (FileNotFoundError, subprocess.CalledProcessError) as e:
+        pytest.skip(f"cannot build the stub libraries: {e}")
+
+
+@pytest.fixture(scope="session")
+def binding_surfaces(binding_stubs):
+    """The API of every installed binding version (tests/real_bindings.py Surfaces), dumped once."""
+    import real_bindings
+
+    return real_bindings.Surfaces(binding_stubs)

@@ -127,10 +127,14 @@ def build_emulated(out_dir: Path, sanitize: str | None = None, plugin_dir: Path 
     # the device code uses __f*_rn, which nvcc never fuses either. -O1 keeps the sanitizer builds fast.
     common = ["-std=c++17", "-O1" if sanitize else "-O2", "-g", "-pthread", "-fPIC", "-ffp-contract=off",
               "-fno-fast-math", "-Wall", "-Wno-unknown-pragmas", *san]
-    includes = ["-I", str(EMU_DIR), "-I", str(plugin_dir)] + [f for d in system_includes for f in ("-isystem", d)]
-    headers = hashlib.sha256("\0".join(includes).encode())
-    for h in sorted(plugin_dir.glob("*.h")) + sorted(EMU_DIR.glob("*.h")):
-        headers.update(h.name.encode() + b"\0" + h.read_bytes())
+    local = ["-I", str(EMU_DIR), "-I", str(plugin_dir)]
+    with_sys = local + [f for d in system_includes for f in ("-isystem", d)]
+    own = b"".join(h.name.encode() + b"\0" + h.read_bytes()
+                   for h in sorted(plugin_dir.glob("*.h")) + sorted(EMU_DIR.glob("*.h")))
+    # Sources that never reach a TensorRT header (the kernels) are built without the system include
+    # dirs, so one object serves every TensorRT header set (tests/test_plugin_sources.py runs three).
+    headers = {flags is with_sys: hashlib.sha256("\0".join(flags).encode() + own).hexdigest()
+               for flags in (local, with_sys)}
     main = EMU_DIR / "sgs_driver.cpp" if driver is True else (Path(driver) if driver else None)
     sources = [plugin_dir / s for s in KERNEL_SOURCES] + [Path(p) for p in extra_sources] + ([main] if main else [])
     names: set[str] = set()
@@ -139,8 +143,10 @@ def build_emulated(out_dir: Path, sanitize: str | None = None, plugin_dir: Path 
         text = path.read_text()
         names |= shared_array_names(text)
         obj = out_dir / (path.stem + ".o")
+        nv = bool(system_includes) and _reaches_tensorrt_headers(path, (plugin_dir, EMU_DIR))
+        includes = with_sys if nv else local
         # A perturbed copy of the plugin usually changes one file: identical inputs reuse the object.
-        key = (cxx, tuple(common), path.name, hashlib.sha256(text.encode()).hexdigest(), headers.hexdigest())
+        key = (cxx, tuple(common), path.name, hashlib.sha256(text.encode()).hexdigest(), headers[nv])
         cached = _OBJECT_CACHE.get(key)
         if cached is not None and cached.exists():
             shutil.copyfile(cached, obj)
@@ -156,6 +162,21 @@ def build_emulated(out_dir: Path, sanitize: str | None = None, plugin_dir: Path 
     lib = out_dir / "libatfr_sgs_emu.so"
     _run([cxx, "-shared", "-Wl,-z,defs", *map(str, objects), *link, "-o", str(lib)])
     return lib
+
+
+def _reaches_tensorrt_headers(path: Path, dirs: tuple[Path, ...]) -> bool:
+    """Does ``path`` include an Nv* (TensorRT) header, directly or through the local headers in ``dirs``?"""
+    seen, todo = {path}, [path]
+    while todo:
+        for inc in re.findall(r'^\s*#\s*include\s*["<]([^">]+)[">]', todo.pop().read_text(), re.M):
+            if inc.startswith("Nv"):
+                return True
+            for d in dirs:
+                q = d / inc
+                if q.is_file() and q not in seen:
+                    seen.add(q)
+                    todo.append(q)
+    return False
 
 
 # ---- calling atfr_sgs_forward -----------------------------------------------------------------

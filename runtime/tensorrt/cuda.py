@@ -91,6 +91,15 @@ def driver_cuda_version(rt: Any = None) -> str | None:
     return None
 
 
+def no_driver_reason(e: BaseException) -> str:
+    """What an exception from a CUDA binding means, in words. cuda-python 12.x raises
+    ``RuntimeError: Failed to dlopen libcuda.so.1`` (no error code) where no NVIDIA driver is installed."""
+    msg = str(e).splitlines()[0] if str(e) else type(e).__name__
+    if "libcuda" in msg and ("dlopen" in msg or "load" in msg.lower()):
+        return "the NVIDIA driver library libcuda.so.1 cannot be loaded"
+    return f"{type(e).__name__}: {msg}"
+
+
 def mismatch_message(what: str, error: str, binding: str | None, driver: str | None) -> str:
     """One line for a failed first CUDA call, naming both versions (and the fix when they differ)."""
     b = binding or "unknown"
@@ -135,11 +144,12 @@ class Cuda:
         self.D2D = self.rt.cudaMemcpyKind.cudaMemcpyDeviceToDevice
 
     def _error(self, err: Any) -> str:
+        name = getattr(err, "name", err)
         try:
             desc = self.rt.cudaGetErrorString(err)[1].decode(errors="replace")
-        except Exception:  # noqa: BLE001
-            desc = str(err)
-        return f"{getattr(err, 'name', err)} ({desc})"
+        except Exception:  # noqa: BLE001 - cuda-python 12.x raises here too where libcuda.so.1 is missing
+            return str(name)  # the name alone (str(err) would repeat it as a bare number)
+        return f"{name} ({desc})"
 
     def ok(self, res: Any, what: str = "CUDA call") -> Any:
         err, vals = (res[0], res[1:]) if isinstance(res, tuple) else (res, ())
@@ -212,7 +222,7 @@ class Cuda:
             msg = str(e).splitlines()[0] if str(e) else type(e).__name__
             what, _, err = msg.partition(" failed: ")
             if not err:
-                what, err = "the first CUDA call", f"{type(e).__name__}: {msg}"
+                what, err = "the first CUDA call", no_driver_reason(e)
             raise DependencyError(mismatch_message(what, err[:160], cuda_python_version(),
                                                    driver_cuda_version(self.rt))) from None
         name = prop.name
