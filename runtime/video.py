@@ -30,6 +30,7 @@ from typing import Callable, Iterable, Iterator, Protocol, Sequence, TypeVar
 import numpy as np
 
 from atfr.errors import ATFRError, SourceError
+from atfr.runtime.capture import CaptureLoop, Frame, ReaderWatch, Reconnector, StreamStats
 
 # Reported fps outside this range is treated as "unknown" (cameras report 0, some RTSP servers
 # report the 90 kHz clock rate).
@@ -289,31 +290,6 @@ def open_reader(src: str | int | FrameReader, fallback_fps: float = 30.0,
     return CvReader(parse_source(src), fallback_fps, timeout_ms=int(round(timeout_s * 1000)))
 
 
-@dataclass
-class Frame:
-    index: int  # 0-based count of frames delivered by the source (across reconnects)
-    timestamp: float  # seconds: index/fps for files, since capture start for live sources
-    image: np.ndarray  # RGB uint8 [H,W,3]
-
-
-@dataclass
-class StreamStats:
-    frames_read: int = 0
-    frames_dropped: int = 0  # overwritten in the ring buffer before the consumer took them
-    reconnects: int = 0  # successful reopens
-    reconnect_attempts: int = 0  # every reopen tried, against the total budget (max_retries)
-    stalls: int = 0  # reads that gave no frame for stall_timeout seconds
-    expected_frames: int | None = None  # a file's frame count as its container reports it
-    end_reason: str = ""  # eof | truncated | disconnected | stalled | stopped | error: ...
-    end_detail: str = ""  # one human sentence: why the source ended
-
-
-# A container's frame count is a hint, often a few frames off (edit lists, B-frame delay): a file
-# that ends this close to it ended normally.
-def _truncated(decoded: int, expected: int | None) -> bool:
-    return expected is not None and decoded < expected - max(2, expected // 100)
-
-
 class FrameStream:
     """Capture thread + bounded ring buffer over a ``FrameReader``.
 
@@ -327,6 +303,10 @@ class FrameStream:
     on URLs, set to the same value) return by then; a reader hung inside a native call for
     ``stall_timeout + hang_grace_s`` ends the stream as ``stalled`` from the consumer side (the
     thread is left behind as a daemon: closing a reader under a blocked read is unsafe).
+
+    The parts (``runtime.capture``): ``CaptureLoop`` reads on the capture thread, ``ReaderWatch``
+    times each reader call, ``Reconnector`` spends the reconnect budget; this class owns the
+    buffer, the thread and the consumer side.
     """
 
     def __init__(self, reader: FrameReader, buffer: int = 64, pace: bool = False, lossless: bool = False,
@@ -335,18 +315,16 @@ class FrameStream:
         self.reader = reader
         self.pace = pace and not reader.live
         self.lossless = lossless
-        self.max_retries = max(0, int(max_retries))
-        self.backoff_s = backoff_s
-        self.max_backoff_s = max_backoff_s
         self.stall_timeout = stall_timeout if stall_timeout and stall_timeout > 0 else None
-        self.hang_grace_s = hang_grace_s
         self.stats = StreamStats(expected_frames=getattr(reader, "frame_count_hint", None) if not reader.live else None)
+        self._reconnector = Reconnector(max_retries, backoff_s, max_backoff_s, self.stats)
+        self.max_retries = self._reconnector.max_retries
+        self._watch = ReaderWatch(hang_grace_s)
         self._buf: collections.deque[Frame] = collections.deque(maxlen=max(1, buffer))
         self._cond = threading.Condition()
         self._stop = threading.Event()
         self._done = False
         self._hung = False
-        self._busy_until: float | None = None  # deadline of the reader call in progress
         self._thread: threading.Thread | None = None
 
     @property
@@ -362,8 +340,10 @@ class FrameStream:
 
     def _loop(self) -> None:
         reason = "stopped"
+        loop = CaptureLoop(self.reader, self.stats, self._watch, self._reconnector, self._stop, self.stall_timeout,
+                           self.pace, self._push, lambda: self._hung)
         try:
-            reason = self._capture()
+            reason = loop.run()
         except Exception as e:  # noqa: BLE001 - reported to the consumer as the end reason
             reason = f"error: {type(e).__name__}: {e}"
             self.stats.end_detail = f"capture failed ({type(e).__name__}: {e})"
@@ -374,90 +354,20 @@ class FrameStream:
                 self._done = True
                 self._cond.notify_all()
 
-    def _call(self, fn: Callable, limit: float | None):
-        """Run a reader call with a deadline the consumer can check (see ``_check_hung``)."""
-        # inf without a stall timeout: never "hung" for the consumer, but stop() knows it is in the reader
-        self._busy_until = math.inf if limit is None else time.monotonic() + limit + self.hang_grace_s
-        try:
-            return fn()
-        finally:
-            self._busy_until = None
-
-    def _capture(self) -> str:
-        t0 = time.monotonic()
-        idx = 0
-        fps = self.reader.fps
-        last_frame = t0
-        while not self._stop.is_set() and not self._hung:
-            t_read = time.monotonic()
-            img = self._call(self.reader.read, self.stall_timeout)
-            if img is None:
-                now = time.monotonic()
-                stalled = self.stall_timeout is not None and now - t_read >= 0.9 * self.stall_timeout
-                if not self.reader.live:
-                    if stalled:
-                        self.stats.stalls += 1
-                        self.stats.end_detail = (f"no frame for {now - t_read:.0f} s after {idx} frame(s) "
-                                                 f"(a file is not reopened: it would replay)")
-                        return "stalled"
-                    exp = self.stats.expected_frames
-                    if _truncated(idx, exp):
-                        self.stats.end_detail = (f"decoding stopped after {idx} of the {exp} frames the container "
-                                                 f"reports (file truncated or corrupt)")
-                        return "truncated"
-                    self.stats.end_detail = f"end of file after {idx} frame(s)"
-                    return "eof"
-                if stalled:
-                    self.stats.stalls += 1
-                if self._stop.is_set():
-                    return "stopped"
-                if not self._reconnect():
-                    if self._stop.is_set():
-                        return "stopped"
-                    why = (f"no frame for {now - last_frame:.0f} s" if stalled else "the source stopped delivering frames")
-                    self.stats.end_detail = (f"{why}; {self.stats.reconnect_attempts} reconnect attempt(s) spent "
-                                             f"(budget {self.max_retries} per run, --retries)")
-                    return "stalled" if stalled else "disconnected"
-                continue
-            now = time.monotonic()
-            last_frame = now
-            if self.reader.live:
-                ts = now - t0
-            else:
-                ts = idx / fps
-                if self.pace:
-                    due = t0 + ts
-                    if due > now and self._stop.wait(due - now):
-                        return "stopped"
-            frame = Frame(idx, ts, img)
-            idx += 1
-            with self._cond:
-                if self.lossless:
-                    while len(self._buf) >= (self._buf.maxlen or 1) and not self._stop.is_set():
-                        self._cond.wait(0.1)
-                elif len(self._buf) == self._buf.maxlen:
-                    self.stats.frames_dropped += 1
-                self._buf.append(frame)
-                self.stats.frames_read += 1
-                self._cond.notify_all()
-        return "stopped"
-
-    def _reconnect(self) -> bool:
-        delay = self.backoff_s
-        while self.stats.reconnect_attempts < self.max_retries:
-            if self._stop.wait(delay):
-                return False
-            self.stats.reconnect_attempts += 1
-            if self._call(self.reader.reopen, self.stall_timeout):
-                self.stats.reconnects += 1
-                return True
-            delay = min(delay * 2, self.max_backoff_s)
-        return False
+    def _push(self, frame: Frame) -> None:
+        with self._cond:
+            if self.lossless:
+                while len(self._buf) >= (self._buf.maxlen or 1) and not self._stop.is_set():
+                    self._cond.wait(0.1)
+            elif len(self._buf) == self._buf.maxlen:
+                self.stats.frames_dropped += 1
+            self._buf.append(frame)
+            self.stats.frames_read += 1
+            self._cond.notify_all()
 
     def _check_hung(self) -> None:
         """Consumer side (holding the lock): a reader call past its deadline ends the stream."""
-        busy = self._busy_until
-        if not self._done and busy is not None and time.monotonic() > busy:
+        if not self._done and self._watch.overdue():
             self._hung = True
             self._done = True
             self.stats.stalls += 1
@@ -512,7 +422,7 @@ class FrameStream:
         if self._thread is not None:
             self._thread.join(0.5 if self._hung else timeout)
             if self._thread.is_alive():
-                if self._hung or self._busy_until is not None:
+                if self._hung or self._watch.busy:
                     self._hung = True
                     if not self.stats.end_reason:
                         self.stats.end_reason = "stopped"
