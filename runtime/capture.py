@@ -31,9 +31,9 @@ class StreamStats:
     end_detail: str = ""  # one human sentence: why the source ended
 
 
-# A container's frame count is a hint, often a few frames off (edit lists, B-frame delay): a file
-# that ends this close to it ended normally.
-def _truncated(decoded: int, expected: int | None) -> bool:
+def falls_short(decoded: int, expected: int | None) -> bool:
+    """A container's frame count is a hint, often a few frames off (edit lists, B-frame delay): a
+    file that ends this close to it ended normally."""
     return expected is not None and decoded < expected - max(2, expected // 100)
 
 
@@ -143,7 +143,7 @@ class CaptureLoop:
             st.stalls += 1
             st.end_detail = f"no frame for {waited:.0f} s after {idx} frame(s) (a file is not reopened: it would replay)"
             return "stalled"
-        if _truncated(idx, st.expected_frames):
+        if falls_short(idx, st.expected_frames):
             st.end_detail = (f"decoding stopped after {idx} of the {st.expected_frames} frames the container "
                              f"reports (file truncated or corrupt)")
             return "truncated"

@@ -223,11 +223,13 @@ def stop_on_signals(flag: StopFlag, signals: tuple[str, ...] = ("SIGINT", "SIGTE
 
 
 class EventLog:
-    """--jsonl: one JSON line per clip, flushed per line (``tail -f`` works while it runs).
+    """--jsonl: one JSON line per clip, each written whole with one system call as it is recorded
+    (``tail -f`` works while it runs).
 
     The file is created with the first event (exclusively unless ``force``), so a run that fails
     or stops before its first clip leaves no empty file, and one that produced events keeps them.
-    Write errors (disk full) raise ``ATFRError`` naming the file.
+    Write errors (disk full) raise ``ATFRError`` naming the file, after cutting the file back to
+    its last complete line: it never ends in half a line.
     """
 
     def __init__(self, path: str | os.PathLike, force: bool = False):
@@ -235,32 +237,46 @@ class EventLog:
         self.name = str(path)
         self.force = force
         self.lines = 0
-        self._f: TextIO | None = None
+        self._fd: int | None = None
+        self._size = 0  # bytes written
+        self._good = 0  # bytes up to the end of the last complete line
 
     def write(self, text: str) -> None:
+        data = memoryview(text.encode("utf-8"))
         try:
-            if self._f is None:
+            if self._fd is None:
                 self.path.parent.mkdir(parents=True, exist_ok=True)
-                self._f = open(self.path, "w" if self.force else "x", encoding="utf-8")
-            self._f.write(text)
+                mode = os.O_TRUNC if self.force else os.O_EXCL
+                self._fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | mode | getattr(os, "O_CLOEXEC", 0), 0o666)
+            while data:  # a short write (the disk filling up) goes on, and then fails
+                n = os.write(self._fd, data)
+                self._size += n
+                data = data[n:]
         except OSError as e:
+            self._cut_back()
             raise write_error(self.name, e) from None
+        if text.endswith("\n"):
+            self._good = self._size
         self.lines += text.count("\n")
 
+    def _cut_back(self) -> None:
+        """Truncate to the last complete line (best effort: /dev/full cannot be truncated)."""
+        if self._fd is not None:
+            with contextlib.suppress(OSError):
+                os.ftruncate(self._fd, self._good)
+                os.lseek(self._fd, self._good, os.SEEK_SET)
+                self._size = self._good
+
     def flush(self) -> None:
-        if self._f is not None:
-            try:
-                self._f.flush()
-            except OSError as e:
-                raise write_error(self.name, e) from None
+        """Nothing is buffered: each line went to the file when written."""
 
     def close(self) -> Path | None:
-        """Flush and close; the path when the file exists (something was written)."""
-        f, self._f = self._f, None
-        if f is None:
+        """Close; the path when the file exists (something was written)."""
+        fd, self._fd = self._fd, None
+        if fd is None:
             return None
         try:
-            f.close()
+            os.close(fd)
         except OSError as e:
             raise write_error(self.name, e) from None
         return self.path

@@ -284,10 +284,53 @@ def open_reader(src: str | int | FrameReader, fallback_fps: float = 30.0,
                 timeout_s: float = 10.0) -> FrameReader:
     """A reader for ``src`` (camera index, /dev/videoN, file, URL, GStreamer string, or a reader).
 
-    ``timeout_s`` bounds opening a URL and each read from it (the stall timeout of a stream)."""
+    ``timeout_s`` (--stall-timeout) bounds opening any source, up to its first frame for a file:
+    a named pipe with no writer blocks in open(), one whose writer sends nothing or a device that
+    never answers blocks in the first read, and each ends here as a ``SourceError`` (exit 5)
+    instead of a hang. It also bounds each read from a URL (FFmpeg's own timeouts, given a few
+    seconds' grace here so that their own message wins)."""
     if not isinstance(src, (str, int)):
         return src
-    return CvReader(parse_source(src), fallback_fps, timeout_ms=int(round(timeout_s * 1000)))
+    spec = parse_source(src)
+    limit = timeout_s + (_OPEN_GRACE_S if spec.kind == "url" else 0.0)
+    return _open_within(lambda: CvReader(spec, fallback_fps, timeout_ms=int(round(timeout_s * 1000))), limit,
+                        f"{spec.label}: no frame within {timeout_s:g} s of opening it (--stall-timeout): "
+                        "a pipe with no writer, or a device or stream that sends nothing")
+
+
+_OPEN_GRACE_S = 5.0  # past FFmpeg's own open timeout on URLs, which names the failure better
+
+
+def _open_within(make: Callable[[], "CvReader"], limit: float, message: str) -> "CvReader":
+    """``make()`` on a helper thread, waited for at most ``limit`` seconds. An open that is still
+    blocked then (open() of a FIFO, a read inside FFmpeg's probe) cannot be interrupted: its thread
+    is left behind as a daemon, and closes the reader itself should it ever return."""
+    box: dict = {}
+    lock = threading.Lock()
+
+    def target() -> None:
+        try:
+            r = make()
+        except BaseException as e:  # noqa: BLE001 - re-raised on the caller's thread
+            with lock:
+                box["error"] = e
+            return
+        with lock:
+            if box.get("abandoned"):
+                r.close()
+            else:
+                box["reader"] = r
+
+    t = threading.Thread(target=target, name="atfr-open", daemon=True)
+    t.start()
+    t.join(limit)
+    with lock:
+        if "reader" in box:
+            return box["reader"]
+        if "error" in box:
+            raise box["error"]
+        box["abandoned"] = True
+    raise SourceError(message)
 
 
 class FrameStream:

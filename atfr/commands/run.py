@@ -95,6 +95,7 @@ def run(args: argparse.Namespace) -> int:
     from atfr.runtime.pipeline import Pipeline
     from atfr.runtime.streaming import EventLog, RunOptions, StopFlag, StreamRunner, stop_on_signals
     from atfr.runtime.video import FrameStream, open_reader
+    from atfr.runtime.video_out import VideoWriteError
 
     RunOptions(stride=args.stride, topk=args.topk).check()  # before minutes of model loading
     if args.duration is not None and args.duration <= 0:
@@ -141,6 +142,9 @@ def run(args: argparse.Namespace) -> int:
             except BaseException as e:  # noqa: BLE001 - outputs are closed first, then it is raised
                 error = e
             saved, logged, close_error = _close_outputs(writer, events, show is not None)
+            if isinstance(error, VideoWriteError) and writer is not None:
+                # the run stopped on the video: say whether what was written is kept
+                error = VideoWriteError(f"{error}; {writer.outcome}")
         finally:
             if stream is None or not stream.hung:  # never close a reader under a blocked read
                 reader.close()  # FrameStream.stop closed it already; closing twice is harmless
@@ -173,6 +177,8 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _frame_sink(writer, show) -> Callable[[np.ndarray], bool]:
+    from atfr.runtime.video_out import VideoWriteError
+
     def on_frame(bgr: np.ndarray) -> bool:
         if writer is not None:
             try:
@@ -180,7 +186,7 @@ def _frame_sink(writer, show) -> Callable[[np.ndarray], bool]:
             except ATFRError:
                 raise
             except Exception as e:  # noqa: BLE001 - cv2.error, OSError: one line naming the file
-                raise ATFRError(f"{writer.path}: cannot write video ({type(e).__name__}: {e})") from None
+                raise VideoWriteError(f"{writer.path}: cannot write video ({type(e).__name__}: {e})") from None
         return show(bgr) if show is not None else True
 
     return on_frame
@@ -188,8 +194,8 @@ def _frame_sink(writer, show) -> Callable[[np.ndarray], bool]:
 
 def _close_outputs(writer, events, shown: bool):
     """Finalize every output, whatever happened: the video renamed from its temp file (removed if
-    that fails or no frame was written), the jsonl flushed and closed. Returns (video path,
-    jsonl path, the first error)."""
+    that fails, the container it finalized does not hold the frames written, or no frame was
+    written), the jsonl flushed and closed. Returns (video path, jsonl path, the first error)."""
     saved = logged = None
     error: BaseException | None = None
     if events is not None:
@@ -200,9 +206,11 @@ def _close_outputs(writer, events, shown: bool):
     if writer is not None:
         try:
             saved = writer.close()
+        except ATFRError as e:  # the finalized video does not hold its frames: removed, one line
+            error = error or e
         except BaseException as e:  # noqa: BLE001
             writer.abort()
-            error = error or ATFRError(f"{writer.path}: cannot finish the video ({type(e).__name__}: {e})")
+            error = error or ATFRError(f"{writer.path}: cannot finish the video ({type(e).__name__}: {e}); not kept")
     if shown:
         import cv2
 
