@@ -37,6 +37,13 @@ def falls_short(decoded: int, expected: int | None) -> bool:
     return expected is not None and decoded < expected - max(2, expected // 100)
 
 
+def buffer_full(buf: Any, frame: Frame, max_bytes: int) -> bool:
+    """No room for ``frame`` in the ring buffer: ``maxlen`` frames, or (with one frame at least)
+    more than ``max_bytes`` of them."""
+    n = len(buf)
+    return n >= (buf.maxlen or 1) or (n > 0 and (n + 1) * frame.image.nbytes > max_bytes)
+
+
 class ReaderWatch:
     """The deadline of the reader call in progress, so the consumer can tell a reader hung inside a
     native call (``overdue``) without touching it."""

@@ -48,13 +48,16 @@ class FrameDrawer:
 class PendingFrames:
     """Lossless overlay: frames wait until the newest clip ending at or before them is done, so the
     three stages overlap and the saved video does not depend on machine speed. At most ``cap``
-    frames wait; beyond that the main loop blocks on the oldest one's clip."""
+    frames wait, and no more than ``max_bytes`` of them (they are full size: 7 at 4K for 192 MB);
+    beyond that the main loop blocks on the oldest one's clip (which only costs overlap)."""
 
-    def __init__(self, results: Any, halted: Callable[[], bool], draw: Callable[..., bool], cap: int):
+    def __init__(self, results: Any, halted: Callable[[], bool], draw: Callable[..., bool], cap: int,
+                 max_bytes: int | None = None):
         self.results = results  # ClipResults
         self.halted = halted
         self.draw = draw
         self.cap = cap
+        self.max_bytes = max_bytes
         self._q: collections.deque = collections.deque()  # (frame, seq it shows, buffered, fps)
 
     def __bool__(self) -> bool:
@@ -63,6 +66,8 @@ class PendingFrames:
     def add(self, frame: Any, seq: int, buffered: int, fps: float | None) -> bool:
         """Queue a frame, then draw what is ready; False when on_frame says stop."""
         self._q.append((frame, seq, buffered, fps))
+        if self.max_bytes is not None and len(self._q) == 1:
+            self.cap = min(self.cap, max(1, self.max_bytes // max(1, frame.image.nbytes)))
         return self.flush(final=False)
 
     def flush(self, final: bool) -> bool:

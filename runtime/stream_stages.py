@@ -167,13 +167,19 @@ def infer_stage(ctl: RunControl, ready: Slot, pipeline: Any, budget: Any, summar
 
 class ClipWindow:
     """The main loop's newest frames (``size`` = one clip's span at the source's fps) and when to
-    hand a clip on: the first full window, then every ``stride`` frames."""
+    hand a clip on: the first full window, then every ``stride`` frames.
 
-    def __init__(self, size: int, stride: int):
-        self.frames: collections.deque = collections.deque(maxlen=size)
+    ``reduce`` (``Preprocessor.gather``) keeps of each frame only what pre-processing reads of it
+    (the crop's source pixels), so the window never holds full-resolution frames (a 4K clip window
+    of 24 frames would be 600 MB); the overlay draws on the frame itself, not on the window."""
+
+    def __init__(self, size: int, stride: int, reduce: Callable[[np.ndarray], np.ndarray] | None = None):
+        self.frames: collections.deque = collections.deque(maxlen=size)  # (index, timestamp, image)
         self.stride = stride
+        self.reduce = reduce
         self.since_clip = 0
         self.submitted = 0
+        self._shape: tuple | None = None  # the source frames' shape
 
     def __len__(self) -> int:
         return len(self.frames)
@@ -181,12 +187,13 @@ class ClipWindow:
     def push(self, frame: Any) -> Job | None:
         """Add a frame; the clip to submit now, if any."""
         w = self.frames
-        if w and frame.image.shape != w[-1].image.shape:
+        if w and frame.image.shape != self._shape:
             # A source that came back at another resolution (reconnect): a clip never mixes
             # sizes, the window starts again.
             w.clear()
             self.since_clip = 0
-        w.append(frame)
+        self._shape = frame.image.shape
+        w.append((frame.index, frame.timestamp, self.reduce(frame.image) if self.reduce else frame.image))
         self.since_clip += 1
         if len(w) == w.maxlen and (self.submitted == 0 or self.since_clip >= self.stride):
             self.since_clip = 0
@@ -196,5 +203,5 @@ class ClipWindow:
         return None
 
     def job(self, seq: int, padded: bool) -> Job:
-        last = self.frames[-1]
-        return Job(seq, last.index, last.timestamp, [f.image for f in self.frames], padded, time.perf_counter())
+        index, timestamp, _ = self.frames[-1]
+        return Job(seq, index, timestamp, [img for _, _, img in self.frames], padded, time.perf_counter())

@@ -60,6 +60,7 @@ END_REASONS = {
     "error": "a failure; run() raises it",
 }
 SOURCE_LOST = ("disconnected", "stalled")
+PENDING_BYTES = 192 << 20  # lossless overlay: full-size frames waiting for their clip (7 at 4K)
 SOURCE_ENDS = ("eof", "truncated", *SOURCE_LOST)  # the source ended the run (not a stop or a failure)
 _SIGNAL_REASONS = {"SIGINT": "interrupted", "SIGTERM": "terminated", "SIGHUP": "hangup"}
 
@@ -308,6 +309,7 @@ class StreamRunner:
         self.on_frame = on_frame
         self.stop = stop or StopFlag()
         self.pre = Preprocessor(self.m.input)
+        self._gather = self.pre.gather  # what the clip window keeps of a frame (see ClipWindow)
         self.window = stream_window(self.m.input, stream.fps)
         self.summary = RunSummary(bprime_hist=[{} for _ in self.m.sgs], budget_ms=options.latency_budget_ms)
         self.budget = make_budget(pipeline, options.latency_budget_ms)  # None without a budget
@@ -348,7 +350,7 @@ class StreamRunner:
         worker = threading.Thread(target=infer_stage, args=(ctl, ready, self.pipeline, self.budget, self.summary,
                                                             self._record, self.opt.max_clips),
                                   name="atfr-infer", daemon=True)
-        pending = PendingFrames(self._results, ctl.halted, self._draw, max(self.window, 32))
+        pending = PendingFrames(self._results, ctl.halted, self._draw, max(self.window, 32), PENDING_BYTES)
         t_start = time.monotonic()
         reason = ""
         discard = True
@@ -385,7 +387,7 @@ class StreamRunner:
     def _loop(self, raw: Slot, pending: PendingFrames, t_start: float) -> tuple[str, bool]:
         """Read frames until the run ends: (end reason, discard the clips in flight)."""
         ctl = self._ctl
-        window = ClipWindow(self.window, self.opt.stride)
+        window = ClipWindow(self.window, self.opt.stride, self._gather)
         last_t: float | None = None
         fps_ema: float | None = None
         while True:

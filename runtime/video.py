@@ -30,7 +30,7 @@ from typing import Callable, Iterable, Iterator, Protocol, Sequence, TypeVar
 import numpy as np
 
 from atfr.errors import ATFRError, SourceError
-from atfr.runtime.capture import CaptureLoop, Frame, ReaderWatch, Reconnector, StreamStats
+from atfr.runtime.capture import CaptureLoop, Frame, ReaderWatch, Reconnector, StreamStats, buffer_full
 
 # Reported fps outside this range is treated as "unknown" (cameras report 0, some RTSP servers
 # report the 90 kHz clock rate).
@@ -347,15 +347,16 @@ class FrameStream:
     ``stall_timeout + hang_grace_s`` ends the stream as ``stalled`` from the consumer side (the
     thread is left behind as a daemon: closing a reader under a blocked read is unsafe).
 
-    The parts (``runtime.capture``): ``CaptureLoop`` reads on the capture thread, ``ReaderWatch``
-    times each reader call, ``Reconnector`` spends the reconnect budget; this class owns the
-    buffer, the thread and the consumer side.
+    max_bytes: the buffer holds no more than this (at least one frame): 7 frames at 4K.
+    Parts (``runtime.capture``): ``CaptureLoop`` reads, ``ReaderWatch`` times each reader call,
+    ``Reconnector`` spends the reconnect budget; this class owns the buffer and the thread.
     """
 
     def __init__(self, reader: FrameReader, buffer: int = 64, pace: bool = False, lossless: bool = False,
                  max_retries: int = 5, backoff_s: float = 0.5, max_backoff_s: float = 8.0,
-                 stall_timeout: float | None = 10.0, hang_grace_s: float = 5.0):
+                 stall_timeout: float | None = 10.0, hang_grace_s: float = 5.0, max_bytes: int = 192 << 20):
         self.reader = reader
+        self.max_bytes = max_bytes
         self.pace = pace and not reader.live
         self.lossless = lossless
         self.stall_timeout = stall_timeout if stall_timeout and stall_timeout > 0 else None
@@ -399,10 +400,10 @@ class FrameStream:
 
     def _push(self, frame: Frame) -> None:
         with self._cond:
-            if self.lossless:
-                while len(self._buf) >= (self._buf.maxlen or 1) and not self._stop.is_set():
-                    self._cond.wait(0.1)
-            elif len(self._buf) == self._buf.maxlen:
+            while self.lossless and buffer_full(self._buf, frame, self.max_bytes) and not self._stop.is_set():
+                self._cond.wait(0.1)
+            while not self.lossless and buffer_full(self._buf, frame, self.max_bytes):  # live: drop the oldest
+                self._buf.popleft()
                 self.stats.frames_dropped += 1
             self._buf.append(frame)
             self.stats.frames_read += 1
