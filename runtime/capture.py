@@ -37,6 +37,11 @@ def falls_short(decoded: int, expected: int | None) -> bool:
     return expected is not None and decoded < expected - max(2, expected // 100)
 
 
+def truncation_detail(decoded: int, expected: int | None) -> str:
+    """The one sentence for a file that ends short of its container's frame count (run, predict)."""
+    return f"decoding stopped after {decoded} of the {expected} frames the container reports (file truncated or corrupt)"
+
+
 def buffer_full(buf: Any, frame: Frame, max_bytes: int) -> bool:
     """No room for ``frame`` in the ring buffer: ``maxlen`` frames, or (with one frame at least)
     more than ``max_bytes`` of them."""
@@ -151,8 +156,7 @@ class CaptureLoop:
             st.end_detail = f"no frame for {waited:.0f} s after {idx} frame(s) (a file is not reopened: it would replay)"
             return "stalled"
         if falls_short(idx, st.expected_frames):
-            st.end_detail = (f"decoding stopped after {idx} of the {st.expected_frames} frames the container "
-                             f"reports (file truncated or corrupt)")
+            st.end_detail = truncation_detail(idx, st.expected_frames)
             return "truncated"
         st.end_detail = f"end of file after {idx} frame(s)"
         return "eof"

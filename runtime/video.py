@@ -21,6 +21,7 @@ import contextlib
 import math
 import os
 import re
+import stat
 import threading
 import time
 from dataclasses import dataclass
@@ -30,7 +31,7 @@ from typing import Callable, Iterable, Iterator, Protocol, Sequence, TypeVar
 import numpy as np
 
 from atfr.errors import ATFRError, SourceError
-from atfr.runtime.capture import CaptureLoop, Frame, ReaderWatch, Reconnector, StreamStats, buffer_full
+from atfr.runtime.capture import CaptureLoop, Frame, ReaderWatch, Reconnector, StreamStats, buffer_full, falls_short
 
 # Reported fps outside this range is treated as "unknown" (cameras report 0, some RTSP servers
 # report the 90 kHz clock rate).
@@ -184,6 +185,8 @@ class CvReader:
         if k == "camera":
             return f"cannot open {label} (no such device, busy, or no permission)"
         if k == "file":
+            if not os.access(label, os.R_OK):
+                return f"{label}: permission denied"
             return f"{label}: cannot open video (not a video, unsupported container, or corrupt)"
         if k == "url":
             return f"cannot open stream {label} (unreachable, wrong URL or unsupported protocol)"
@@ -507,6 +510,29 @@ def read_frames(path: str | os.PathLike, fallback_fps: float = 30.0,
         r.close()
 
 
+def video_entries(folder: str | os.PathLike) -> list[Path]:
+    """Every entry below ``folder`` named like a video (``VIDEO_EXTS``), whatever it is (a dangling
+    link, a folder, a pipe too: ``check_video_file`` says why it is not a video), sorted by path."""
+    return sorted(f for f in Path(folder).rglob("*") if f.suffix.lower() in VIDEO_EXTS)
+
+
+def check_video_file(path: str | os.PathLike) -> None:
+    """SourceError (one line, naming the path) unless ``path`` is a readable regular file. Never
+    opens it: opening a named pipe with no writer would block."""
+    p = Path(path)
+    if p.is_symlink() and not p.exists():
+        raise SourceError(f"{p}: a dangling symbolic link (its target does not exist)")
+    if not p.exists():
+        raise SourceError(f"{p}: no such file")
+    if p.is_dir():
+        raise SourceError(f"{p}: is a directory, not a video")
+    if not p.is_file():
+        what = "a named pipe (FIFO)" if stat.S_ISFIFO(p.stat().st_mode) else "a device or socket"
+        raise SourceError(f"{p}: {what}, not a video file")
+    if not os.access(p, os.R_OK):
+        raise SourceError(f"{p}: permission denied")
+
+
 def videos_in(folder: str | os.PathLike) -> list[Path]:
     """Video files (``VIDEO_EXTS``) anywhere below ``folder``, sorted by path."""
     return sorted(f for f in Path(folder).rglob("*") if f.is_file() and f.suffix.lower() in VIDEO_EXTS)
@@ -603,7 +629,8 @@ def _stream_clips(path: str | os.PathLike, clips: Sequence[np.ndarray], make: Ca
 
 
 def decode_clips(path: str | os.PathLike, plan: Callable[[int, float], Sequence[Sequence[int]]],
-                 make: Callable[[int, list[np.ndarray]], T], fallback_fps: float = 30.0) -> tuple[list[T], int, float]:
+                 make: Callable[[int, list[np.ndarray]], T], fallback_fps: float = 30.0,
+                 on_truncated: Callable[[int, int], None] | None = None) -> tuple[list[T], int, float]:
     """Decode a video once, front to back, keeping only the frames the clips need.
 
     ``plan(n_frames, fps)`` gives each clip's frame indices; ``make(j, frames)`` turns clip j's
@@ -619,10 +646,13 @@ def decode_clips(path: str | os.PathLike, plan: Callable[[int, float], Sequence[
     Why not seek (CAP_PROP_POS_FRAMES): OpenCV's FFmpeg backend seeks by timestamp to a key frame
     and counts forward, which is not frame-exact for every codec and container; calibration and
     benchmarks must see exactly the frames ``predict`` sees. Skipped frames are only grabbed.
-    SourceError when the file cannot be opened or decoded.
+    SourceError when the file cannot be opened or decoded. ``on_truncated(decoded, reported)`` is
+    called when decoding ends short of the container's frame count (a cut or corrupt file, as
+    ``atfr run`` reports it), after the clips are made from the frames there are.
     """
     r = CvReader(parse_source(str(path)), fallback_fps)
     fps, hint = r.fps, r.frame_count_hint
+    reported = hint  # the container's own count (None: counted below)
     r.close()
     del r  # its decoded first frame too
     if not hint:
@@ -642,6 +672,8 @@ def decode_clips(path: str | os.PathLike, plan: Callable[[int, float], Sequence[
             out, n2, _ = _stream_clips(path, again, make, fallback_fps)
             if n2 != n or any(o is None for o in out):
                 raise SourceError(f"{path}: the decoder gave {n} then {n2} frames (an unstable or truncated video)")
+    if on_truncated is not None and reported and falls_short(n, reported):
+        on_truncated(n, reported)
     return out, n, fps  # type: ignore[return-value]
 
 
