@@ -449,6 +449,20 @@ def test_source_that_never_opens_or_sends_is_bounded_by_the_stall_timeout(tiny_e
     assert elapsed < 20  # 1 s plus the interpreter and model start (a hang ran into the 30 s limit)
 
 
+def test_stall_leaves_no_raw_opencv_log_line(tiny_export):
+    """A frozen stream makes OpenCV log "[ WARN:0@..] ... Stream timeout triggered" itself: not
+    without -v (issue 22 item 7; test_cli_output checks that -v shows it)."""
+    srv = _Server("mjpeg_hang", n=12)
+    try:
+        p = _cli(["run", str(tiny_export), "--source", f"http://127.0.0.1:{srv.port}/cam.mjpg",
+                  "--backend", "onnxruntime", "--stall-timeout", "1", "--retries", "0"], timeout=60)
+    finally:
+        srv.close()
+    assert p.returncode == 5, p.stderr
+    err = p.stderr.strip().splitlines()
+    assert len(err) == 2 and err[-1].startswith("atfr run: error: ") and "source lost" in err[-1], p.stderr
+
+
 class _OpensButNeverDelivers:
     """A stream that reopens fine and then gives nothing: looped forever with a per-loss budget."""
 

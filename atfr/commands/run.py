@@ -15,7 +15,11 @@ How a run ends (one line on stderr says which) and the exit code:
   or it failed to open or decode. The summary is printed and the outputs kept first.
 * 2: an output cannot be written (disk full, read-only), or bad arguments; 1: an internal error.
   In every failure the outputs written so far are finalized and kept (an mp4 with the frames up to
-  the failure, the jsonl with every clip recorded); nothing empty is left behind.
+  the failure, the jsonl with every clip recorded, never half a line); nothing empty is left
+  behind. A video that cannot be finalized (the disk filled up under it) is not put in place, and
+  the error line says whether the video was kept (``runtime.video_out``).
+* 5 also: a source that sends no frame within --stall-timeout of opening (a named pipe with no
+  writer, a silent device).
 """
 
 from __future__ import annotations
