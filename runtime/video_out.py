@@ -32,9 +32,13 @@ class VideoWriteError(ATFRError):
     """The video could not be written (exit 2); ``AtomicVideoWriter.outcome`` says what was kept."""
 
 
-def free_bytes(folder: Path) -> int:
-    """Bytes an unprivileged process can still write on ``folder``'s file system."""
-    return shutil.disk_usage(folder).free
+def free_bytes(folder: Path) -> int | None:
+    """Bytes an unprivileged process can still write on ``folder``'s file system; None when the
+    file system does not say (then only OpenCV's report and the final check catch a full disk)."""
+    try:
+        return shutil.disk_usage(folder).free
+    except OSError:
+        return None
 
 
 class AtomicVideoWriter:
@@ -78,7 +82,7 @@ class AtomicVideoWriter:
         elif (w, h) != self._size:
             frame_bgr = cv2.resize(frame_bgr, self._size)  # source changed resolution after a reconnect
         need = self.reserve(frame_bgr.nbytes)
-        if (free := free_bytes(self.path.parent)) < need:
+        if (free := free_bytes(self.path.parent)) is not None and free < need:
             raise VideoWriteError(f"{self.path}: cannot write video (disk full: {free / _MB:.0f} MB left, "
                                   f"{need / _MB:.0f} MB kept to finalize it)")
         if self._writer.write(frame_bgr) is False:  # OpenCV >= 5 reports it; 4.x returns None
@@ -128,12 +132,17 @@ class AtomicVideoWriter:
 
     def _unreadable(self) -> str | None:
         """None when the finalized temp file opens, decodes its first frame and its container
-        lists the frames written (within a container's usual slack); else what is wrong."""
+        lists the frames written (within a container's usual slack); else what is wrong. Also None
+        without OpenCV's FFmpeg reader (e.g. a GStreamer-only Jetson build): nothing to check with,
+        and a video is never removed for want of a reader."""
         import cv2
 
         from atfr.runtime.capture import falls_short
         from atfr.runtime.video import _quiet_opencv
 
+        registry = getattr(cv2, "videoio_registry", None)
+        if registry is not None and not registry.hasBackend(cv2.CAP_FFMPEG):
+            return None
         with _quiet_opencv():
             cap = cv2.VideoCapture(str(self.tmp), cv2.CAP_FFMPEG)
             try:

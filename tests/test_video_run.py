@@ -681,6 +681,38 @@ def test_disk_filling_up_stops_the_run_with_room_to_finalize_the_video(tiny_expo
     assert [e["frame"] for e in _events(ev)][:2] == [7, 11]
 
 
+def test_video_that_cannot_be_finalized_is_not_put_in_place(tmp_path, monkeypatch):
+    """OpenCV 4.x's VideoWriter.write returns None even when nothing reaches the disk: the check
+    at close finds no playable container, removes it and keeps the previous video at the target."""
+    from atfr.errors import ATFRError
+    from atfr.runtime.overlay import AtomicVideoWriter
+
+    class Silent4x:  # a full disk under OpenCV 4.x: write() reports nothing, the file stays empty
+        def __init__(self, path, *a):
+            pass
+
+        def isOpened(self):
+            return True
+
+        def write(self, frame):
+            return None
+
+        def release(self):
+            pass
+
+    monkeypatch.setattr(cv2, "VideoWriter", Silent4x)
+    out = tmp_path / "a.mp4"
+    out.write_bytes(b"previous")
+    w = AtomicVideoWriter(out, 30.0)
+    for _ in range(5):
+        w.write(np.zeros((48, 64, 3), np.uint8))
+    with pytest.raises(ATFRError, match=r"a\.mp4: cannot finalize the video \(it does not open: disk full or I/O "
+                                        r"error\); not kept$"):
+        w.close()
+    assert out.read_bytes() == b"previous" and [p.name for p in tmp_path.iterdir()] == ["a.mp4"]
+    assert w.outcome == "not kept (the video could not be finalized)"
+
+
 def _cli_file_limit(args: list[str], limit: int, timeout: float = 90):
     """`atfr ...` in a fresh process whose files cannot grow past ``limit`` bytes (RLIMIT_FSIZE:
     writes past it fail with EFBIG, a full disk as the kernel reports it to one process)."""
