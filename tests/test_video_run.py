@@ -713,6 +713,33 @@ def test_video_that_cannot_be_finalized_is_not_put_in_place(tmp_path, monkeypatc
     assert w.outcome == "not kept (the video could not be finalized)"
 
 
+def test_jsonl_failure_also_says_the_video_was_not_kept(tiny_export, video, tmp_path, capsys, monkeypatch):
+    """The jsonl fails first (/dev/full) and the video cannot be finalized either (a writer that
+    wrote nothing, as OpenCV 4.x on a full disk): the one line names both, exit 2."""
+    class Silent4x:
+        def __init__(self, path, *a):
+            pass
+
+        def isOpened(self):
+            return True
+
+        def write(self, frame):
+            return None
+
+        def release(self):
+            pass
+
+    monkeypatch.setattr(cv2, "VideoWriter", Silent4x)
+    out = tmp_path / "a.mp4"
+    rc = bounded(lambda: main(["run", str(tiny_export), "--source", str(video), "--backend", "onnxruntime", "--fast",
+                               "--save", str(out), "--jsonl", "/dev/full", "--force"]), 60)
+    cap = capsys.readouterr()
+    assert rc == 2, cap.err
+    assert cap.err.splitlines()[-1] == (f"atfr run: error: /dev/full: cannot write (No space left on device); {out}: "
+                                        "not kept (the video could not be finalized)")
+    assert list(tmp_path.iterdir()) == [] and "annotated video" not in cap.out
+
+
 def _cli_file_limit(args: list[str], limit: int, timeout: float = 90):
     """`atfr ...` in a fresh process whose files cannot grow past ``limit`` bytes (RLIMIT_FSIZE:
     writes past it fail with EFBIG, a full disk as the kernel reports it to one process)."""

@@ -149,6 +149,10 @@ def run(args: argparse.Namespace) -> int:
             if isinstance(error, VideoWriteError) and writer is not None:
                 # the run stopped on the video: say whether what was written is kept
                 error = VideoWriteError(f"{error}; {writer.outcome}")
+            elif isinstance(error, ATFRError) and isinstance(close_error, VideoWriteError):
+                # another output failed first (the jsonl on a full disk) and the video could not be
+                # finalized either: the one line says so too (the summary lists only what is kept)
+                error = ATFRError(f"{error}; {writer.path}: {writer.outcome}", error.exit_code)
         finally:
             if stream is None or not stream.hung:  # never close a reader under a blocked read
                 reader.close()  # FrameStream.stop closed it already; closing twice is harmless
