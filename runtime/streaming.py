@@ -4,7 +4,7 @@ Four threads, none waiting on a slower one unless asked to (``lossless``):
 
 * capture (``FrameStream``): reads the source into a bounded ring buffer;
 * main (``StreamRunner.run``): keeps the newest clip window (NUM_FRAMES * SAMPLING_RATE * fps /
-  target_fps frames), every ``stride`` frames hands the newest clip to the pre-processing stage
+  target_fps frames, each reduced to the pixels pre-processing reads), every ``stride`` frames hands the newest clip to the pre-processing stage
   through a slot of size 1 (an unprocessed clip still in the slot is replaced and counted as
   dropped), and draws the overlay on every frame (``on_frame``: save, show);
 * pre-processing: sampling indices, the official transform (centre crop) and pathway packing, one
@@ -16,7 +16,7 @@ Four threads, none waiting on a slower one unless asked to (``lossless``):
 ``lossless`` (offline use of a file): the main loop waits instead of dropping, and every frame shows
 the result of the newest clip ending at or before it, so the saved video and the events do not
 depend on machine speed; the three stages still overlap. Memory stays bounded: at most three clips
-are in flight and at most ``max(window, 32)`` frames wait for their overlay.
+are in flight and at most ``max(window, 32)`` frames (and ``PENDING_BYTES``) wait for their overlay.
 
 One failure path: an exception in decoding (``SourceError``), pre-processing, inference, recording
 (events/status) or ``on_frame`` (video output) stops every thread and is raised by ``run()`` after

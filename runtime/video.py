@@ -290,18 +290,31 @@ def open_reader(src: str | int | FrameReader, fallback_fps: float = 30.0,
     ``timeout_s`` (--stall-timeout) bounds opening any source, up to its first frame for a file:
     a named pipe with no writer blocks in open(), one whose writer sends nothing or a device that
     never answers blocks in the first read, and each ends here as a ``SourceError`` (exit 5)
-    instead of a hang. It also bounds each read from a URL (FFmpeg's own timeouts, given a few
-    seconds' grace here so that their own message wins)."""
+    instead of a hang. Pipes and devices get exactly ``timeout_s``; other sources a few seconds'
+    grace (FFmpeg's own open timeout on a URL names its failure better; a camera or a regular file
+    may take that long to start or to decode a first frame). It also bounds each read from a URL."""
     if not isinstance(src, (str, int)):
         return src
     spec = parse_source(src)
-    limit = timeout_s + (_OPEN_GRACE_S if spec.kind == "url" else 0.0)
+    limit = timeout_s + (0.0 if _pipe_or_device(spec) else _OPEN_GRACE_S)
     return _open_within(lambda: CvReader(spec, fallback_fps, timeout_ms=int(round(timeout_s * 1000))), limit,
                         f"{spec.label}: no frame within {timeout_s:g} s of opening it (--stall-timeout): "
                         "a pipe with no writer, or a device or stream that sends nothing")
 
 
-_OPEN_GRACE_S = 5.0  # past FFmpeg's own open timeout on URLs, which names the failure better
+_OPEN_GRACE_S = 5.0  # as FrameStream's hang_grace_s: a reader call this far past its timeout is hung
+
+
+def _pipe_or_device(spec: SourceSpec) -> bool:
+    """A --source path that is a named pipe or a device file (not a camera preset): opening it
+    waits for a writer or the device, not for decoding."""
+    if spec.kind != "file":
+        return False
+    try:
+        mode = os.stat(str(spec.target)).st_mode
+    except OSError:
+        return False
+    return stat.S_ISFIFO(mode) or stat.S_ISCHR(mode) or stat.S_ISBLK(mode)
 
 
 def _open_within(make: Callable[[], "CvReader"], limit: float, message: str) -> "CvReader":
