@@ -17,6 +17,7 @@ import argparse
 import importlib
 import os
 import sys
+from typing import NoReturn
 
 # name -> (module, one-line help). Order is the order shown in --help.
 COMMANDS: dict[str, tuple[str, str]] = {
@@ -41,8 +42,16 @@ COMMANDS: dict[str, tuple[str, str]] = {
 }
 
 
+class _Parser(argparse.ArgumentParser):
+    """Usage errors as one line, ``atfr CMD: error: ... (see atfr CMD --help)``, exit 2, instead of
+    argparse's usage block (the usage is one --help away)."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
 def _parser() -> tuple[argparse.ArgumentParser, argparse._SubParsersAction]:
-    p = argparse.ArgumentParser(prog="atfr", description="ATFR video models: export, build, run, benchmark.")
+    p = _Parser(prog="atfr", description="ATFR video models: export, build, run, benchmark.")
     from atfr import __version__
     p.add_argument("--version", action="version", version=f"atfr-deploy {__version__}")
     p.add_argument("-v", "--verbose", action="store_true",
@@ -98,7 +107,7 @@ def main(argv: list[str] | None = None) -> int:
 def _run_command(name: str, argv: list[str], debug: bool, ATFRError: type) -> int:
     try:
         mod = importlib.import_module(COMMANDS[name][0])
-        cmd = argparse.ArgumentParser(prog=f"atfr {name}", description=COMMANDS[name][1])
+        cmd = _Parser(prog=f"atfr {name}", description=COMMANDS[name][1])
         mod.add_arguments(cmd)
         _add_verbose(cmd)
         args = cmd.parse_args(argv)

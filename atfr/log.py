@@ -10,6 +10,10 @@ tests see no difference between commands).
   onnx/polygraphy deprecations) are dropped;
 * verbose: the ``atfr`` logger from DEBUG up, and every Python warning (one line each).
 
+OpenCV's own log lines (``[ WARN:0@1.2] ... Stream timeout triggered``, ``Failed to write frame``)
+are silenced the same way (``opencv_log``): they show only at ``-v``, or at the level the user set
+in OPENCV_LOG_LEVEL. Failures they hint at are reported by the command itself, as one line.
+
 ``quiet_stdout`` catches what libraries ``print`` to stdout (ONNX Runtime's quantizer prints
 "Collecting tensor data and making histogram ..." per clip) and sends it to the log at DEBUG, so
 it shows only at ``-v`` and never mixes with a command's own stdout (JSON lines, CSV paths).
@@ -68,7 +72,7 @@ def cli_session(command: str, verbose: bool) -> Iterator[logging.Logger]:
         else:
             log.warning("warning: %s", text)
 
-    with warnings.catch_warnings():  # restores filters and showwarning on exit
+    with warnings.catch_warnings(), opencv_log(verbose):  # restores filters and showwarning on exit
         warnings.showwarning = show
         if verbose:
             warnings.simplefilter("default")
@@ -82,6 +86,36 @@ def cli_session(command: str, verbose: bool) -> Iterator[logging.Logger]:
             log.removeHandler(handler)
             log.setLevel(saved[0])
             log.propagate = saved[1]
+
+
+@contextlib.contextmanager
+def opencv_log(verbose: bool) -> Iterator[None]:
+    """OpenCV's log silent for the block unless ``verbose`` or the user set OPENCV_LOG_LEVEL.
+
+    Before cv2 is imported, OpenCV takes its level from OPENCV_LOG_LEVEL (read when it loads), so
+    the variable is set for the block; once imported, its level is set directly. Both are put back
+    afterwards (in-process callers and tests see no difference between commands)."""
+    if verbose or "OPENCV_LOG_LEVEL" in os.environ:
+        yield
+        return
+    os.environ["OPENCV_LOG_LEVEL"] = "SILENT"
+    logging_ = _cv_logging()
+    old = logging_.getLogLevel() if logging_ is not None else None
+    if logging_ is not None:
+        logging_.setLogLevel(logging_.LOG_LEVEL_SILENT)
+    try:
+        yield
+    finally:
+        os.environ.pop("OPENCV_LOG_LEVEL", None)
+        logging_ = _cv_logging()
+        if logging_ is not None:  # imported during the block: back to OpenCV's default (WARNING)
+            logging_.setLogLevel(old if old is not None else logging_.LOG_LEVEL_WARNING)
+
+
+def _cv_logging():
+    """cv2.utils.logging when cv2 is already imported (never imports it: most commands do not)."""
+    cv2 = sys.modules.get("cv2")
+    return getattr(getattr(cv2, "utils", None), "logging", None)
 
 
 class _LogWriter(io.TextIOBase):

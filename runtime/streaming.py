@@ -4,7 +4,7 @@ Four threads, none waiting on a slower one unless asked to (``lossless``):
 
 * capture (``FrameStream``): reads the source into a bounded ring buffer;
 * main (``StreamRunner.run``): keeps the newest clip window (NUM_FRAMES * SAMPLING_RATE * fps /
-  target_fps frames), every ``stride`` frames hands the newest clip to the pre-processing stage
+  target_fps frames, each reduced to the pixels pre-processing reads), every ``stride`` frames hands the newest clip to the pre-processing stage
   through a slot of size 1 (an unprocessed clip still in the slot is replaced and counted as
   dropped), and draws the overlay on every frame (``on_frame``: save, show);
 * pre-processing: sampling indices, the official transform (centre crop) and pathway packing, one
@@ -16,7 +16,7 @@ Four threads, none waiting on a slower one unless asked to (``lossless``):
 ``lossless`` (offline use of a file): the main loop waits instead of dropping, and every frame shows
 the result of the newest clip ending at or before it, so the saved video and the events do not
 depend on machine speed; the three stages still overlap. Memory stays bounded: at most three clips
-are in flight and at most ``max(window, 32)`` frames wait for their overlay.
+are in flight and at most ``max(window, 32)`` frames (and ``PENDING_BYTES``) wait for their overlay.
 
 One failure path: an exception in decoding (``SourceError``), pre-processing, inference, recording
 (events/status) or ``on_frame`` (video output) stops every thread and is raised by ``run()`` after
@@ -27,9 +27,7 @@ SIGHUP into the same clean stop.
 
 from __future__ import annotations
 
-import collections
 import contextlib
-import json
 import os
 import signal
 import threading
@@ -41,6 +39,9 @@ from typing import Any, Callable, Iterator, TextIO
 import numpy as np
 
 from atfr.errors import ATFRError, SourceError, check_range
+from atfr.runtime.stream_draw import FrameDrawer, PendingFrames
+from atfr.runtime.stream_record import ClipRecorder, ClipResults, write_error
+from atfr.runtime.stream_stages import ClipWindow, Job, RunControl, Slot, infer_stage, prepare_stage
 
 # Why a run ended (RunSummary.end_reason) -> what it means. Exit codes of ``atfr run``: 0 for every
 # end below except the source-lost ones (5); a failure raises (its ATFRError code, 1 if internal).
@@ -59,6 +60,8 @@ END_REASONS = {
     "error": "a failure; run() raises it",
 }
 SOURCE_LOST = ("disconnected", "stalled")
+PENDING_BYTES = 192 << 20  # lossless overlay: full-size frames waiting for their clip (7 at 4K)
+SOURCE_ENDS = ("eof", "truncated", *SOURCE_LOST)  # the source ended the run (not a stop or a failure)
 _SIGNAL_REASONS = {"SIGINT": "interrupted", "SIGTERM": "terminated", "SIGHUP": "hangup"}
 
 
@@ -221,11 +224,13 @@ def stop_on_signals(flag: StopFlag, signals: tuple[str, ...] = ("SIGINT", "SIGTE
 
 
 class EventLog:
-    """--jsonl: one JSON line per clip, flushed per line (``tail -f`` works while it runs).
+    """--jsonl: one JSON line per clip, each written whole with one system call as it is recorded
+    (``tail -f`` works while it runs).
 
     The file is created with the first event (exclusively unless ``force``), so a run that fails
     or stops before its first clip leaves no empty file, and one that produced events keeps them.
-    Write errors (disk full) raise ``ATFRError`` naming the file.
+    Write errors (disk full) raise ``ATFRError`` naming the file, after cutting the file back to
+    its last complete line: it never ends in half a line.
     """
 
     def __init__(self, path: str | os.PathLike, force: bool = False):
@@ -233,100 +238,49 @@ class EventLog:
         self.name = str(path)
         self.force = force
         self.lines = 0
-        self._f: TextIO | None = None
+        self._fd: int | None = None
+        self._size = 0  # bytes written
+        self._good = 0  # bytes up to the end of the last complete line
 
     def write(self, text: str) -> None:
+        data = memoryview(text.encode("utf-8"))
         try:
-            if self._f is None:
+            if self._fd is None:
                 self.path.parent.mkdir(parents=True, exist_ok=True)
-                self._f = open(self.path, "w" if self.force else "x", encoding="utf-8")
-            self._f.write(text)
+                mode = os.O_TRUNC if self.force else os.O_EXCL
+                self._fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | mode | getattr(os, "O_CLOEXEC", 0), 0o666)
+            while data:  # a short write (the disk filling up) goes on, and then fails
+                n = os.write(self._fd, data)
+                self._size += n
+                data = data[n:]
         except OSError as e:
-            raise _write_error(self.name, e) from None
+            self._cut_back()
+            raise write_error(self.name, e) from None
+        if text.endswith("\n"):
+            self._good = self._size
         self.lines += text.count("\n")
 
+    def _cut_back(self) -> None:
+        """Truncate to the last complete line (best effort: /dev/full cannot be truncated)."""
+        if self._fd is not None:
+            with contextlib.suppress(OSError):
+                os.ftruncate(self._fd, self._good)
+                os.lseek(self._fd, self._good, os.SEEK_SET)
+                self._size = self._good
+
     def flush(self) -> None:
-        if self._f is not None:
-            try:
-                self._f.flush()
-            except OSError as e:
-                raise _write_error(self.name, e) from None
+        """Nothing is buffered: each line went to the file when written."""
 
     def close(self) -> Path | None:
-        """Flush and close; the path when the file exists (something was written)."""
-        f, self._f = self._f, None
-        if f is None:
+        """Close; the path when the file exists (something was written)."""
+        fd, self._fd = self._fd, None
+        if fd is None:
             return None
         try:
-            f.close()
+            os.close(fd)
         except OSError as e:
-            raise _write_error(self.name, e) from None
+            raise write_error(self.name, e) from None
         return self.path
-
-
-def _write_error(name: str, e: OSError) -> ATFRError:
-    return ATFRError(f"{name}: cannot write ({e.strerror or type(e).__name__})")
-
-
-@dataclass
-class _Job:
-    seq: int  # submission number
-    frame_index: int
-    timestamp: float
-    images: list[np.ndarray] | None
-    padded: bool = False
-    t_submit: float = 0.0
-    inputs: list[np.ndarray] | None = None  # packed model inputs (pre-processing stage)
-    preprocess_ms: float = 0.0
-    bins: int | None = None  # run-time B_run the clip ran with (--bins / --latency-budget)
-
-
-class _Slot:
-    """A queue of one: put() replaces an unprocessed job (returns True = one dropped) or, when
-    ``block``, waits until the consumer took it. Every wait ends when ``halted()`` (a stop, a
-    failure, the clip limit): a job put then is discarded, neither queued nor counted as dropped."""
-
-    def __init__(self, block: bool, halted: Callable[[], bool]):
-        self.block = block
-        self.halted = halted
-        self._job: _Job | None = None
-        self._closed = False
-        self._cond = threading.Condition()
-
-    def put(self, job: _Job) -> bool:
-        with self._cond:
-            if self.block:
-                while self._job is not None and not self.halted() and not self._closed:
-                    self._cond.wait(0.05)
-            if self.halted():
-                return False
-            dropped = self._job is not None
-            self._job = job
-            self._cond.notify_all()
-            return dropped
-
-    def get(self) -> _Job | None:
-        """The job, or None once the slot is closed and empty (or halted)."""
-        with self._cond:
-            while self._job is None and not self._closed and not self.halted():
-                self._cond.wait(0.1)
-            if self.halted():
-                self._job = None
-            job, self._job = self._job, None
-            self._cond.notify_all()
-            return job
-
-    def wait_empty(self) -> None:
-        with self._cond:
-            while self._job is not None and not self._closed and not self.halted():
-                self._cond.wait(0.05)
-
-    def close(self, discard: bool) -> None:
-        with self._cond:
-            self._closed = True
-            if discard:
-                self._job = None
-            self._cond.notify_all()
 
 
 class StreamRunner:
@@ -335,6 +289,10 @@ class StreamRunner:
     events: gets one JSON line per clip (``EventLog`` or any text file). status: one human line per
     clip. on_frame: gets each annotated BGR frame, returns False to stop (window closed).
     stop: a ``StopFlag`` (signals, a server) checked on every frame.
+
+    The parts: ``RunControl`` (the flags and the one failure path) and the two worker stages
+    (``runtime.stream_stages``), ``ClipRecorder`` (``runtime.stream_record``), ``FrameDrawer`` and
+    ``PendingFrames`` (``runtime.stream_draw``); this class reads the frames and ends the run.
     """
 
     def __init__(self, pipeline: Any, stream: Any, options: RunOptions, events: TextIO | EventLog | None = None,
@@ -348,324 +306,165 @@ class StreamRunner:
         self.m = pipeline.manifest
         self.stream = stream
         self.opt = options
-        self.events = events
         self.on_frame = on_frame
-        self.status = status
         self.stop = stop or StopFlag()
         self.pre = Preprocessor(self.m.input)
+        self._gather = self.pre.gather  # what the clip window keeps of a frame (see ClipWindow)
         self.window = stream_window(self.m.input, stream.fps)
         self.summary = RunSummary(bprime_hist=[{} for _ in self.m.sgs], budget_ms=options.latency_budget_ms)
-        self.budget = None  # BudgetController when options.latency_budget_ms is set
-        if options.latency_budget_ms is not None:
-            from atfr.runtime.budget import BudgetController
-
-            if not self.m.sgs:
-                raise ATFRError(f"--latency-budget: {self.m.name} has no SGS layer (no bins to choose)")
-            self.budget = BudgetController(options.latency_budget_ms, pipeline.trained_bins,
-                                           bins=getattr(pipeline, "bins", None) or 0)
-            pipeline.set_bins(self.budget.bins)  # refused here (one line) where SGS cannot change bins
-        self._lock = threading.Lock()
-        self._latest: tuple | None = None  # (topk, bprime, latency_ms, clips_per_s, B_run) of the newest clip
-        self._results: dict[int, tuple] = {}  # lossless overlay: seq -> the same tuple
-        self._done_seq = -1  # lossless: highest seq recorded (jobs are recorded in order)
-        self._done_times: collections.deque[float] = collections.deque(maxlen=16)
-        self._res_cond = threading.Condition(self._lock)
-        self._error: BaseException | None = None
-        self._abort = threading.Event()  # a stage failed
-        self._clips_done = threading.Event()  # max_clips reached
-        self._halt = threading.Event()  # any of the above, or a stop request: every wait ends
+        self.budget = make_budget(pipeline, options.latency_budget_ms)  # None without a budget
+        self._ctl = RunControl(self.stop)
+        self._results = ClipResults(self._ctl.lock, keep_all=options.lossless and on_frame is not None)
+        self._recorder = ClipRecorder(self.m, options.topk, self.summary, self._results, self._ctl.lock,
+                                      events, status, self.request_stop)
+        self._drawer = FrameDrawer(self.m, pipeline, options.latency_budget_ms, self.window, on_frame)
 
     def request_stop(self, reason: str = "stopped") -> None:
         """Stop at the next frame (thread-safe); outputs are finalized as for a signal."""
-        self.stop.set(reason)
-        self._halt.set()
+        self._ctl.request_stop(reason)
 
-    def _halted(self) -> bool:
-        return self._halt.is_set() or self.stop.is_set()
+    @property
+    def _latest(self) -> tuple | None:
+        """(topk, bprime, latency_ms, clips_per_s, B_run) of the newest clip."""
+        return self._results.latest
 
-    # -- failure path ---------------------------------------------------------------------------
-    def _fail(self, e: BaseException) -> None:
-        with self._lock:
-            if self._error is None:
-                self._error = e
-        self._abort.set()
-        self._halt.set()
+    # The recorder and the drawer are looked up through these at run() time, so a caller (a test)
+    # can wrap them on the instance.
+    def _record(self, job: Job, res: Any, infer_ms: float) -> None:
+        self._recorder.record(job, res, infer_ms)
 
-    # -- pre-processing stage ---------------------------------------------------------------------
-    def _prepare(self, raw: _Slot, ready: _Slot) -> None:
-        from atfr.runtime.video.sampling import stream_indices
+    def _draw(self, frame: Any, result: tuple | None, buffered: int, fps: float | None) -> bool:
+        return self._drawer.draw(frame, result, buffered, fps)
 
-        while True:
-            ready.wait_empty()  # one clip ahead of the model, no more
-            job = raw.get()
-            if job is None or self._halted():
-                return
-            try:
-                t0 = time.perf_counter()
-                images = job.images or []
-                idx = stream_indices(self.m.input, self.stream.fps, len(images))
-                clip = self.pre([images[i] for i in idx], 1)  # no full-resolution stack
-                job.inputs = [x[None] for x in self.pre.pack(clip)]
-                job.images = None  # the frames are no longer needed by this job
-                job.preprocess_ms = (time.perf_counter() - t0) * 1e3
-            except BaseException as e:  # noqa: BLE001 - the one failure path
-                self._fail(e)
-                return
-            ready.put(job)  # never replaces: the slot was empty and this is its only producer
-
-    # -- inference stage ---------------------------------------------------------------------------
-    def _work(self, ready: _Slot) -> None:
-        while True:
-            if self._clips_done.is_set():
-                return  # max_clips reached: a clip queued meanwhile is not processed (exactly N)
-            job = ready.get()
-            if job is None or self._halted():
-                return
-            try:
-                if self.budget is not None:
-                    self.pipeline.set_bins(self.budget.bins)  # only this thread runs the pipeline
-                b_run = getattr(self.pipeline, "bins", None)
-                t1 = time.perf_counter()
-                res = self.pipeline.infer(job.inputs)[0]
-                infer_ms = (time.perf_counter() - t1) * 1e3
-                job.inputs = None
-                job.bins = b_run
-                self._record(job, res, infer_ms)
-                if self.budget is not None:
-                    self.budget.observe(job.preprocess_ms + infer_ms)
-                    self.summary.bins_changes = self.budget.changes
-            except BaseException as e:  # noqa: BLE001 - the one failure path
-                self._fail(e)
-                return
-            if self.opt.max_clips and self.summary.clips >= self.opt.max_clips:
-                self._clips_done.set()
-                self._halt.set()
-
-    def _record(self, job: _Job, res: Any, infer_ms: float) -> None:
-        """The jsonl line first, then the summary and the overlay, then the --print line: a clip
-        whose event could not be written is neither counted nor shown (what the video and the
-        summary report is in the jsonl)."""
-        from atfr.display import format_percent
-
-        latency = job.preprocess_ms + infer_ms
-        b_run = job.bins
-        top = res.top(self.opt.topk)
-        topk = [(self.m.label(i), float(res.probs[i])) for i in top]
-        bprime = tuple(int(b) for b in res.bprime)
-        now = time.perf_counter()
-        clip_no = self.summary.clips  # only this thread changes it
-        if self.events is not None:
-            ev = {"clip": clip_no, "frame": job.frame_index, "timestamp": round(job.timestamp, 4),
-                  "topk": [{"index": i, "label": lab, "prob": p} for i, (lab, p) in zip(top, topk)],
-                  "bprime": list(bprime), "latency_ms": latency,
-                  "preprocess_ms": job.preprocess_ms, "infer_ms": infer_ms,
-                  "e2e_ms": (now - job.t_submit) * 1e3}
-            if b_run is not None:
-                ev["bins"] = b_run
-            if job.padded:
-                ev["padded"] = True
-            try:
-                self.events.write(json.dumps(ev) + "\n")
-                self.events.flush()
-            except OSError as e:
-                raise _write_error(getattr(self.events, "name", "events"), e) from None
-        with self._lock:
-            s = self.summary
-            s.clips += 1
-            s.latencies_ms.append(latency)
-            s.infer_ms_total += infer_ms
-            s.preprocess_ms_total += job.preprocess_ms
-            s.padded_clips += int(job.padded)
-            for i, b in enumerate(bprime):
-                if i < len(s.bprime_hist):
-                    s.bprime_hist[i][b] = s.bprime_hist[i].get(b, 0) + 1
-            if b_run is not None:
-                s.bins_hist[b_run] = s.bins_hist.get(b_run, 0) + 1
-            self._done_times.append(now)
-            n = len(self._done_times)
-            cps = (n - 1) / (self._done_times[-1] - self._done_times[0]) if n > 1 and now > self._done_times[0] else None
-            self._latest = (topk, bprime, latency, cps, b_run)
-            if self.opt.lossless and self.on_frame is not None:
-                self._results[job.seq] = self._latest
-            self._done_seq = max(self._done_seq, job.seq)
-            self._res_cond.notify_all()
-        if self.status is not None:  # one human line per clip (atfr demo, atfr run --print)
-            try:
-                self.status.write(f"  clip {clip_no:3d} @frame {job.frame_index:5d}: {topk[0][0]} "
-                                  f"({format_percent(topk[0][1])})  B'={list(bprime)}"
-                                  + (f" bins={b_run}" if b_run is not None else "") + f"  {latency:.1f} ms\n")
-                self.status.flush()
-            except BrokenPipeError:
-                self.request_stop("output-closed")  # `atfr run --print | head`: the reader had enough
-            except OSError as e:
-                raise _write_error(getattr(self.status, "name", "status"), e) from None
+    def overlay_text(self, result: tuple, fps: float | None) -> list[str]:
+        """The overlay lines for one clip's result (``_latest``)."""
+        return self._drawer.overlay_text(result, fps)
 
     # -- main loop --------------------------------------------------------------------------------
     def run(self) -> RunSummary:
-        halt = self._halt
-        raw = _Slot(block=self.opt.lossless, halted=self._halted)
-        ready = _Slot(block=True, halted=self._halted)
-        pre = threading.Thread(target=self._prepare, args=(raw, ready), name="atfr-preprocess", daemon=True)
-        worker = threading.Thread(target=self._work, args=(ready,), name="atfr-infer", daemon=True)
-        window: collections.deque = collections.deque(maxlen=self.window)
-        pending: collections.deque = collections.deque()  # lossless overlay: (frame, seq it shows)
-        pending_cap = max(self.window, 32)
+        ctl = self._ctl
+        raw = Slot(block=self.opt.lossless, halted=ctl.halted)
+        ready = Slot(block=True, halted=ctl.halted)
+        pre = threading.Thread(target=prepare_stage, args=(ctl, raw, ready, self.pre, self.m.input, self.stream.fps),
+                               name="atfr-preprocess", daemon=True)
+        worker = threading.Thread(target=infer_stage, args=(ctl, ready, self.pipeline, self.budget, self.summary,
+                                                            self._record, self.opt.max_clips),
+                                  name="atfr-infer", daemon=True)
+        pending = PendingFrames(self._results, ctl.halted, self._draw, max(self.window, 32), PENDING_BYTES)
         t_start = time.monotonic()
-        since_clip = 0
-        submitted = 0
-        last_t: float | None = None
-        fps_ema: float | None = None
         reason = ""
         discard = True
         if self.stop.is_set():
-            halt.set()
+            ctl.halt.set()
         self.stream.start()
         pre.start()
         worker.start()
         try:
-            while True:
-                if self._abort.is_set():
-                    reason = "error"
-                    break
-                if self.stop.is_set():
-                    reason = self.stop.reason or "stopped"
-                    break
-                if self._clips_done.is_set():
-                    reason = "max-clips"
-                    break
-                if self.opt.duration is not None and time.monotonic() - t_start >= self.opt.duration:
-                    reason = "duration"
-                    break
-                frame = self.stream.get(timeout=0.1)
-                if frame is None:
-                    if self.stream.ended:
-                        reason = self.stream.stats.end_reason or "eof"
-                        discard = False  # finish the pending clips of a finished source
-                        break
-                    continue
-                self.summary.frames += 1
-                if window and frame.image.shape != window[-1].image.shape:
-                    # A source that came back at another resolution (reconnect): a clip never
-                    # mixes sizes, the window starts again.
-                    window.clear()
-                    since_clip = 0
-                window.append(frame)
-                since_clip += 1
-                if len(window) == self.window and (submitted == 0 or since_clip >= self.opt.stride):
-                    since_clip = 0
-                    if raw.put(self._job(submitted, window, False)):
-                        with self._lock:
-                            self.summary.dropped_clips += 1
-                    submitted += 1
-                now = time.monotonic()
-                if last_t is not None and now > last_t:
-                    inst = 1.0 / (now - last_t)
-                    fps_ema = inst if fps_ema is None else 0.9 * fps_ema + 0.1 * inst
-                last_t = now
-                if self.on_frame is None:
-                    continue
-                if self.opt.lossless:
-                    # Each frame shows the newest clip ending at or before it: drawn once that clip
-                    # is done, so the three stages overlap and the output stays deterministic.
-                    pending.append((frame, submitted - 1, len(window), fps_ema))
-                    if not self._draw_pending(pending, pending_cap, final=False):
-                        reason = "closed"
-                        break
-                else:
-                    with self._lock:
-                        latest = self._latest
-                    if self._draw(frame, latest, len(window), fps_ema) is False:
-                        reason = "closed"
-                        break
-            if submitted == 0 and window and reason in ("eof", "truncated", "disconnected", "stalled"):
-                # Shorter than one clip: one clip padded with the last frame (official clamp).
-                raw.put(self._job(0, window, True))
-                submitted = 1
-                discard = False
+            reason, discard = self._loop(raw, pending, t_start)
         except KeyboardInterrupt:
             reason = "interrupted"
         except BaseException as e:  # noqa: BLE001 - the one failure path (on_frame: video output)
-            self._fail(e)
+            ctl.fail(e)
             reason = "error"
         finally:
             if discard:
-                halt.set()
+                ctl.halt.set()
             raw.close(discard=discard)
             pre.join()
             ready.close(discard=discard)
             worker.join()
             try:
-                if self.on_frame is not None and pending and self._error is None:
-                    self._draw_pending(pending, 0, final=True)  # the frames already read keep their overlay
+                if self.on_frame is not None and pending and ctl.error is None:
+                    pending.flush(final=True)  # the frames already read keep their overlay
             except BaseException as e:  # noqa: BLE001
-                self._fail(e)
+                ctl.fail(e)
             finally:
                 # A source blocked in a read (a stalled stream waits out its read timeout) must not
                 # delay a stop by signal: after 2 s its thread is left behind (see FrameStream.stop).
                 self.stream.stop(timeout=2.0)
-        s = self.summary
-        st = self.stream.stats
-        s.wall_s = time.monotonic() - t_start
-        s.dropped_frames = st.frames_dropped
-        s.reconnects = st.reconnects
-        s.reconnect_attempts = getattr(st, "reconnect_attempts", st.reconnects)
-        s.stalls = getattr(st, "stalls", 0)
-        if reason in ("eof", "truncated", "disconnected", "stalled") or reason.startswith("error: "):
-            s.end_detail = getattr(st, "end_detail", "")
-        s.end_reason = "error" if self._error is not None else reason
-        if self._error is not None:
-            raise self._error
-        name = getattr(self.stream.reader, "name", "source")
-        if reason.startswith("error: "):
-            s.end_reason = "error"
-            raise SourceError(f"{name}: capture failed ({reason[7:]})")
-        if s.frames == 0 and reason in ("eof", "truncated", "disconnected", "stalled"):
-            raise SourceError(f"{name}: no frames received" + (f" ({s.end_detail})" if s.end_detail else ""))
-        return s
+        return finish_summary(self.summary, self.stream, reason, ctl.error, t_start)
 
-    def _job(self, seq: int, window: collections.deque, padded: bool) -> _Job:
-        last = window[-1]
-        return _Job(seq, last.index, last.timestamp, [f.image for f in window], padded, time.perf_counter())
+    def _loop(self, raw: Slot, pending: PendingFrames, t_start: float) -> tuple[str, bool]:
+        """Read frames until the run ends: (end reason, discard the clips in flight)."""
+        ctl = self._ctl
+        window = ClipWindow(self.window, self.opt.stride, self._gather)
+        last_t: float | None = None
+        fps_ema: float | None = None
+        while True:
+            if ctl.abort.is_set():
+                return "error", True
+            if self.stop.is_set():
+                return self.stop.reason or "stopped", True
+            if ctl.clips_done.is_set():
+                return "max-clips", True
+            if self.opt.duration is not None and time.monotonic() - t_start >= self.opt.duration:
+                return "duration", True
+            frame = self.stream.get(timeout=0.1)
+            if frame is None:
+                if not self.stream.ended:
+                    continue
+                reason = self.stream.stats.end_reason or "eof"
+                if window.submitted == 0 and len(window) and reason in SOURCE_ENDS:
+                    # Shorter than one clip: one clip padded with the last frame (official clamp).
+                    raw.put(window.job(0, True))
+                return reason, False  # finish the pending clips of a finished source
+            self.summary.frames += 1
+            job = window.push(frame)
+            if job is not None and raw.put(job):
+                with ctl.lock:
+                    self.summary.dropped_clips += 1
+            now = time.monotonic()
+            if last_t is not None and now > last_t:
+                inst = 1.0 / (now - last_t)
+                fps_ema = inst if fps_ema is None else 0.9 * fps_ema + 0.1 * inst
+            last_t = now
+            if self.on_frame is None:
+                continue
+            if self.opt.lossless:
+                # Each frame shows the newest clip ending at or before it: drawn once that clip
+                # is done, so the three stages overlap and the output stays deterministic.
+                if not pending.add(frame, window.submitted - 1, len(window), fps_ema):
+                    return "closed", True
+            else:
+                with ctl.lock:
+                    latest = self._results.latest
+                if self._draw(frame, latest, len(window), fps_ema) is False:
+                    return "closed", True
 
-    def overlay_text(self, result: tuple, fps: float | None) -> list[str]:
-        """The overlay lines for one clip's result (``_latest``)."""
-        from atfr.runtime.video.overlay import overlay_lines
 
-        topk, bprime, latency, cps, b_run = result
-        lines = overlay_lines(topk, bprime, latency, fps, [b_run or layer.bins for layer in self.m.sgs], cps)
-        if b_run is not None:  # "B' 3/8" above reads against B_run; say it is not the trained B
-            budget = f", budget {self.opt.latency_budget_ms:g} ms" if self.opt.latency_budget_ms else ""
-            lines.append(f"bins {b_run}/{self.pipeline.trained_bins}{budget}")
-        return lines
+def make_budget(pipeline: Any, latency_budget_ms: float | None) -> Any:
+    """The ``BudgetController`` of a run with a latency budget (None without one); B_run set to its
+    first choice (refused here, one line, where SGS cannot change bins)."""
+    if latency_budget_ms is None:
+        return None
+    from atfr.runtime.budget import BudgetController
 
-    def _draw(self, frame: Any, result: tuple | None, buffered: int, fps: float | None) -> bool:
-        import cv2
+    m = pipeline.manifest
+    if not m.sgs:
+        raise ATFRError(f"--latency-budget: {m.name} has no SGS layer (no bins to choose)")
+    budget = BudgetController(latency_budget_ms, pipeline.trained_bins, bins=getattr(pipeline, "bins", None) or 0)
+    pipeline.set_bins(budget.bins)
+    return budget
 
-        from atfr.runtime.video.overlay import draw_lines
 
-        bgr = cv2.cvtColor(frame.image, cv2.COLOR_RGB2BGR)
-        if result is not None:
-            draw_lines(bgr, self.overlay_text(result, fps))
-        else:
-            draw_lines(bgr, [f"buffering {buffered}/{self.window}" if buffered < self.window else "first clip running"])
-        return self.on_frame(bgr) is not False
-
-    def _draw_pending(self, pending: collections.deque, cap: int, final: bool) -> bool:
-        """Draw the pending frames whose clip is done, oldest first; while more than ``cap`` wait,
-        block on the oldest one's clip. ``final`` (stages joined): draw them all, a frame whose clip
-        never ran (stop, clip limit) with the newest result. False when on_frame says stop."""
-        while pending:
-            frame, seq, buffered, fps = pending[0]
-            with self._lock:
-                if not final:
-                    while seq > self._done_seq and len(pending) > cap and not self._halted():
-                        self._res_cond.wait(0.05)
-                    if seq > self._done_seq:
-                        return True  # not done yet (or stopping): drawn later / by the final pass
-                result = self._results.get(seq, self._latest) if seq >= 0 else None
-                for k in [k for k in self._results if k < seq]:
-                    del self._results[k]
-            pending.popleft()
-            if not self._draw(frame, result, buffered, fps):
-                return False
-        return True
+def finish_summary(s: RunSummary, stream: Any, reason: str, error: BaseException | None, t_start: float) -> RunSummary:
+    """The end of a run: the summary completed from the stream's counters, then the run's error
+    (or the source's: a capture failure, no frame at all) raised."""
+    st = stream.stats
+    s.wall_s = time.monotonic() - t_start
+    s.dropped_frames = st.frames_dropped
+    s.reconnects = st.reconnects
+    s.reconnect_attempts = getattr(st, "reconnect_attempts", st.reconnects)
+    s.stalls = getattr(st, "stalls", 0)
+    if reason in SOURCE_ENDS or reason.startswith("error: "):
+        s.end_detail = getattr(st, "end_detail", "")
+    s.end_reason = "error" if error is not None else reason
+    if error is not None:
+        raise error
+    name = getattr(stream.reader, "name", "source")
+    if reason.startswith("error: "):
+        s.end_reason = "error"
+        raise SourceError(f"{name}: capture failed ({reason[7:]})")
+    if s.frames == 0 and reason in SOURCE_ENDS:
+        raise SourceError(f"{name}: no frames received" + (f" ({s.end_detail})" if s.end_detail else ""))
+    return s

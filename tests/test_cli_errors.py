@@ -131,6 +131,22 @@ def test_unknown_command(capsys):
     _one_line_error(rc, err, match="unknown command")
 
 
+@pytest.mark.parametrize("name", ["", *__import__("atfr.cli").cli.COMMANDS])
+def test_usage_errors_are_one_line(capsys, name):
+    """argparse's usage block (6-8 lines) is one --help away: a usage error is one line, exit 2
+    (issue 22 item 7), for the top level and every command."""
+    from atfr.cli import main
+
+    prog = f"atfr {name}".strip()
+    with pytest.raises(SystemExit) as e:  # argparse exits; the console script passes the code on
+        main([name, "--no-such-option"] if name else ["--no-such-option"])
+    err = capsys.readouterr().err
+    lines = [ln for ln in err.splitlines() if ln.strip()]
+    assert e.value.code == 2 and len(lines) == 1, err
+    assert lines[0].startswith(f"{prog}: error: ") and lines[0].endswith(f" (see {prog} --help)"), lines[0]
+    assert "usage:" not in err
+
+
 def test_checkpoint_meta_with_non_json_objects_still_loads_safely(tmp_path, tiny_checkpoint):
     """Meta values such as torch.__version__ (a TorchVersion object) are stored as plain strings,
     so the file stays loadable with torch.load(weights_only=True)."""

@@ -263,3 +263,65 @@ def test_read_selected_survives_wrong_frame_counts(videos, monkeypatch, hint_del
     assert sorted(kept) == sorted(wanted(len(frames), fps))
     for i, img in kept.items():
         np.testing.assert_array_equal(img, frames[i])
+
+
+def test_predict_warns_about_a_cut_file_as_run_does(model_files, tmp_path, capsys):
+    """A file cut in half is predicted on the frames there are, with run's warning line (issue 22
+    item 7; before: silently, exit 0, on half the frames)."""
+    _, export = model_files
+    full = write_video(tmp_path / "full.avi", 60, (48, 64))
+    cut = tmp_path / "cut.avi"
+    data = full.read_bytes()
+    cut.write_bytes(data[: len(data) // 2])
+    # independent count: what OpenCV decodes from the cut file vs what its header reports
+    cap = cv2.VideoCapture(str(cut))
+    reported = int(cap.get(cv2.CAP_PROP_FRAME_COUNT))
+    decoded = 0
+    while cap.read()[0]:
+        decoded += 1
+    cap.release()
+    assert reported == 60 and 0 < decoded < 58
+    rc = main(["predict", str(export), str(cut), "--views", "1x1", "--json"])
+    out = capsys.readouterr()
+    assert rc == 0, out.err
+    assert out.err.splitlines() == [f"atfr predict: warning: {cut}: decoding stopped after {decoded} of the "
+                                    f"{reported} frames the container reports (file truncated or corrupt)"]
+    assert json.loads(out.out)["frames"] == decoded
+    rc = main(["predict", str(export), str(full), "--views", "1x1", "--json"])
+    assert rc == 0 and capsys.readouterr().err == ""  # a whole file: no warning
+
+
+def test_predict_folder_counts_every_skipped_entry(model_files, tmp_path, capsys, monkeypatch):
+    """In a folder, every entry named like a video is predicted or reported with its reason and
+    counted: a dangling link, a folder and a named pipe called *.mp4, an unreadable file
+    ("permission denied", not "not a video"). Before: the first three silently ignored."""
+    import os
+
+    _, export = model_files
+    folder = tmp_path / "vids"
+    folder.mkdir()
+    write_video(folder / "a.avi", 20, (48, 64))
+    (folder / "gone.mp4").symlink_to(tmp_path / "nowhere.mp4")
+    (folder / "dir.mp4").mkdir()
+    os.mkfifo(folder / "pipe.mp4")
+    locked = write_video(folder / "locked.avi", 20, (48, 64))
+    locked.chmod(0)
+    real_access = os.access
+    # root reads any file whatever its mode: deny it here as the kernel would deny another user
+    monkeypatch.setattr(os, "access", lambda p, mode, *a, **k: False if Path(p) == locked
+                        else real_access(p, mode, *a, **k))
+    rc = main(["predict", str(export), str(folder), "--views", "1x1"])
+    cap = capsys.readouterr()
+    assert rc == 5, cap.err
+    skipped = sorted(ln for ln in cap.err.splitlines() if ln.startswith("atfr predict: skipped "))
+    assert skipped == [
+        f"atfr predict: skipped {folder}/dir.mp4: {folder}/dir.mp4: is a directory, not a video",
+        f"atfr predict: skipped {folder}/gone.mp4: {folder}/gone.mp4: a dangling symbolic link (its target does not exist)",
+        f"atfr predict: skipped {folder}/locked.avi: {folder}/locked.avi: permission denied",
+        f"atfr predict: skipped {folder}/pipe.mp4: {folder}/pipe.mp4: a named pipe (FIFO), not a video file",
+    ]
+    assert "1 video(s) predicted with 1x1 views, 4 failed" in cap.out
+    assert cap.err.strip().splitlines()[-1].startswith("atfr predict: error: 4 of 5 video(s) failed")
+    # a single unreadable file is named as such too (before: "not a video, unsupported container, or corrupt")
+    rc = main(["predict", str(export), str(locked)])
+    _one_line(capsys.readouterr(), rc, 5, rf"^atfr predict: error: {re.escape(str(locked))}: permission denied$")

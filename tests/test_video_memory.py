@@ -137,3 +137,124 @@ def test_decode_clips_replans_for_the_true_count(monkeypatch, hint_delta):
     assert n == 250 and plans == [250 + hint_delta, 250]
     ref, _ = V.read_frames(path)
     assert out[0] == [float(ref[249].mean()), float(ref[248].mean())]
+
+
+# -- atfr run: full-size frames only where the overlay needs them (issue 22 item 7) ------------
+class _TrackedSource:
+    """A SimulatedSource whose frames are tracked by weak reference: how many are still alive."""
+
+    def __new__(cls, **kw):
+        src = V.SimulatedSource(**kw)
+        src.refs = []
+        read = src.read
+
+        def tracked():
+            f = read()
+            if f is not None:
+                src.refs.append(weakref.ref(f))
+            return f
+
+        src.read = tracked
+        return src
+
+
+def _alive(src) -> int:
+    return sum(r() is not None for r in src.refs)
+
+
+class _CountingPipeline:
+    """Counts the source frames alive at each inference (after a delay: frames pile up)."""
+
+    def __init__(self, inner, src, delay: float):
+        self.inner, self.src, self.delay, self.alive = inner, src, delay, []
+
+    def __getattr__(self, name):
+        return getattr(self.inner, name)
+
+    def infer(self, clips):
+        import time
+
+        time.sleep(self.delay)
+        self.alive.append(_alive(self.src))
+        return self.inner.infer(clips)
+
+
+def test_run_clip_window_keeps_no_full_size_frame(tiny_export):
+    """The clip window keeps what pre-processing reads of each frame (``Preprocessor.gather``),
+    not the frame: with a 2-frame capture buffer and no overlay, at most the buffer, the frame in
+    the main loop and the one being read are alive, whatever the window (old code: the window)."""
+    from atfr.runtime.pipeline import Pipeline
+    from atfr.runtime.streaming import RunOptions, StreamRunner
+
+    src = _TrackedSource(num_frames=60, fps=30.0, size=(120, 160), pace=False)
+    pl = _CountingPipeline(Pipeline.load(tiny_export, "onnxruntime"), src, 0.0)
+    runner = StreamRunner(pl, V.FrameStream(src, buffer=2, lossless=True, max_retries=0),
+                          RunOptions(stride=4, lossless=True))
+    s = runner.run()
+    assert runner.window >= 8 and s.clips == (60 - runner.window) // 4 + 1
+    assert max(pl.alive) <= 2 + 2, (pl.alive, runner.window)
+
+
+def test_run_lossless_overlay_holds_frames_within_a_byte_budget(tiny_export, monkeypatch):
+    """Frames waiting for their clip's overlay (lossless) are full size: at most PENDING_BYTES of
+    them wait (here 3 frames' worth; old code: max(window, 32) frames), with slow inference."""
+    from atfr.runtime import streaming
+    from atfr.runtime.pipeline import Pipeline
+
+    frame_bytes = 120 * 160 * 3
+    monkeypatch.setattr(streaming, "PENDING_BYTES", 3 * frame_bytes, raising=False)  # old code: no budget
+    src = _TrackedSource(num_frames=60, fps=30.0, size=(120, 160), pace=False)
+    pl = _CountingPipeline(Pipeline.load(tiny_export, "onnxruntime"), src, 0.02)
+    drawn_alive = []
+
+    def on_frame(bgr):
+        drawn_alive.append(_alive(src))
+        return True
+
+    runner = streaming.StreamRunner(pl, V.FrameStream(src, buffer=2, lossless=True, max_retries=0),
+                                    streaming.RunOptions(stride=4, lossless=True), on_frame=on_frame)
+    runner.run()
+    assert len(drawn_alive) == 60  # every frame drawn (lossless)
+    # the buffer (2), the pending frames (3), the frame in the main loop, the one being read
+    assert max(drawn_alive + pl.alive) <= 2 + 3 + 2, (max(drawn_alive), max(pl.alive))
+
+
+def test_frame_buffer_is_bounded_in_bytes():
+    """FrameStream holds at most max_bytes of frames (at least one): lossless waits, live drops
+    the oldest (counted)."""
+    import time
+
+    nbytes = 100 * 100 * 3
+    src = V.SimulatedSource(num_frames=40, fps=30.0, size=(100, 100), pace=False)
+    stream = V.FrameStream(src, buffer=64, lossless=True, max_bytes=3 * nbytes + 1, max_retries=0).start()
+    time.sleep(0.3)  # the capture fills the buffer and waits
+    assert len(stream._buf) == 3
+    assert len(list(stream.frames())) == 40 and stream.stats.frames_dropped == 0
+    stream.stop()
+    src = V.SimulatedSource(num_frames=40, fps=30.0, size=(100, 100), pace=False)
+    stream = V.FrameStream(src, buffer=64, max_bytes=3 * nbytes + 1, max_retries=0).start()
+    deadline = time.monotonic() + 10
+    while not stream.stats.end_reason and time.monotonic() < deadline:
+        time.sleep(0.02)
+    got = [f.index for f in stream.frames()]
+    stream.stop()
+    assert got == [37, 38, 39] and stream.stats.frames_dropped == 37
+    one = V.FrameStream(V.SimulatedSource(num_frames=5, size=(100, 100), pace=False), max_bytes=1, lossless=True,
+                        max_retries=0)
+    assert [f.index for f in one.start().frames()] == [0, 1, 2, 3, 4]  # below one frame: one at a time
+    one.stop()
+
+
+def test_gathered_frames_preprocess_bit_for_bit():
+    """What the window keeps (Preprocessor.gather) gives exactly the clip the full frames give."""
+    from atfr.runtime.video.preprocess import Preprocessor
+
+    pre = Preprocessor(SPEC)
+    rng = np.random.default_rng(0)
+    frames = [rng.integers(0, 256, (90, 160, 3), dtype=np.uint8) for _ in range(5)]
+    for sp in (0, 1, 2):
+        gathered = [pre.gather(f, sp) for f in frames]
+        assert all(g.nbytes == (2 * SPEC.crop_size) ** 2 * 3 for g in gathered)
+        assert np.array_equal(pre(gathered, sp), pre(frames, sp))
+    with pytest.raises(Exception, match="same size"):
+        pre([pre.gather(frames[0], 0), pre.gather(frames[1], 1)], 0)

@@ -427,6 +427,42 @@ def test_frozen_stream_reconnects_within_a_total_budget(tiny_export, tmp_path):
     assert n >= 3 and f"summary: {n} clip(s)" in p.stdout
 
 
+@pytest.mark.parametrize("writer", [False, True], ids=["no-writer", "silent-writer"])
+def test_source_that_never_opens_or_sends_is_bounded_by_the_stall_timeout(tiny_export, tmp_path, writer):
+    """A named pipe with no writer blocks in open(); one whose writer sends nothing blocks in
+    FFmpeg's probe. Either ends after --stall-timeout with one line, exit 5 (issue 22 item 5)."""
+    fifo = tmp_path / "cam.fifo"
+    os.mkfifo(fifo)
+    fd = os.open(fifo, os.O_RDWR) if writer else None  # O_RDWR: a writer that never writes (no block)
+    try:
+        t0 = time.monotonic()
+        p = _cli(["run", str(tiny_export), "--source", str(fifo), "--backend", "onnxruntime",
+                  "--stall-timeout", "1"], timeout=30)
+        elapsed = time.monotonic() - t0
+    finally:
+        if fd is not None:
+            os.close(fd)
+    assert p.returncode == 5, p.stderr
+    assert p.stderr.strip().splitlines() == [
+        f"atfr run: error: {fifo}: no frame within 1 s of opening it (--stall-timeout): a pipe with no writer, "
+        "or a device or stream that sends nothing"]
+    assert elapsed < 20  # 1 s plus the interpreter and model start (a hang ran into the 30 s limit)
+
+
+def test_stall_leaves_no_raw_opencv_log_line(tiny_export):
+    """A frozen stream makes OpenCV log "[ WARN:0@..] ... Stream timeout triggered" itself: not
+    without -v (issue 22 item 7; test_cli_output checks that -v shows it)."""
+    srv = _Server("mjpeg_hang", n=12)
+    try:
+        p = _cli(["run", str(tiny_export), "--source", f"http://127.0.0.1:{srv.port}/cam.mjpg",
+                  "--backend", "onnxruntime", "--stall-timeout", "1", "--retries", "0"], timeout=60)
+    finally:
+        srv.close()
+    assert p.returncode == 5, p.stderr
+    err = p.stderr.strip().splitlines()
+    assert len(err) == 2 and err[-1].startswith("atfr run: error: ") and "source lost" in err[-1], p.stderr
+
+
 class _OpensButNeverDelivers:
     """A stream that reopens fine and then gives nothing: looped forever with a per-loss budget."""
 
@@ -609,11 +645,148 @@ def test_video_write_failure_is_one_line(tiny_export, video, tmp_path, capsys, m
                                "--fast", "--stride", "4", "--save", str(out), "--jsonl", str(ev)]), 60)
     cap = capsys.readouterr()
     assert rc == 2
-    assert cap.err.splitlines()[-1] == f"atfr run: error: {out}: cannot write video (OSError: [Errno 28] No space left on device)"
+    assert cap.err.splitlines()[-1] == (f"atfr run: error: {out}: cannot write video (OSError: [Errno 28] No space "
+                                        "left on device); the video is kept with the 20 frame(s) written before")
     # lossless: frames 0..19 were drawn, so every clip ending at or before frame 19 was recorded
     assert [e["frame"] for e in _events(ev)][:4] == [7, 11, 15, 19]
     assert len(read_frames(out)[0]) == 20
     assert sorted(x.name for x in tmp_path.iterdir()) == ["a.avi", "ev.jsonl"]
+
+
+def test_disk_filling_up_stops_the_run_with_room_to_finalize_the_video(tiny_export, video, tmp_path, capsys,
+                                                                      monkeypatch):
+    """OpenCV's writer does not raise on a full disk: the run checks the free space before each
+    frame and stops while there is still room to finalize the video (issue 22 item 4)."""
+    from atfr.runtime.video import video_out
+
+    real = video_out.free_bytes
+    written: list[int] = []
+
+    def free(folder):
+        written.append(1)
+        return real(folder) if len(written) <= 15 else 512 * 1024  # 0.5 MB left after 15 frames
+
+    monkeypatch.setattr(video_out, "free_bytes", free)
+    out, ev = tmp_path / "a.mp4", tmp_path / "ev.jsonl"
+    rc = bounded(lambda: main(["run", str(tiny_export), "--source", str(video), "--backend", "onnxruntime",
+                               "--fast", "--stride", "4", "--save", str(out), "--jsonl", str(ev)]), 60)
+    cap = capsys.readouterr()
+    assert rc == 2, cap.err
+    # the reserve for a 64x48 frame: 1 MiB + 2 * 9216 bytes + 16 bytes per frame written = 1 MB
+    assert cap.err.splitlines()[-1] == (f"atfr run: error: {out}: cannot write video (disk full: 0 MB left, 1 MB kept "
+                                        "to finalize it); the video is kept with the 15 frame(s) written before")
+    assert len(cap.err.strip().splitlines()) == 2  # the start line, the error
+    assert len(read_frames(out)[0]) == 15  # finalized, playable, every frame written
+    assert sorted(x.name for x in tmp_path.iterdir()) == ["a.mp4", "ev.jsonl"]
+    assert [e["frame"] for e in _events(ev)][:2] == [7, 11]
+
+
+def test_video_that_cannot_be_finalized_is_not_put_in_place(tmp_path, monkeypatch):
+    """OpenCV 4.x's VideoWriter.write returns None even when nothing reaches the disk: the check
+    at close finds no playable container, removes it and keeps the previous video at the target."""
+    from atfr.errors import ATFRError
+    from atfr.runtime.video.overlay import AtomicVideoWriter
+
+    class Silent4x:  # a full disk under OpenCV 4.x: write() reports nothing, the file stays empty
+        def __init__(self, path, *a):
+            pass
+
+        def isOpened(self):
+            return True
+
+        def write(self, frame):
+            return None
+
+        def release(self):
+            pass
+
+    monkeypatch.setattr(cv2, "VideoWriter", Silent4x)
+    out = tmp_path / "a.mp4"
+    out.write_bytes(b"previous")
+    w = AtomicVideoWriter(out, 30.0)
+    for _ in range(5):
+        w.write(np.zeros((48, 64, 3), np.uint8))
+    with pytest.raises(ATFRError, match=r"a\.mp4: cannot finalize the video \(it does not open: disk full or I/O "
+                                        r"error\); not kept$"):
+        w.close()
+    assert out.read_bytes() == b"previous" and [p.name for p in tmp_path.iterdir()] == ["a.mp4"]
+    assert w.outcome == "not kept (the video could not be finalized)"
+
+
+def test_jsonl_failure_also_says_the_video_was_not_kept(tiny_export, video, tmp_path, capsys, monkeypatch):
+    """The jsonl fails first (/dev/full) and the video cannot be finalized either (a writer that
+    wrote nothing, as OpenCV 4.x on a full disk): the one line names both, exit 2."""
+    class Silent4x:
+        def __init__(self, path, *a):
+            pass
+
+        def isOpened(self):
+            return True
+
+        def write(self, frame):
+            return None
+
+        def release(self):
+            pass
+
+    monkeypatch.setattr(cv2, "VideoWriter", Silent4x)
+    out = tmp_path / "a.mp4"
+    rc = bounded(lambda: main(["run", str(tiny_export), "--source", str(video), "--backend", "onnxruntime", "--fast",
+                               "--save", str(out), "--jsonl", "/dev/full", "--force"]), 60)
+    cap = capsys.readouterr()
+    assert rc == 2, cap.err
+    assert cap.err.splitlines()[-1] == (f"atfr run: error: /dev/full: cannot write (No space left on device); {out}: "
+                                        "not kept (the video could not be finalized)")
+    assert list(tmp_path.iterdir()) == [] and "annotated video" not in cap.out
+
+
+def _cli_file_limit(args: list[str], limit: int, timeout: float = 90):
+    """`atfr ...` in a fresh process whose files cannot grow past ``limit`` bytes (RLIMIT_FSIZE:
+    writes past it fail with EFBIG, a full disk as the kernel reports it to one process)."""
+    import resource
+    import subprocess
+    import sys
+
+    def cap():
+        resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
+
+    return subprocess.run([sys.executable, "-m", "atfr.cli", *args], capture_output=True, text=True,
+                          timeout=timeout, preexec_fn=cap)
+
+
+def test_real_video_write_failure_stops_the_run_and_keeps_no_broken_video(tiny_export, tmp_path):
+    """The real OpenCV writer on a file that cannot grow: it only logs "Failed to write frame";
+    the run stops with one line naming the video (exit 2), and an mp4 whose index could not be
+    written is not put in place; the jsonl beside it holds only complete lines."""
+    src = write_video(tmp_path / "noise.avi", 60, size=(240, 320))  # noise: about 20 KB a frame in mp4v
+    out_dir = tmp_path / "out"
+    out_dir.mkdir()
+    out, ev = out_dir / "a.mp4", out_dir / "ev.jsonl"
+    p = _cli_file_limit(["run", str(tiny_export), "--source", str(src), "--backend", "onnxruntime", "--fast",
+                         "--stride", "4", "--save", str(out), "--jsonl", str(ev)], limit=200_000)
+    err = p.stderr.strip().splitlines()
+    assert p.returncode == 2, p.stderr
+    assert len(err) == 2 and "WARN" not in p.stderr, p.stderr  # the start line, the error; no OpenCV log
+    assert err[-1].startswith(f"atfr run: error: {out}: cannot ") and err[-1].endswith(
+        "not kept (the video could not be finalized)") or err[-1].endswith("; not kept"), err[-1]
+    assert not out.exists() and [x.name for x in out_dir.iterdir()] in ([], ["ev.jsonl"])  # no temp file
+    if ev.exists():
+        assert ev.read_text().endswith("\n") and all(json.loads(ln) for ln in ev.read_text().splitlines())
+
+
+def test_jsonl_on_a_full_disk_keeps_only_complete_lines(tiny_export, video, tmp_path):
+    """A jsonl that cannot grow past 1000 bytes (about 2.5 events): the run stops with one line
+    naming it, and the file is cut back to its last complete line (never half a JSON line)."""
+    ev = tmp_path / "ev.jsonl"
+    p = _cli_file_limit(["run", str(tiny_export), "--source", str(video), "--backend", "onnxruntime", "--fast",
+                         "--stride", "4", "--jsonl", str(ev)], limit=1000)
+    assert p.returncode == 2, p.stderr
+    assert p.stderr.strip().splitlines()[-1] == f"atfr run: error: {ev}: cannot write (File too large)"
+    text = ev.read_text()
+    lines = text.splitlines()
+    assert text.endswith("\n") and 1 <= len(lines) <= 3 and len(text) <= 1000
+    assert [json.loads(ln)["clip"] for ln in lines] == list(range(len(lines)))  # every line parses
+    assert f"summary: {len(lines)} clip(s)" in p.stdout
 
 
 class _BrokenDecoder(SimulatedSource):

@@ -9,7 +9,11 @@ ranking). Videos shorter than a clip are padded by repeating their last frame (o
 A single video that cannot be read is an error; in a folder or list each failure is reported
 (one line each), skipped, and the others are predicted (stdout, --csv); the command then ends with
 a summary line ("2 of 7 video(s) failed ...") and exit code 5, so scripts notice. Exit 0 means
-every input was predicted. Torch-free.
+every input was predicted. In a folder, every entry named like a video counts: a dangling link, a
+folder or a named pipe called ``x.mp4`` is a failure with its reason, as is a file that cannot be
+read ("permission denied"). A file that ends before the frame count its container reports (cut or
+corrupt) is predicted on the frames there are, with a ``warning:`` line, as ``atfr run`` does.
+Torch-free.
 """
 
 from __future__ import annotations
@@ -63,11 +67,11 @@ def spatial_indices(n: int) -> tuple[int, ...]:
 
 def collect_videos(arg: str) -> tuple[list[Path], bool]:
     """(videos, is_batch). A missing single path is a SourceError; an empty folder/list an ATFRError."""
-    from atfr.runtime.video.sources import VIDEO_EXTS, videos_in, videos_in_list
+    from atfr.runtime.video.sources import VIDEO_EXTS, video_entries, videos_in_list
 
     p = Path(arg)
     if p.is_dir():
-        vids = videos_in(p)
+        vids = video_entries(p)  # not only regular files: the others are reported, not lost
         if not vids:
             raise ATFRError(f"{p}: no videos in this folder ({', '.join(VIDEO_EXTS[:4])}, ...)")
         return vids, True
@@ -91,6 +95,7 @@ class VideoPrediction:
     views: int
     prob_sum: np.ndarray  # [K] sum of the views' softmax probabilities
     bprime: list[tuple[int, ...]] = field(default_factory=list)  # per view, per SGS layer
+    reported_frames: int | None = None  # the container's frame count, when decoding fell short of it
 
     @property
     def scores(self) -> np.ndarray:
@@ -118,9 +123,11 @@ def predict_video(pipeline: Any, pre: Any, path: str | Path, temporal: int, spat
     soon as its frames are in (``runtime.video.sources.decode_clips``), so only the full-resolution
     frames of the views around the decode position are held, never the whole video."""
     from atfr.runtime.video.sampling import clip_indices
-    from atfr.runtime.video.sources import decode_clips
+    from atfr.runtime.video.sources import check_video_file, decode_clips
 
+    check_video_file(path)  # a folder, pipe or dangling link named *.mp4, or no permission: one line
     spec = pipeline.manifest.input
+    short: list[int] = []
     sp = spatial_indices(spatial)
 
     def plan(n: int, fps: float) -> list[np.ndarray]:
@@ -129,14 +136,16 @@ def predict_video(pipeline: Any, pre: Any, path: str | Path, temporal: int, spat
     def infer(k: int, frames: list[np.ndarray]) -> list[tuple[np.ndarray, tuple[int, ...]]]:
         return [(r.probs, tuple(int(b) for b in r.bprime)) for r in pipeline.infer(pre.inputs(frames, sp))]
 
-    views, n, fps = decode_clips(path, plan, infer, fallback_fps=spec.target_fps)
+    views, n, fps = decode_clips(path, plan, infer, fallback_fps=spec.target_fps,
+                                 on_truncated=lambda _n, reported: short.append(reported))
     prob_sum = np.zeros(pipeline.manifest.num_classes, np.float64)
     bps: list[tuple[int, ...]] = []
     for view in views:
         for probs, bp in view:
             prob_sum += probs
             bps.append(bp)
-    return VideoPrediction(str(path), n, float(fps), temporal * len(sp), prob_sum, bps)
+    return VideoPrediction(str(path), n, float(fps), temporal * len(sp), prob_sum, bps,
+                           reported_frames=short[0] if short else None)
 
 
 def _csv_text(rows: list[VideoPrediction], labels: Any, layer_names: list[str]) -> str:
@@ -158,6 +167,7 @@ def run(args: argparse.Namespace) -> int:
     from atfr.fileio import check_writable, write_text_atomic
     from atfr.progress import progress
     from atfr.runtime.pipeline import Pipeline
+    from atfr.runtime.video.capture import truncation_detail
     from atfr.runtime.video.preprocess import Preprocessor
 
     temporal, spatial = parse_views(args.views)
@@ -180,6 +190,9 @@ def run(args: argparse.Namespace) -> int:
                 bar.write(f"atfr predict: skipped {v}: {e}", file=sys.stderr)
                 continue
             results.append(r)
+            if r.reported_frames is not None:
+                bar.write(f"atfr predict: warning: {v}: {truncation_detail(r.frames, r.reported_frames)}",
+                          file=sys.stderr)
             if args.json:
                 bar.write(json.dumps(r.to_json(m.label)), file=sys.stdout)
             else:

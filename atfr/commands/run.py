@@ -15,7 +15,11 @@ How a run ends (one line on stderr says which) and the exit code:
   or it failed to open or decode. The summary is printed and the outputs kept first.
 * 2: an output cannot be written (disk full, read-only), or bad arguments; 1: an internal error.
   In every failure the outputs written so far are finalized and kept (an mp4 with the frames up to
-  the failure, the jsonl with every clip recorded); nothing empty is left behind.
+  the failure, the jsonl with every clip recorded, never half a line); nothing empty is left
+  behind. A video that cannot be finalized (the disk filled up under it) is not put in place, and
+  the error line says whether the video was kept (``runtime.video.video_out``).
+* 5 also: a source that sends no frame within --stall-timeout of opening (a named pipe with no
+  writer, a silent device).
 """
 
 from __future__ import annotations
@@ -95,6 +99,7 @@ def run(args: argparse.Namespace) -> int:
     from atfr.runtime.pipeline import Pipeline
     from atfr.runtime.streaming import EventLog, RunOptions, StopFlag, StreamRunner, stop_on_signals
     from atfr.runtime.video.sources import FrameStream, open_reader
+    from atfr.runtime.video.video_out import VideoWriteError
 
     RunOptions(stride=args.stride, topk=args.topk).check()  # before minutes of model loading
     if args.duration is not None and args.duration <= 0:
@@ -141,6 +146,13 @@ def run(args: argparse.Namespace) -> int:
             except BaseException as e:  # noqa: BLE001 - outputs are closed first, then it is raised
                 error = e
             saved, logged, close_error = _close_outputs(writer, events, show is not None)
+            if isinstance(error, VideoWriteError) and writer is not None:
+                # the run stopped on the video: say whether what was written is kept
+                error = VideoWriteError(f"{error}; {writer.outcome}")
+            elif isinstance(error, ATFRError) and isinstance(close_error, VideoWriteError):
+                # another output failed first (the jsonl on a full disk) and the video could not be
+                # finalized either: the one line says so too (the summary lists only what is kept)
+                error = ATFRError(f"{error}; {writer.path}: {writer.outcome}", error.exit_code)
         finally:
             if stream is None or not stream.hung:  # never close a reader under a blocked read
                 reader.close()  # FrameStream.stop closed it already; closing twice is harmless
@@ -173,6 +185,8 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _frame_sink(writer, show) -> Callable[[np.ndarray], bool]:
+    from atfr.runtime.video.video_out import VideoWriteError
+
     def on_frame(bgr: np.ndarray) -> bool:
         if writer is not None:
             try:
@@ -180,7 +194,7 @@ def _frame_sink(writer, show) -> Callable[[np.ndarray], bool]:
             except ATFRError:
                 raise
             except Exception as e:  # noqa: BLE001 - cv2.error, OSError: one line naming the file
-                raise ATFRError(f"{writer.path}: cannot write video ({type(e).__name__}: {e})") from None
+                raise VideoWriteError(f"{writer.path}: cannot write video ({type(e).__name__}: {e})") from None
         return show(bgr) if show is not None else True
 
     return on_frame
@@ -188,8 +202,8 @@ def _frame_sink(writer, show) -> Callable[[np.ndarray], bool]:
 
 def _close_outputs(writer, events, shown: bool):
     """Finalize every output, whatever happened: the video renamed from its temp file (removed if
-    that fails or no frame was written), the jsonl flushed and closed. Returns (video path,
-    jsonl path, the first error)."""
+    that fails, the container it finalized does not hold the frames written, or no frame was
+    written), the jsonl flushed and closed. Returns (video path, jsonl path, the first error)."""
     saved = logged = None
     error: BaseException | None = None
     if events is not None:
@@ -200,9 +214,11 @@ def _close_outputs(writer, events, shown: bool):
     if writer is not None:
         try:
             saved = writer.close()
+        except ATFRError as e:  # the finalized video does not hold its frames: removed, one line
+            error = error or e
         except BaseException as e:  # noqa: BLE001
             writer.abort()
-            error = error or ATFRError(f"{writer.path}: cannot finish the video ({type(e).__name__}: {e})")
+            error = error or ATFRError(f"{writer.path}: cannot finish the video ({type(e).__name__}: {e}); not kept")
     if shown:
         import cv2
 

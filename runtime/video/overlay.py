@@ -1,20 +1,14 @@
-"""Annotating frames (top-k, B' per SGS layer, model latency and clips/s, display fps) and writing
-videos atomically. Torch-free."""
+"""Annotating frames (top-k, B' per SGS layer, model latency and clips/s, display fps). Torch-free.
+Writing the annotated video (``AtomicVideoWriter``) lives in ``runtime.video.video_out``."""
 
 from __future__ import annotations
 
-import os
-import tempfile
-from pathlib import Path
 from typing import Sequence
 
 import numpy as np
 
 from atfr.display import format_percent
-from atfr.errors import ATFRError
-
-_FOURCC = {".mp4": "mp4v", ".m4v": "mp4v", ".mov": "mp4v", ".avi": "MJPG", ".mkv": "MJPG"}
-VIDEO_EXTS = tuple(sorted(_FOURCC))  # what AtomicVideoWriter can write
+from atfr.runtime.video.video_out import VIDEO_EXTS, AtomicVideoWriter, VideoWriteError  # noqa: F401 - their old home
 
 
 def overlay_lines(topk: Sequence[tuple[str, float]], bprime: Sequence[int], latency_ms: float | None,
@@ -65,85 +59,3 @@ def draw_lines(frame_bgr: np.ndarray, lines: Sequence[str]) -> np.ndarray:
         y = 3 + line_h * (i + 1) - int(6 * scale)
         cv2.putText(frame_bgr, t, (5, y), font, scale, (255, 255, 255), thick, cv2.LINE_AA)
     return frame_bgr
-
-
-class AtomicVideoWriter:
-    """cv2.VideoWriter into a temp file beside the target, renamed over it on ``close()``.
-
-    The temp name keeps the target's extension because OpenCV picks the container from it.
-    ``abort()`` (or an exception inside ``with``) removes the temp file and leaves any previous
-    target untouched. The writer (and its temp file) opens lazily on the first frame (its size is
-    not known before).
-    """
-
-    def __init__(self, path: str | os.PathLike, fps: float):
-        self.path = Path(path)
-        ext = self.path.suffix.lower()
-        if ext not in _FOURCC:
-            raise ATFRError(f"{self.path}: unsupported video extension {ext or '(none)'} "
-                            f"(use one of {', '.join(sorted(_FOURCC))})")
-        self.fourcc = _FOURCC[ext]
-        self.fps = float(fps) if fps and fps > 0 else 30.0
-        self.tmp: Path | None = None  # created with the first frame: a run that fails earlier leaves nothing
-        self._writer = None
-        self._size: tuple[int, int] | None = None
-        self._closed = False
-        self.frames = 0
-
-    def write(self, frame_bgr: np.ndarray) -> None:
-        import cv2
-
-        h, w = frame_bgr.shape[:2]
-        if self._closed:
-            raise ATFRError(f"{self.path}: the video writer is closed")
-        if self._writer is None:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            fd, tmp = tempfile.mkstemp(prefix=f".{self.path.stem}.", suffix=f".tmp{self.path.suffix.lower()}",
-                                       dir=self.path.parent)
-            os.close(fd)
-            self.tmp = Path(tmp)
-            self._writer = cv2.VideoWriter(str(self.tmp), cv2.VideoWriter_fourcc(*self.fourcc), self.fps, (w, h))
-            if not self._writer.isOpened():
-                self.abort()
-                raise ATFRError(f"{self.path}: cannot open a {self.fourcc} video writer")
-            self._size = (w, h)
-        elif (w, h) != self._size:
-            frame_bgr = cv2.resize(frame_bgr, self._size)  # source changed resolution after a reconnect
-        self._writer.write(frame_bgr)
-        self.frames += 1
-
-    def close(self) -> Path | None:
-        """Finish and rename; returns the path, or None when no frame was written (nothing kept).
-
-        Idempotent: a second call (e.g. the ``with`` exit after an explicit close) does nothing."""
-        if self._closed:
-            return self.path if self.frames else None
-        self._closed = True
-        if self._writer is not None:
-            self._writer.release()
-            self._writer = None
-        if self.frames == 0:
-            self.abort()
-            return None
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(self.tmp, 0o666 & ~umask)
-        os.replace(self.tmp, self.path)
-        return self.path
-
-    def abort(self) -> None:
-        self._closed = True
-        if self._writer is not None:
-            self._writer.release()
-            self._writer = None
-        if self.tmp is not None and self.tmp.exists():
-            self.tmp.unlink()
-
-    def __enter__(self) -> "AtomicVideoWriter":
-        return self
-
-    def __exit__(self, exc_type, exc, tb) -> None:
-        if exc_type is None:
-            self.close()
-        else:
-            self.abort()

@@ -91,6 +91,16 @@ class _Plan:
     bias: np.ndarray  # [3,1,1]: -mean_c / std_c, in output channel order
 
 
+class GatheredFrame(np.ndarray):
+    """What ``Preprocessor.gather`` keeps of a frame: [2S,2S,3] uint8, and ``source`` = (H, W,
+    spatial index) of the frame it came from (the plan that finishes it)."""
+
+    source: tuple[int, int, int] = (0, 0, 0)
+
+    def __array_finalize__(self, obj: object) -> None:
+        self.source = getattr(obj, "source", (0, 0, 0))
+
+
 class Preprocessor:
     """The official test transform for one ``InputSpec``; caches the resize plan per frame size.
 
@@ -134,8 +144,28 @@ class Preprocessor:
             self._plans[key] = plan
         return plan
 
+    def gather(self, frame: np.ndarray, spatial_idx: int = 1) -> np.ndarray:
+        """The 2x2 source pixels of every output pixel of one uint8 RGB frame [H,W,3], as a
+        ``GatheredFrame`` [2S,2S,3] uint8: all that this transform reads of the frame. A stream
+        keeps these instead of full-resolution frames (a 4K frame is 25 MB, its gather 0.3 MB at
+        S = 160); ``__call__`` finishes them exactly as it would the frames. Other dtypes are
+        returned as they are."""
+        import cv2
+
+        f = np.asarray(frame)
+        if f.dtype != np.uint8 or f.ndim != 3 or f.shape[-1] != 3:
+            return f
+        h, w, _ = f.shape
+        plan = self._plan(h, w, spatial_idx)
+        s = self.spec.crop_size
+        g = np.empty((2 * s, 2 * s, 3), np.uint8).view(GatheredFrame)
+        cv2.remap(np.ascontiguousarray(f), plan.map_x, plan.map_y, cv2.INTER_NEAREST, dst=g)
+        g.source = (h, w, spatial_idx)
+        return g
+
     def __call__(self, frames: np.ndarray | Sequence[np.ndarray], spatial_idx: int = 1) -> np.ndarray:
-        """uint8 RGB [T,H,W,3] (or a sequence of T [H,W,3] frames) -> float32 [3,T,S,S], one spatial view.
+        """uint8 RGB [T,H,W,3] (or a sequence of T [H,W,3] frames, or of their ``gather``) ->
+        float32 [3,T,S,S], one spatial view.
 
         Per frame, in OpenCV (SIMD, no full-frame float copy): gather the 2x2 source pixels of
         every output pixel (``remap``, nearest: an exact copy), multiply by their bilinear weights
@@ -150,7 +180,8 @@ class Preprocessor:
         n = len(frames)
         if n == 0:
             raise ATFRError("no frames to preprocess")
-        shape = tuple(np.shape(frames[0]))
+        source = getattr(frames[0], "source", None)  # a GatheredFrame: (H, W, spatial index)
+        shape = (source[0], source[1], 3) if source else tuple(np.shape(frames[0]))
         if isinstance(frames, np.ndarray) and frames.ndim != 4:
             raise ATFRError(f"expected frames [T,H,W,3], got shape {tuple(frames.shape)}")
         if len(shape) != 3 or shape[-1] != 3:
@@ -164,21 +195,33 @@ class Preprocessor:
         summed = np.empty((s, s, 3), np.float32)
         bgr = self._src[0] == 2
         for t in range(n):
-            f = np.asarray(frames[t])
-            if f.shape != shape:
-                raise ATFRError("all frames of a clip must have the same size")
-            if f.dtype != np.uint8:
-                f = f.astype(np.float32)  # not what decoders give; kept exact for tests/embedders
-                g = np.empty((2 * s, 2 * s, 3), np.float32)
-            else:
-                f = np.ascontiguousarray(f)
-                g = gathered
-            cv2.remap(f, plan.map_x, plan.map_y, cv2.INTER_NEAREST, dst=g)
+            f = np.asarray(frames[t]) if not isinstance(frames[t], GatheredFrame) else frames[t]
+            g = self._gathered(f, shape, spatial_idx, plan, gathered)
             cv2.multiply(g, plan.weights, dst=weighted, dtype=cv2.CV_32F)
             cv2.resize(weighted, (s, s), dst=summed, interpolation=cv2.INTER_AREA)
             chw = summed.transpose(2, 0, 1)
             np.add(chw[::-1] if bgr else chw, plan.bias, out=out[:, t])
         return out
+
+    def _gathered(self, f: np.ndarray, shape: tuple, spatial_idx: int, plan: _Plan, buf: np.ndarray) -> np.ndarray:
+        """One frame's 2x2 source pixels (into ``buf`` for uint8 frames), or its gather as given."""
+        import cv2
+
+        s = self.spec.crop_size
+        if isinstance(f, GatheredFrame):
+            if f.source != (shape[0], shape[1], spatial_idx):
+                raise ATFRError("all frames of a clip must have the same size (and gathered for this view)")
+            return f
+        if f.shape != shape:
+            raise ATFRError("all frames of a clip must have the same size")
+        if f.dtype != np.uint8:
+            f = f.astype(np.float32)  # not what decoders give; kept exact for tests/embedders
+            g = np.empty((2 * s, 2 * s, 3), np.float32)
+        else:
+            f = np.ascontiguousarray(f)
+            g = buf
+        cv2.remap(f, plan.map_x, plan.map_y, cv2.INTER_NEAREST, dst=g)
+        return g
 
     def pack(self, clip: np.ndarray) -> list[np.ndarray]:
         """[3,T,S,S] -> per-pathway inputs (no batch axis): [clip] or [slow, fast] for SlowFast."""

@@ -21,6 +21,7 @@ import contextlib
 import math
 import os
 import re
+import stat
 import threading
 import time
 from dataclasses import dataclass
@@ -30,6 +31,7 @@ from typing import Callable, Iterable, Iterator, Protocol, Sequence, TypeVar
 import numpy as np
 
 from atfr.errors import ATFRError, SourceError
+from atfr.runtime.video.capture import CaptureLoop, Frame, ReaderWatch, Reconnector, StreamStats, buffer_full, falls_short
 
 # Reported fps outside this range is treated as "unknown" (cameras report 0, some RTSP servers
 # report the 90 kHz clock rate).
@@ -183,6 +185,8 @@ class CvReader:
         if k == "camera":
             return f"cannot open {label} (no such device, busy, or no permission)"
         if k == "file":
+            if not os.access(label, os.R_OK):
+                return f"{label}: permission denied"
             return f"{label}: cannot open video (not a video, unsupported container, or corrupt)"
         if k == "url":
             return f"cannot open stream {label} (unreachable, wrong URL or unsupported protocol)"
@@ -283,35 +287,66 @@ def open_reader(src: str | int | FrameReader, fallback_fps: float = 30.0,
                 timeout_s: float = 10.0) -> FrameReader:
     """A reader for ``src`` (camera index, /dev/videoN, file, URL, GStreamer string, or a reader).
 
-    ``timeout_s`` bounds opening a URL and each read from it (the stall timeout of a stream)."""
+    ``timeout_s`` (--stall-timeout) bounds opening any source, up to its first frame for a file:
+    a named pipe with no writer blocks in open(), one whose writer sends nothing or a device that
+    never answers blocks in the first read, and each ends here as a ``SourceError`` (exit 5)
+    instead of a hang. Pipes and devices get exactly ``timeout_s``; other sources a few seconds'
+    grace (FFmpeg's own open timeout on a URL names its failure better; a camera or a regular file
+    may take that long to start or to decode a first frame). It also bounds each read from a URL."""
     if not isinstance(src, (str, int)):
         return src
-    return CvReader(parse_source(src), fallback_fps, timeout_ms=int(round(timeout_s * 1000)))
+    spec = parse_source(src)
+    limit = timeout_s + (0.0 if _pipe_or_device(spec) else _OPEN_GRACE_S)
+    return _open_within(lambda: CvReader(spec, fallback_fps, timeout_ms=int(round(timeout_s * 1000))), limit,
+                        f"{spec.label}: no frame within {timeout_s:g} s of opening it (--stall-timeout): "
+                        "a pipe with no writer, or a device or stream that sends nothing")
 
 
-@dataclass
-class Frame:
-    index: int  # 0-based count of frames delivered by the source (across reconnects)
-    timestamp: float  # seconds: index/fps for files, since capture start for live sources
-    image: np.ndarray  # RGB uint8 [H,W,3]
+_OPEN_GRACE_S = 5.0  # as FrameStream's hang_grace_s: a reader call this far past its timeout is hung
 
 
-@dataclass
-class StreamStats:
-    frames_read: int = 0
-    frames_dropped: int = 0  # overwritten in the ring buffer before the consumer took them
-    reconnects: int = 0  # successful reopens
-    reconnect_attempts: int = 0  # every reopen tried, against the total budget (max_retries)
-    stalls: int = 0  # reads that gave no frame for stall_timeout seconds
-    expected_frames: int | None = None  # a file's frame count as its container reports it
-    end_reason: str = ""  # eof | truncated | disconnected | stalled | stopped | error: ...
-    end_detail: str = ""  # one human sentence: why the source ended
+def _pipe_or_device(spec: SourceSpec) -> bool:
+    """A --source path that is a named pipe or a device file (not a camera preset): opening it
+    waits for a writer or the device, not for decoding."""
+    if spec.kind != "file":
+        return False
+    try:
+        mode = os.stat(str(spec.target)).st_mode
+    except OSError:
+        return False
+    return stat.S_ISFIFO(mode) or stat.S_ISCHR(mode) or stat.S_ISBLK(mode)
 
 
-# A container's frame count is a hint, often a few frames off (edit lists, B-frame delay): a file
-# that ends this close to it ended normally.
-def _truncated(decoded: int, expected: int | None) -> bool:
-    return expected is not None and decoded < expected - max(2, expected // 100)
+def _open_within(make: Callable[[], "CvReader"], limit: float, message: str) -> "CvReader":
+    """``make()`` on a helper thread, waited for at most ``limit`` seconds. An open that is still
+    blocked then (open() of a FIFO, a read inside FFmpeg's probe) cannot be interrupted: its thread
+    is left behind as a daemon, and closes the reader itself should it ever return."""
+    box: dict = {}
+    lock = threading.Lock()
+
+    def target() -> None:
+        try:
+            r = make()
+        except BaseException as e:  # noqa: BLE001 - re-raised on the caller's thread
+            with lock:
+                box["error"] = e
+            return
+        with lock:
+            if box.get("abandoned"):
+                r.close()
+            else:
+                box["reader"] = r
+
+    t = threading.Thread(target=target, name="atfr-open", daemon=True)
+    t.start()
+    t.join(limit)
+    with lock:
+        if "reader" in box:
+            return box["reader"]
+        if "error" in box:
+            raise box["error"]
+        box["abandoned"] = True
+    raise SourceError(message)
 
 
 class FrameStream:
@@ -327,26 +362,29 @@ class FrameStream:
     on URLs, set to the same value) return by then; a reader hung inside a native call for
     ``stall_timeout + hang_grace_s`` ends the stream as ``stalled`` from the consumer side (the
     thread is left behind as a daemon: closing a reader under a blocked read is unsafe).
+
+    max_bytes: the buffer holds no more than this (at least one frame): 7 frames at 4K.
+    Parts (``runtime.video.capture``): ``CaptureLoop`` reads, ``ReaderWatch`` times each reader call,
+    ``Reconnector`` spends the reconnect budget; this class owns the buffer and the thread.
     """
 
     def __init__(self, reader: FrameReader, buffer: int = 64, pace: bool = False, lossless: bool = False,
                  max_retries: int = 5, backoff_s: float = 0.5, max_backoff_s: float = 8.0,
-                 stall_timeout: float | None = 10.0, hang_grace_s: float = 5.0):
+                 stall_timeout: float | None = 10.0, hang_grace_s: float = 5.0, max_bytes: int = 192 << 20):
         self.reader = reader
+        self.max_bytes = max_bytes
         self.pace = pace and not reader.live
         self.lossless = lossless
-        self.max_retries = max(0, int(max_retries))
-        self.backoff_s = backoff_s
-        self.max_backoff_s = max_backoff_s
         self.stall_timeout = stall_timeout if stall_timeout and stall_timeout > 0 else None
-        self.hang_grace_s = hang_grace_s
         self.stats = StreamStats(expected_frames=getattr(reader, "frame_count_hint", None) if not reader.live else None)
+        self._reconnector = Reconnector(max_retries, backoff_s, max_backoff_s, self.stats)
+        self.max_retries = self._reconnector.max_retries
+        self._watch = ReaderWatch(hang_grace_s)
         self._buf: collections.deque[Frame] = collections.deque(maxlen=max(1, buffer))
         self._cond = threading.Condition()
         self._stop = threading.Event()
         self._done = False
         self._hung = False
-        self._busy_until: float | None = None  # deadline of the reader call in progress
         self._thread: threading.Thread | None = None
 
     @property
@@ -362,8 +400,10 @@ class FrameStream:
 
     def _loop(self) -> None:
         reason = "stopped"
+        loop = CaptureLoop(self.reader, self.stats, self._watch, self._reconnector, self._stop, self.stall_timeout,
+                           self.pace, self._push, lambda: self._hung)
         try:
-            reason = self._capture()
+            reason = loop.run()
         except Exception as e:  # noqa: BLE001 - reported to the consumer as the end reason
             reason = f"error: {type(e).__name__}: {e}"
             self.stats.end_detail = f"capture failed ({type(e).__name__}: {e})"
@@ -374,90 +414,20 @@ class FrameStream:
                 self._done = True
                 self._cond.notify_all()
 
-    def _call(self, fn: Callable, limit: float | None):
-        """Run a reader call with a deadline the consumer can check (see ``_check_hung``)."""
-        # inf without a stall timeout: never "hung" for the consumer, but stop() knows it is in the reader
-        self._busy_until = math.inf if limit is None else time.monotonic() + limit + self.hang_grace_s
-        try:
-            return fn()
-        finally:
-            self._busy_until = None
-
-    def _capture(self) -> str:
-        t0 = time.monotonic()
-        idx = 0
-        fps = self.reader.fps
-        last_frame = t0
-        while not self._stop.is_set() and not self._hung:
-            t_read = time.monotonic()
-            img = self._call(self.reader.read, self.stall_timeout)
-            if img is None:
-                now = time.monotonic()
-                stalled = self.stall_timeout is not None and now - t_read >= 0.9 * self.stall_timeout
-                if not self.reader.live:
-                    if stalled:
-                        self.stats.stalls += 1
-                        self.stats.end_detail = (f"no frame for {now - t_read:.0f} s after {idx} frame(s) "
-                                                 f"(a file is not reopened: it would replay)")
-                        return "stalled"
-                    exp = self.stats.expected_frames
-                    if _truncated(idx, exp):
-                        self.stats.end_detail = (f"decoding stopped after {idx} of the {exp} frames the container "
-                                                 f"reports (file truncated or corrupt)")
-                        return "truncated"
-                    self.stats.end_detail = f"end of file after {idx} frame(s)"
-                    return "eof"
-                if stalled:
-                    self.stats.stalls += 1
-                if self._stop.is_set():
-                    return "stopped"
-                if not self._reconnect():
-                    if self._stop.is_set():
-                        return "stopped"
-                    why = (f"no frame for {now - last_frame:.0f} s" if stalled else "the source stopped delivering frames")
-                    self.stats.end_detail = (f"{why}; {self.stats.reconnect_attempts} reconnect attempt(s) spent "
-                                             f"(budget {self.max_retries} per run, --retries)")
-                    return "stalled" if stalled else "disconnected"
-                continue
-            now = time.monotonic()
-            last_frame = now
-            if self.reader.live:
-                ts = now - t0
-            else:
-                ts = idx / fps
-                if self.pace:
-                    due = t0 + ts
-                    if due > now and self._stop.wait(due - now):
-                        return "stopped"
-            frame = Frame(idx, ts, img)
-            idx += 1
-            with self._cond:
-                if self.lossless:
-                    while len(self._buf) >= (self._buf.maxlen or 1) and not self._stop.is_set():
-                        self._cond.wait(0.1)
-                elif len(self._buf) == self._buf.maxlen:
-                    self.stats.frames_dropped += 1
-                self._buf.append(frame)
-                self.stats.frames_read += 1
-                self._cond.notify_all()
-        return "stopped"
-
-    def _reconnect(self) -> bool:
-        delay = self.backoff_s
-        while self.stats.reconnect_attempts < self.max_retries:
-            if self._stop.wait(delay):
-                return False
-            self.stats.reconnect_attempts += 1
-            if self._call(self.reader.reopen, self.stall_timeout):
-                self.stats.reconnects += 1
-                return True
-            delay = min(delay * 2, self.max_backoff_s)
-        return False
+    def _push(self, frame: Frame) -> None:
+        with self._cond:
+            while self.lossless and buffer_full(self._buf, frame, self.max_bytes) and not self._stop.is_set():
+                self._cond.wait(0.1)
+            while not self.lossless and buffer_full(self._buf, frame, self.max_bytes):  # live: drop the oldest
+                self._buf.popleft()
+                self.stats.frames_dropped += 1
+            self._buf.append(frame)
+            self.stats.frames_read += 1
+            self._cond.notify_all()
 
     def _check_hung(self) -> None:
         """Consumer side (holding the lock): a reader call past its deadline ends the stream."""
-        busy = self._busy_until
-        if not self._done and busy is not None and time.monotonic() > busy:
+        if not self._done and self._watch.overdue():
             self._hung = True
             self._done = True
             self.stats.stalls += 1
@@ -512,7 +482,7 @@ class FrameStream:
         if self._thread is not None:
             self._thread.join(0.5 if self._hung else timeout)
             if self._thread.is_alive():
-                if self._hung or self._busy_until is not None:
+                if self._hung or self._watch.busy:
                     self._hung = True
                     if not self.stats.end_reason:
                         self.stats.end_reason = "stopped"
@@ -551,6 +521,29 @@ def read_frames(path: str | os.PathLike, fallback_fps: float = 30.0,
         return np.stack(frames, 0), r.fps
     finally:
         r.close()
+
+
+def video_entries(folder: str | os.PathLike) -> list[Path]:
+    """Every entry below ``folder`` named like a video (``VIDEO_EXTS``), whatever it is (a dangling
+    link, a folder, a pipe too: ``check_video_file`` says why it is not a video), sorted by path."""
+    return sorted(f for f in Path(folder).rglob("*") if f.suffix.lower() in VIDEO_EXTS)
+
+
+def check_video_file(path: str | os.PathLike) -> None:
+    """SourceError (one line, naming the path) unless ``path`` is a readable regular file. Never
+    opens it: opening a named pipe with no writer would block."""
+    p = Path(path)
+    if p.is_symlink() and not p.exists():
+        raise SourceError(f"{p}: a dangling symbolic link (its target does not exist)")
+    if not p.exists():
+        raise SourceError(f"{p}: no such file")
+    if p.is_dir():
+        raise SourceError(f"{p}: is a directory, not a video")
+    if not p.is_file():
+        what = "a named pipe (FIFO)" if stat.S_ISFIFO(p.stat().st_mode) else "a device or socket"
+        raise SourceError(f"{p}: {what}, not a video file")
+    if not os.access(p, os.R_OK):
+        raise SourceError(f"{p}: permission denied")
 
 
 def videos_in(folder: str | os.PathLike) -> list[Path]:
@@ -649,7 +642,8 @@ def _stream_clips(path: str | os.PathLike, clips: Sequence[np.ndarray], make: Ca
 
 
 def decode_clips(path: str | os.PathLike, plan: Callable[[int, float], Sequence[Sequence[int]]],
-                 make: Callable[[int, list[np.ndarray]], T], fallback_fps: float = 30.0) -> tuple[list[T], int, float]:
+                 make: Callable[[int, list[np.ndarray]], T], fallback_fps: float = 30.0,
+                 on_truncated: Callable[[int, int], None] | None = None) -> tuple[list[T], int, float]:
     """Decode a video once, front to back, keeping only the frames the clips need.
 
     ``plan(n_frames, fps)`` gives each clip's frame indices; ``make(j, frames)`` turns clip j's
@@ -665,10 +659,13 @@ def decode_clips(path: str | os.PathLike, plan: Callable[[int, float], Sequence[
     Why not seek (CAP_PROP_POS_FRAMES): OpenCV's FFmpeg backend seeks by timestamp to a key frame
     and counts forward, which is not frame-exact for every codec and container; calibration and
     benchmarks must see exactly the frames ``predict`` sees. Skipped frames are only grabbed.
-    SourceError when the file cannot be opened or decoded.
+    SourceError when the file cannot be opened or decoded. ``on_truncated(decoded, reported)`` is
+    called when decoding ends short of the container's frame count (a cut or corrupt file, as
+    ``atfr run`` reports it), after the clips are made from the frames there are.
     """
     r = CvReader(parse_source(str(path)), fallback_fps)
     fps, hint = r.fps, r.frame_count_hint
+    reported = hint  # the container's own count (None: counted below)
     r.close()
     del r  # its decoded first frame too
     if not hint:
@@ -688,6 +685,8 @@ def decode_clips(path: str | os.PathLike, plan: Callable[[int, float], Sequence[
             out, n2, _ = _stream_clips(path, again, make, fallback_fps)
             if n2 != n or any(o is None for o in out):
                 raise SourceError(f"{path}: the decoder gave {n} then {n2} frames (an unstable or truncated video)")
+    if on_truncated is not None and reported and falls_short(n, reported):
+        on_truncated(n, reported)
     return out, n, fps  # type: ignore[return-value]
 
 
