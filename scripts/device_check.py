@@ -52,8 +52,7 @@ SHARED = Path(os.environ.get("ATFR_SHARED", ROOT.parent / "shared"))
 GOLDEN = SHARED / "golden"
 SCHEMA = "atfr-device-check/1"
 STEPS = ("env", "setup", "harness", "gpu_tests", "bandwidth", "exports", "tensorrt", "ort_cuda")
-NAMESPACES = {"runtime": "runtime", "models": "models", "export": "export", "calibration": "calibration",
-              "bench": "bench"}
+NAMESPACES = {"runtime": "runtime", "models": "models", "export": "export", "calibration": "calibration"}
 
 # -- pins per driver CUDA version --------------------------------------------------------------------
 # nvcc from PyPI: only CUDA 13's nvidia-cuda-nvcc wheels carry the nvcc driver (the cu12 wheels ship
@@ -462,7 +461,7 @@ def step_gpu_tests(c: Check) -> None:
 
 def step_bandwidth(c: Check) -> None:
     js = c.out / "sgs_kernel_bandwidth.json"
-    st = c.run("bandwidth", [c.python, str(ROOT / "reproduce" / "sgs_kernel_bandwidth.py"), "--iters", "100",
+    st = c.run("bandwidth", [c.python, str(ROOT / "benchmarks" / "sgs_kernel_bandwidth.py"), "--iters", "100",
                              "--json", str(js)], 180)
     if js.exists():
         try:

@@ -72,7 +72,7 @@ def _soak_script():
     import sys
     from pathlib import Path
 
-    path = Path(__file__).resolve().parents[1] / "reproduce" / "soak_run.py"
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "soak_run.py"
     spec = importlib.util.spec_from_file_location("soak_run", path)
     mod = importlib.util.module_from_spec(spec)
     sys.modules["soak_run"] = mod  # its dataclass looks its module up there
