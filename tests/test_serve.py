@@ -11,6 +11,7 @@ site-packages hold numpy<2 and nvidia-pytriton and that sees this venv's package
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -19,6 +20,7 @@ import subprocess
 import sys
 import threading
 import time
+import urllib.error
 import urllib.request
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -96,6 +98,87 @@ def wait_session_empty(sid: int, timeout: float = 15.0) -> list[str]:
         except OSError:
             pass
     return left
+
+
+def marked_processes(serve_pid: int) -> dict[int, str]:
+    """Live processes carrying this server's marker, PID -> command line: PyTriton names the Python
+    backend's shared memory ``pytrtion<PID of atfr serve>-...`` and passes it to tritonserver and
+    to every stub on their command lines."""
+    marker = f"pytrtion{serve_pid}-".encode()
+    out = {}
+    for p in Path("/proc").iterdir():
+        if p.name.isdigit():
+            try:
+                cmd = (p / "cmdline").read_bytes()
+                stat = (p / "stat").read_text()
+            except OSError:
+                continue
+            if marker in cmd and stat[stat.rindex(")") + 2] != "Z":
+                out[int(p.name)] = cmd.replace(b"\0", b" ").decode(errors="replace")
+    return out
+
+
+def triton_of(serve_pid: int) -> int:
+    """PID of the tritonserver that ``atfr serve`` started (its child)."""
+    for p in Path("/proc").iterdir():
+        if p.name.isdigit():
+            try:
+                stat = (p / "stat").read_text()
+                comm = (p / "comm").read_text().strip()
+            except OSError:
+                continue
+            if comm == "tritonserver" and int(stat[stat.rindex(")") + 2:].split()[1]) == serve_pid:
+                return int(p.name)
+    raise AssertionError(f"no tritonserver child of {serve_pid}")
+
+
+def raw_infer(http_url: str, model: str, name: str, x: np.ndarray) -> tuple[int, str]:
+    """(status, body) of one inference over plain HTTP (binary tensor extension), as any client sees it."""
+    dtype = {np.float32: "FP32", np.uint8: "UINT8", np.float64: "FP64"}[x.dtype.type]
+    head = json.dumps({"inputs": [{"name": name, "shape": list(x.shape), "datatype": dtype,
+                                   "parameters": {"binary_data_size": x.nbytes}}]}).encode()
+    req = urllib.request.Request(f"http://{http_url}/v2/models/{model}/infer", data=head + x.tobytes(),
+                                 method="POST", headers={"Inference-Header-Content-Length": str(len(head)),
+                                                         "Content-Type": "application/octet-stream"})
+    try:
+        with urllib.request.urlopen(req, timeout=60) as r:
+            return r.status, r.read().decode(errors="replace")
+    except urllib.error.HTTPError as e:
+        return e.code, e.read().decode(errors="replace")
+
+
+def start_serve(export: Path, stub_env: Path | None, *extra: str) -> dict:
+    """``atfr serve`` in a session of its own on free ports; returns once its ready line is out."""
+    http_port, grpc_port, metrics_port = free_ports(3)
+    cmd = [_python(stub_env), "-m", "atfr.cli", "serve", str(export), "--http-port", str(http_port),
+           "--grpc-port", str(grpc_port), "--metrics-port", str(metrics_port), *extra]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=ROOT,
+                            start_new_session=True)
+    lines: list[str] = []
+    ready = threading.Event()
+
+    def drain() -> None:  # Triton's own log shares stdout: keep the pipe empty, spot the ready line
+        for ln in proc.stdout:
+            lines.append(ln)
+            if ln.startswith('{"ready"'):
+                ready.set()
+
+    threading.Thread(target=drain, daemon=True).start()
+    if not ready.wait(120):
+        proc.kill()
+        pytest.fail("atfr serve did not get ready: " + "".join(lines)[-3000:])
+    info = json.loads([ln for ln in lines if ln.startswith('{"ready"')][0])
+    assert info["ready"] and info["http"] == f"127.0.0.1:{http_port}"
+    return {"proc": proc, "http": info["http"], "port": http_port, "metrics": metrics_port, "lines": lines}
+
+
+def stop_serve(server: dict) -> None:
+    proc = server["proc"]
+    if proc.poll() is None:
+        os.killpg(proc.pid, signal.SIGKILL)
+    for pid in marked_processes(proc.pid):  # never leave a server of ours behind, even on failure
+        with contextlib.suppress(OSError):
+            os.kill(pid, signal.SIGKILL)
 
 
 # -- clips with mixed B' ------------------------------------------------------------------------
@@ -192,31 +275,11 @@ def error_of(fn) -> str:
 
 @pytest.fixture(scope="module")
 def served(tiny_export, stub_env):
-    http_port, grpc_port, metrics_port = free_ports(3)
-    cmd = [_python(stub_env), "-m", "atfr.cli", "serve", str(tiny_export), "--http-port", str(http_port),
-           "--grpc-port", str(grpc_port), "--metrics-port", str(metrics_port), "--max-batch", "8",
-           "--queue-delay-us", "20000"]
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=ROOT,
-                            start_new_session=True)
-    lines: list[str] = []
-    ready = threading.Event()
-
-    def drain() -> None:  # Triton's own log shares stdout: keep the pipe empty, spot the ready line
-        for ln in proc.stdout:
-            lines.append(ln)
-            if ln.startswith('{"ready"'):
-                ready.set()
-
-    threading.Thread(target=drain, daemon=True).start()
-    if not ready.wait(120):
-        proc.kill()
-        pytest.fail("atfr serve did not get ready: " + "".join(lines)[-3000:])
-    line = [ln for ln in lines if ln.startswith('{"ready"')]
-    info = json.loads(line[0])
-    assert info["ready"] and info["http"] == f"127.0.0.1:{http_port}"
-    yield {"proc": proc, "http": info["http"], "port": http_port, "metrics": metrics_port}
-    if proc.poll() is None:
-        os.killpg(proc.pid, signal.SIGKILL)
+    # a 1 MiB request limit: the test's 73 KB requests pass, a 1.5 MiB one is refused
+    server = start_serve(tiny_export, stub_env, "--max-batch", "8", "--queue-delay-us", "20000",
+                         "--max-request-mib", "1")
+    yield server
+    stop_serve(server)
 
 
 @pytest.mark.slow
@@ -228,40 +291,125 @@ def test_serve_matches_pipeline_under_concurrency(served, reference):
     check_concurrent(lambda: http.InferenceServerClient(served["http"]), "tiny", "tiny_frames", reference)
 
 
+def one_line_body(status_body: tuple[int, str]) -> tuple[int, str]:
+    """(status, error) of an error answer whose JSON body is one line with no traceback or path."""
+    status, body = status_body
+    err = json.loads(body)["error"].strip()
+    assert "\n" not in err and "Traceback" not in err and "/" not in err, err
+    return status, err
+
+
 @pytest.mark.slow
 def test_serve_rejects_malformed_requests_and_keeps_serving(served, reference):
     clips = reference[0]
-    c = http.InferenceServerClient(served["http"])
+    url = served["http"]
+    nan = clips[:1].copy()
+    nan[0, 0, 0, 0, 0] = np.nan
+    inf = clips[:1].copy()
+    inf[0, 2, 7, 31, 31] = -np.inf
+    # our own refusals: HTTP 500 with the one ATFR line (PyTriton 0.7 used to send its traceback)
+    assert one_line_body(raw_infer(url, "tiny", "clip0", nan)) == (
+        500, "atfr: pathway 0: the clip contains NaN or Inf values")
+    assert one_line_body(raw_infer(url, "tiny", "clip0", inf)) == (
+        500, "atfr: pathway 0: the clip contains NaN or Inf values")
+    assert one_line_body(raw_infer(url, "tiny_frames", "frames", np.zeros((1, 8, 4100, 8, 3), np.uint8))) == (
+        500, "atfr: frames: 4100x8 exceeds the limit of 4096 pixels per side")
+    assert one_line_body(raw_infer(url, "tiny_frames", "frames", np.zeros((1, 8, 7, 40, 3), np.uint8))) == (
+        500, "atfr: frames: frames of 7x40 are too small")
+    # the request limit (1 MiB here): 8 x 256 x 256 x 3 bytes
+    assert one_line_body(raw_infer(url, "tiny_frames", "frames", np.zeros((1, 8, 256, 256, 3), np.uint8))) == (
+        500, "atfr: frames: 1 clip(s) of 8 frames of 256x256 are 1.5 MiB, the limit is 1 MiB per request")
+    # Triton's own refusals (shape, dtype) are one line too
+    status, err = one_line_body(raw_infer(url, "tiny", "clip0", clips[:1, :, :, :16, :16]))
+    assert status == 400 and "unexpected shape for input 'clip0'" in err
+    status, err = one_line_body(raw_infer(url, "tiny", "clip0", clips[:1].astype(np.float64)))
+    assert status == 400 and "data-type is 'FP64'" in err
+    status, err = one_line_body(raw_infer(url, "tiny_frames", "frames", np.zeros((1, 4, 48, 64, 3), np.uint8)))
+    assert status == 400 and "unexpected shape for input 'frames'" in err
+    c = http.InferenceServerClient(url)
     try:
-        msg = error_of(lambda: infer(c, "tiny", "clip0", clips[:1, :, :, :16, :16]))
-        assert "unexpected shape for input 'clip0'" in msg
-        msg = error_of(lambda: infer(c, "tiny", "clip0", clips[:1].astype(np.float64)))
-        assert "data-type is 'FP64'" in msg
-        nan = clips[:1].copy()
-        nan[0, 0, 0, 0, 0] = np.nan
-        # PyTriton 0.7 wraps the callable's error in its traceback; our line is in it, once
-        msg = error_of(lambda: infer(c, "tiny", "clip0", nan))
-        assert msg.count("pathway 0: the clip contains NaN or Inf values") == 1
-        big = np.zeros((1, 8, 4100, 40, 3), np.uint8)
-        msg = error_of(lambda: infer(c, "tiny_frames", "frames", big))
-        assert msg.count("frames: 4100x40 exceeds the limit of 4096 pixels per side") == 1
-        msg = error_of(lambda: infer(c, "tiny_frames", "frames", np.zeros((1, 4, 48, 64, 3), np.uint8)))
-        assert "unexpected shape for input 'frames'" in msg
         r = infer(c, "tiny", "clip0", clips[:1])  # still serving
         assert tuple(r.as_numpy("bprime")[0]) == reference[2][0].bprime
     finally:
         c.close()
 
 
+def assert_stopped(server: dict, sid: int, t0: float) -> None:
+    """Exit 0 within 8 s of the signal, and nothing of the server left: not its tritonserver's
+    session, not any process with its marker, not the port."""
+    proc = server["proc"]
+    assert proc.wait(8.0 - (time.monotonic() - t0)) == 0  # TimeoutExpired past docker's budget
+    assert session_processes(sid) == []
+    assert marked_processes(proc.pid) == {}
+    with socket.socket() as s:  # nothing listens on the port any more (TIME_WAIT entries may stay)
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        s.bind(("127.0.0.1", server["port"]))
+    print("".join(ln for ln in server["lines"] if ln.startswith("atfr serve:")))
+    assert any(ln.startswith("atfr serve: stopped in ") for ln in server["lines"]), server["lines"][-5:]
+
+
 @pytest.mark.slow
-def test_serve_stops_cleanly_on_sigterm(served):
+def test_serve_stops_cleanly_on_sigint(served):
     proc = served["proc"]
-    assert len(session_processes(proc.pid)) >= 3  # atfr serve, tritonserver, its stubs: the check can see them
-    proc.send_signal(signal.SIGTERM)
-    assert proc.wait(60) == 0
-    assert wait_session_empty(proc.pid) == []
-    with socket.socket() as s:  # the port is free again
-        s.bind(("127.0.0.1", served["port"]))
+    triton = triton_of(proc.pid)
+    # tritonserver leads a session of its own, and its stubs are in it (two models: two stubs)
+    assert os.getsid(triton) == triton and len(session_processes(triton)) >= 3
+    assert len(marked_processes(proc.pid)) >= 3
+    t0 = time.monotonic()
+    proc.send_signal(signal.SIGINT)
+    assert_stopped(served, triton, t0)
+
+
+def pending(metrics_port: int, model: str) -> int:
+    text = urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/metrics", timeout=5).read().decode()
+    line = [ln for ln in text.splitlines() if ln.startswith(f'nv_inference_pending_request_count{{model="{model}"')]
+    return int(float(line[0].split()[-1])) if line else 0
+
+
+def refused(fn) -> str:
+    """How a request after the signal was refused (raises if it was served)."""
+    try:
+        status, body = fn()
+    except (urllib.error.URLError, ConnectionError, OSError) as e:  # no new connections any more
+        return f"connection: {e}"
+    assert status != 200, body
+    return f"{status}: {body}"
+
+
+@pytest.mark.slow
+def test_serve_sigterm_under_load_finishes_in_flight_refuses_new(tiny_export, stub_env, reference):
+    """SIGTERM with requests in flight: they finish with their results; requests and readiness
+    probes after the signal are refused at once; exit 0 within 8 s; no process of the server left."""
+    _, frames, _, ref_frames, _ = reference
+    # a 1.5 s batcher delay keeps the requests queued (accepted, in flight) when SIGTERM comes
+    server = start_serve(tiny_export, stub_env, "--max-batch", "8", "--queue-delay-us", "1500000")
+    proc = server["proc"]
+    try:
+        triton = triton_of(proc.pid)
+        with ThreadPoolExecutor(4) as ex:
+            futs = [ex.submit(raw_infer, server["http"], "tiny_frames", "frames", frames[i:i + 1])
+                    for i in range(3)]
+            t_end = time.monotonic() + 10
+            while pending(server["metrics"], "tiny_frames") < 3 and time.monotonic() < t_end:
+                time.sleep(0.02)
+            assert pending(server["metrics"], "tiny_frames") == 3, "the requests did not reach the queue"
+            t0 = time.monotonic()
+            proc.send_signal(signal.SIGTERM)
+            time.sleep(0.3)
+            late = [refused(lambda: raw_infer(server["http"], "tiny_frames", "frames", frames[:1])),
+                    refused(lambda: raw_infer(server["http"], "tiny", "clip0", reference[0][:1])),
+                    refused(lambda: (lambda r: (r.status, r.read().decode()))(urllib.request.urlopen(
+                        f"http://{server['http']}/v2/health/ready", timeout=5)))]
+            done = [f.result(timeout=8) for f in futs]
+        for i, (status, body) in enumerate(done):  # the in-flight ones: answered, with their results
+            assert status == 200, body
+            out = {o["name"]: o["data"] for o in json.loads(body)["outputs"]}
+            assert tuple(out["bprime"]) == ref_frames[i].bprime
+            np.testing.assert_allclose(out["logits"], ref_frames[i].logits, rtol=0, atol=LOGIT_ATOL)
+        assert all(r.startswith(("connection:", "404:", "400:", "503:")) for r in late), late
+        assert_stopped(server, triton, t0)
+    finally:
+        stop_serve(server)
 
 
 # -- the bundled tritonserver on an atfr triton-repo --flavor python repository ------------------
