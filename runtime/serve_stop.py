@@ -34,10 +34,10 @@ from typing import Callable, Iterator, Sequence
 class StopBudget:
     """Seconds after the signal (docker's grace is 10 s; the whole stop stays under 8 s)."""
 
-    drain_s: int = 3  # Triton's --exit-timeout-secs: in-flight requests get this long
-    term_s: float = 5.0  # then the server's session gets SIGTERM
-    kill_s: float = 5.5  # and SIGKILL
-    join_s: float = 7.5  # PyTriton's clean-up (its proxies, ~1 s per model) is waited for until then
+    drain_s: int = 4  # Triton's --exit-timeout-secs: in-flight requests and the unload get this long
+    term_s: float = 6.0  # then the server's session gets SIGTERM (a stub left unloading ignores it)
+    kill_s: float = 6.5  # and SIGKILL
+    join_s: float = 7.6  # PyTriton's clean-up (its proxies, ~1 s per model) is waited for until then
 
 
 @contextlib.contextmanager
