@@ -339,6 +339,31 @@ def test_serve_rejects_malformed_requests_and_keeps_serving(served, reference):
         c.close()
 
 
+def rss_anon_mib(pid: int) -> float:
+    for ln in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if ln.startswith("RssAnon:"):
+            return int(ln.split()[1]) / 1024
+    raise AssertionError(f"no RssAnon for {pid}")
+
+
+@pytest.mark.slow
+def test_serve_refused_large_request_leaves_no_memory_behind(served):
+    """A refused 48 MiB request (limit 1 MiB): the anonymous memory of every process of the server
+    comes back near its baseline (the frames model's stub kept the whole refused batch, until a
+    garbage collection that an idle server never ran). The shared pools keep their high-water mark
+    (README: Memory of atfr serve)."""
+    big = np.zeros((1, 8, 1024, 2048, 3), np.uint8)  # 48 MiB
+    procs = marked_processes(served["proc"].pid)
+    before = {pid: rss_anon_mib(pid) for pid in procs}
+    for _ in range(2):
+        status, err = one_line_body(raw_infer(served["http"], "tiny_frames", "frames", big))
+        assert status == 500 and err.endswith("are 48.0 MiB, the limit is 1 MiB per request")
+    time.sleep(1.0)  # tritonserver frees its HTTP buffers a moment after answering
+    grown = {f"{pid} {procs[pid].split()[0].rsplit('/', 1)[-1]}": rss_anon_mib(pid) - before[pid] for pid in procs}
+    # 12 MiB: a quarter of one request; what a refused request held, it held whole (48 MiB)
+    assert max(grown.values()) < 12, grown
+
+
 def assert_stopped(server: dict, sid: int, t0: float) -> None:
     """Exit 0 within 8 s of the signal, and nothing of the server left: not its tritonserver's
     session, not any process with its marker, not the port."""
