@@ -162,7 +162,7 @@ def serve(export: str | Path, opt: ServeOptions, ready: Callable[[dict[str, Any]
             triton.run()
         pid = child_named("tritonserver")
         if pid is None or os.getsid(pid) != pid:
-            raise ATFRError("internal error: tritonserver did not start in a session of its own")
+            raise RuntimeError("tritonserver did not start in a session of its own")  # a PyTriton change
         server_pid = pid
         if ready is not None:
             ready({"http": f"{opt.host}:{opt.http_port}", "grpc": f"{opt.host}:{opt.grpc_port}",
@@ -172,13 +172,16 @@ def serve(export: str | Path, opt: ServeOptions, ready: Callable[[dict[str, Any]
                 raise ATFRError("the Triton server stopped unexpectedly (run with --verbose for its log)")
     finally:
         try:  # our handler stays during the stop: a second Ctrl+C must not abandon the server's processes
+            if server_pid is None:  # failed on the way up: still end a server that did start
+                pid = child_named("tritonserver")
+                server_pid = pid if pid is not None and os.getsid(pid) == pid else None
             if server_pid is None:
                 triton.stop()
             else:
                 t0 = signalled[0] if signalled else time.monotonic()
                 how = drain_and_end(server_pid, _local_url(opt.host, opt.http_port), models,
                                     triton.get_access_token(), t0, budget, triton.stop)
-                if stopped is not None:
+                if stopped is not None and signalled:  # a stop on a signal, not on an error
                     stopped(how, time.monotonic() - t0)
         finally:
             for s, h in previous.items():
