@@ -1,10 +1,10 @@
 """Stopping ``atfr serve`` like a service: drain, then end the server's whole process tree. Torch-free.
 
 PyTriton starts ``tritonserver`` as a child of this process, and the server starts one
-``triton_python_backend_stub`` per model instance. Left to PyTriton, a SIGTERM under load goes
-wrong three ways: Triton keeps serving requests that arrive on open keep-alive connections until
-its exit timeout, then cuts the in-flight ones; and a stub that outlives its server is orphaned
-(parent PID 1; it ignores SIGTERM). So:
+``triton_python_backend_stub`` per model instance. Left to PyTriton, a SIGTERM under load went
+wrong: Triton kept serving requests that arrived on open keep-alive connections until its exit
+timeout (10 s), then cut the in-flight ones, the exit came after docker's grace, and a stub that
+outlived its server was orphaned (parent PID 1; it ignores SIGTERM). So:
 
 * the server starts in a session of its own (``server_session``): its stubs stay in it, so the
   whole tree can be ended at once, and a terminal's Ctrl+C reaches only ``atfr serve``, which
@@ -98,9 +98,9 @@ def child_named(name: str, parent: int | None = None) -> int | None:
 
 def unload_models(http: str, names: Sequence[str], token: str | None, timeout_s: float = 1.0) -> None:
     """Ask Triton to unload ``names`` (explicit model control, as PyTriton runs it; PyTriton restricts
-    the repository API to its access ``token``). Triton starts the
-    unload and answers; the model refuses new requests from then on and finishes the accepted
-    ones. Errors are ignored: the SIGINT that follows stops the server anyway."""
+    the repository API to its access ``token``). Triton starts the unload and answers; the model
+    refuses new requests from then on and finishes the accepted ones. Errors are ignored: the
+    SIGINT that follows stops the server anyway."""
     for name in names:
         headers = {"Content-Type": "application/json"}
         if token:
