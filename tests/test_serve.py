@@ -1,8 +1,10 @@
 """Serving on a real Triton server (the tritonserver 2.51 of the nvidia-pytriton wheel, CPU,
 127.0.0.1 only, free ports): ``atfr serve`` (PyTriton) and the bundled server on an ``atfr
 triton-repo --flavor python`` repository. Results equal ``Pipeline.infer`` clip for clip under
-concurrent requests with mixed B'; malformed requests get one clear error and the server keeps
-serving; SIGTERM/SIGINT stop it cleanly with no process left behind.
+concurrent requests with mixed B'; malformed requests get one clear error (the HTTP body: one
+line, no traceback or path) and the server keeps serving; a refused large request leaves no
+memory behind; SIGTERM/SIGINT stop it within 8 s, under load too (in-flight requests answered, new
+ones refused at once, also on kept-alive connections), with no process left behind.
 
 The servers' Python-backend stub needs numpy < 2 (runtime/triton_env.py). Where this venv has
 numpy 2 (other packages need it), the tests build a small overlay environment: a venv whose own
