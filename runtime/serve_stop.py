@@ -121,11 +121,41 @@ def _wait_gone(sid: int, deadline: float) -> bool:
     return not session_members(sid)
 
 
+def shm_files(pids: Sequence[int]) -> set[Path]:
+    """Files under /dev/shm that ``pids`` map (not yet unlinked)."""
+    out: set[Path] = set()
+    for pid in pids:
+        try:
+            maps = Path(f"/proc/{pid}/maps").read_text()
+        except OSError:
+            continue
+        for line in maps.splitlines():
+            parts = line.split(maxsplit=5)  # address perms offset dev inode [path]
+            path = parts[5] if len(parts) == 6 else ""
+            if path.startswith("/dev/shm/") and not path.endswith(" (deleted)"):
+                out.add(Path(path))
+    return out
+
+
 def end_session(sid: int, t0: float, budget: StopBudget) -> str:
     """Wait for session ``sid`` to empty, then SIGTERM and SIGKILL it at ``t0`` + the budget's
-    deadlines. Returns how it ended: "exited", "terminated" or "killed"."""
+    deadlines. Returns how it ended: "exited", "terminated" or "killed".
+
+    A killed server cannot unlink its shared memory (the Python backend's regions, PyTriton's
+    tensor store: up to the largest batch each, kept in RAM until reboot outside a container), so
+    the /dev/shm files its processes mapped are removed once they are gone."""
     if _wait_gone(sid, t0 + budget.term_s):
         return "exited"
+    mapped = shm_files(session_members(sid))
+    try:
+        return _terminate(sid, t0, budget)
+    finally:
+        for f in mapped:
+            with contextlib.suppress(OSError):
+                f.unlink()
+
+
+def _terminate(sid: int, t0: float, budget: StopBudget) -> str:
     with contextlib.suppress(ProcessLookupError, PermissionError):
         os.killpg(sid, signal.SIGTERM)  # the session leader's group: the server and its stubs
     for pid in session_members(sid):  # anything that changed group inside the session

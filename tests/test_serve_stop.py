@@ -7,6 +7,7 @@ import os
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 
@@ -41,6 +42,31 @@ def test_end_session_kills_a_child_that_ignores_sigterm():
     assert time.monotonic() - t0 < FAST.kill_s + 0.6
     assert session_members(p.pid) == []
     p.wait(5)
+
+
+def test_end_session_removes_the_shared_memory_of_a_killed_tree(tmp_path):
+    """A stub killed with SIGKILL cannot unlink its /dev/shm regions: end_session does."""
+    name = f"atfr-test-{os.getpid()}-{time.monotonic_ns()}"
+    code = ("import mmap, signal, time\n"
+            "signal.signal(signal.SIGTERM, signal.SIG_IGN)\n"
+            f"f = open('/dev/shm/{name}', 'w+b'); f.truncate(65536)\n"
+            "m = mmap.mmap(f.fileno(), 65536); m[:5] = b'hello'\n"
+            "time.sleep(60)\n")
+    p = subprocess.Popen([sys.executable, "-c", code], start_new_session=True)
+    other = Path("/dev/shm") / f"{name}-not-mapped"  # a file the tree does not map stays
+    other.write_bytes(b"x")
+    try:
+        t_end = time.monotonic() + 10
+        while not (Path("/dev/shm") / name).exists() and time.monotonic() < t_end:
+            time.sleep(0.02)
+        time.sleep(0.3)  # mapped by now
+        assert end_session(p.pid, time.monotonic(), FAST) == "killed"
+        assert not (Path("/dev/shm") / name).exists()
+        assert other.exists()
+    finally:
+        other.unlink()
+        (Path("/dev/shm") / name).unlink(missing_ok=True)
+        p.wait(5)
 
 
 def test_end_session_terminates_then_waits_for_nothing():
