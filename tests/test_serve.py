@@ -180,12 +180,19 @@ def start_serve(export: Path, stub_env: Path | None, *extra: str) -> dict:
 
 
 def stop_serve(server: dict) -> None:
+    """Never leave a server of ours behind, even after a failed test (nor its /dev/shm files)."""
+    from atfr.runtime.serve_stop import shm_files
+
     proc = server["proc"]
-    if proc.poll() is None:
-        os.killpg(proc.pid, signal.SIGKILL)
-    for pid in marked_processes(proc.pid):  # never leave a server of ours behind, even on failure
+    left = [proc.pid] if proc.poll() is None else []
+    left += list(marked_processes(proc.pid))
+    mapped = shm_files(left)
+    for pid in left:
         with contextlib.suppress(OSError):
             os.kill(pid, signal.SIGKILL)
+    time.sleep(0.2 if left else 0)
+    for f in mapped:
+        f.unlink(missing_ok=True)
 
 
 # -- clips with mixed B' ------------------------------------------------------------------------
