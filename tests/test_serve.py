@@ -187,6 +187,9 @@ def stop_serve(server: dict) -> None:
     left = [proc.pid] if proc.poll() is None else []
     left += list(marked_processes(proc.pid))
     mapped = shm_files(left)
+    if proc.poll() is None:
+        with contextlib.suppress(OSError):
+            os.killpg(proc.pid, signal.SIGKILL)  # atfr serve's own session (its helpers too)
     for pid in left:
         with contextlib.suppress(OSError):
             os.kill(pid, signal.SIGKILL)
