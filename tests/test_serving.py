@@ -14,7 +14,7 @@ def service(tiny_export):
     from atfr.runtime.pipeline import Pipeline
     from atfr.runtime.serving.service import ClipService, ServeLimits
 
-    return ClipService(Pipeline.load(tiny_export), topk=3, limits=ServeLimits(max_side=256, max_clips=4))
+    return ClipService(Pipeline.load(tiny_export), topk=3, limits=ServeLimits(max_side=256, max_clips=4, max_request_mib=5))
 
 
 def test_frames_are_preprocessed_like_atfr_run(service):
@@ -38,6 +38,9 @@ def test_frames_are_preprocessed_like_atfr_run(service):
     (np.zeros((1, 8, 7, 40, 3), np.uint8), "frames: frames of 7x40 are too small"),
     (np.zeros((5, 8, 40, 40, 3), np.uint8), "frames: 5 clips in one request, the limit is 4"),
     (np.zeros((0, 8, 40, 40, 3), np.uint8), "frames: empty batch"),
+    # 4 x 8 x 256 x 256 x 3 bytes = 6 MiB, over the fixture's 5 MiB
+    (np.broadcast_to(np.uint8(0), (4, 8, 256, 256, 3)),
+     "frames: 4 clip(s) of 8 frames of 256x256 are 6.0 MiB, the limit is 5 MiB per request"),
 ])
 def test_bad_frames_get_one_line(service, frames, msg):
     with pytest.raises(ATFRError) as e:
@@ -78,3 +81,50 @@ def test_outputs_and_gflops_saved_follow_the_results(service, tiny_export):
         row = table[r.bprime]
         assert service.gflops_saved(r.bprime) == pytest.approx(row["static"] - row["total"], rel=1e-12)
     assert service.gflops_saved((99,)) == 0.0  # a B' outside the table counts nothing
+
+
+def test_request_limit_is_checked_before_allocating(service, monkeypatch):
+    """An over-limit request is refused from its shape alone: the transform never runs."""
+    calls = []
+
+    class Spy:  # stands in for the Preprocessor: records whether the transform started
+        pack = staticmethod(lambda clip: clip)
+
+        def __call__(self, *a, **k):
+            calls.append(a)
+            raise AssertionError("the transform ran")
+
+    big = np.broadcast_to(np.uint8(7), (4, 8, 256, 256, 3))  # a view: 6 MiB never allocated here
+    with monkeypatch.context() as mp:
+        mp.setattr(service, "pre", Spy())
+        with pytest.raises(ATFRError, match="the limit is 5 MiB per request$"):
+            service.frames_to_clips(big)
+        with pytest.raises(AssertionError, match="the transform ran"):  # the spy does see a request within
+            service.frames_to_clips(np.zeros((1, 8, 40, 40, 3), np.uint8))
+    assert len(calls) == 1
+    # at the limit (5 MiB = 4 clips of 8 x 256 x 213 x 3 bytes is 4.99 MiB) it is served
+    assert service.frames_to_clips(np.zeros((4, 8, 256, 213, 3), np.uint8))[0].shape == (4, 3, 8, 32, 32)
+
+
+def test_refusals_format_as_one_line_without_traceback():
+    """PyTriton 0.7 answers a failed callable with traceback.format_exception of its exception."""
+    import traceback
+
+    from atfr.runtime.serving.answers import refusal
+
+    def answer(exc: BaseException, i: int, n: int) -> str:
+        try:
+            try:
+                raise exc
+            except Exception as e:  # noqa: BLE001
+                raise refusal(e, i, n) from None
+        except Exception as e:  # noqa: BLE001
+            return "".join(traceback.format_exception(None, e, e.__traceback__))
+
+    assert answer(ATFRError("pathway 0: the clip contains NaN or Inf values"), 0, 1) == \
+        "atfr: pathway 0: the clip contains NaN or Inf values\n"
+    assert answer(ATFRError("frames: frames of 7x40 are too small"), 2, 3) == \
+        "atfr: request 2 of 3 in this batch: frames: frames of 7x40 are too small\n"
+    # anything else: its type and first line only (the traceback goes to the server's log)
+    assert answer(ValueError("bad value\n  at /srv/secret/path.py"), 0, 1) == \
+        "atfr: internal error: ValueError: bad value\n"

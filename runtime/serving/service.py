@@ -30,6 +30,8 @@ class ServeLimits:
 
     max_side: int = 4096  # frame height/width (a 4K frame fits)
     max_clips: int = 64  # clips per request
+    # raw frames per request, N*T*H*W*3 bytes: two 16-frame 4K clips (2 x 398 MB) fit
+    max_request_mib: int = 1024
 
 
 def frames_input_name() -> str:
@@ -85,6 +87,10 @@ class ClipService:
             raise ATFRError(f"frames: {h}x{w} exceeds the limit of {self.limits.max_side} pixels per side")
         if min(h, w) < 8:  # as check_frames: the short-side resize would invent the picture
             raise ATFRError(f"frames: frames of {h}x{w} are too small")
+        mib = x.nbytes / 2**20  # checked from the shape, before anything is allocated for the request
+        if mib > self.limits.max_request_mib:
+            raise ATFRError(f"frames: {x.shape[0]} clip(s) of {x.shape[1]} frames of {h}x{w} are {mib:.1f} MiB, "
+                            f"the limit is {self.limits.max_request_mib} MiB per request")
         per_clip = [self.pre.pack(self.pre(x[i], 1)) for i in range(x.shape[0])]
         return [np.stack([c[p] for c in per_clip], 0) for p in range(self.m.num_pathways)]
 
