@@ -657,7 +657,7 @@ def test_disk_filling_up_stops_the_run_with_room_to_finalize_the_video(tiny_expo
                                                                       monkeypatch):
     """OpenCV's writer does not raise on a full disk: the run checks the free space before each
     frame and stops while there is still room to finalize the video (issue 22 item 4)."""
-    from atfr.runtime.video.sources import video_out
+    from atfr.runtime.video import video_out
 
     real = video_out.free_bytes
     written: list[int] = []
