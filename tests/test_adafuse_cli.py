@@ -1,0 +1,108 @@
+"""AdaFuse through the CLI: ``atfr info`` / ``atfr infer --json`` on an official-format checkpoint,
+the paper's parameter and TSN GFLOPs figures, and the one-line error contract."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from atfr.models.adafuse_config import from_compact, from_official_text
+from atfr.models.adafuse_report import info_fields
+from atfr.models.adafuse_weights import bn_prefixes, seeded_state_dict
+from atfr.models.zoo import build_model
+from cli_helpers import one_line_error, run_cli
+
+REFS = Path(__file__).parent / "data" / "adafuse_refs.npz"
+
+
+@pytest.fixture(scope="module")
+def r18(tmp_path_factory):
+    """The reference AdaFuse-TSN-R18 (4 x 64^2) as an official checkpoint + flags file + clip."""
+    with np.load(REFS) as z:
+        ref = {k.split("/", 1)[1]: z[k] for k in z.files if k.startswith("tsn_r18/")}
+    d = tmp_path_factory.mktemp("adafuse_r18")
+    (d / "flags.sh").write_text(str(ref["flags"]) + "\n")
+    (d / "args.txt").write_text(str(ref["args_txt"]))
+    model = build_model(from_official_text(str(ref["flags"])))
+    sd = seeded_state_dict(model.state_dict(), int(ref["seed"]), bn_prefixes(model))
+    torch.save({"state_dict": {"module." + k: v for k, v in sd.items()}}, d / "r18.pth.tar")
+    np.save(d / "clip.npy", ref["clip"])
+    return d, ref
+
+
+def _paper_model(depth: int):
+    """AdaFuse-TSN as the zz_eval.sh TSN line, at the paper's Mini-Kinetics setting (200 classes, 8 x 224^2)."""
+    with torch.device("meta"):
+        return build_model(from_compact({
+            "arch": "adafuse", "depth": depth, "num_classes": 200, "num_frames": 8, "crop_size": 224,
+            "adafuse": {"shared_policy_net": True, "hidden_quota": 196608, "gate_bn_between_fcs": True,
+                        "gate_relu_between_fcs": True}}))
+
+
+def test_paper_parameters_and_tsn_gflops():
+    """Paper Table 3 / 4: AdaFuse-R50 37.8M parameters; TSN-R50 32.9G, TSN-R18 14.6G at 8 x 224^2.
+    The paper counts with thop (the official convention); ours (conv+linear MACs) is reported too."""
+    r50 = info_fields(_paper_model(50))
+    assert r50["parameters"] / 1e6 == pytest.approx(37.8, rel=0.005)  # 37.74M: shared FCs once
+    assert r50["gflops"]["static_official"] == pytest.approx(32.9, rel=0.005)
+    assert r50["gflops"]["static"] == pytest.approx(32.7, rel=0.005)  # torchvision R50 4.09 G/frame
+    r18 = info_fields(_paper_model(18))
+    assert r18["gflops"]["static_official"] == pytest.approx(14.6, rel=0.005)
+    assert r18["architecture"]["gated_blocks"] == [f"layer{s}.{i}" for s in range(1, 5) for i in range(2)]
+
+
+def test_info_json(capsys, r18):
+    d, ref = r18
+    rc, out, err = run_cli(capsys, "info", d / "r18.pth.tar", "--config", d / "flags.sh", "--json")
+    assert rc == 0, err
+    info = json.loads(out)
+    a = info["architecture"]
+    assert (a["arch"], a["variant"], a["depth"], a["num_classes"]) == ("adafuse", "TSN", 18, 174)
+    assert info["input"]["num_frames"] == 4 and info["input"]["crop_size"] == 64
+    # The official base count (thop on the gated network, one frame), from the official code:
+    assert info["gflops"]["dense_official"] == pytest.approx(4 * float(ref["official_base_gflops_per_frame"]), rel=1e-9)
+    assert info["gflops"]["static"] < info["gflops"]["static_official"] < info["gflops"]["dense_official"]
+
+
+@pytest.mark.parametrize("config", ["flags.sh", "args.txt"])
+def test_infer_json_policy_and_gflops(capsys, r18, config):
+    d, ref = r18
+    rc, out, err = run_cli(capsys, "infer", d / "r18.pth.tar", "--config", d / config,
+                           "--input", d / "clip.npy", "--json")
+    assert rc == 0, err
+    res = json.loads(out)
+    assert res["top5"][0]["index"] == int(ref["logits"].argmax())
+    assert len(res["policy"]) == len(ref["gated_blocks"]) == len(res["policy_blocks"])
+    for i, p in enumerate(res["policy"]):
+        np.testing.assert_array_equal(np.array(p), ref[f"policy_{i}"])  # [T][C], 0 skip 1 reuse 2 keep
+    np.testing.assert_allclose(res["logits"], ref["logits"], rtol=0, atol=1e-4 * max(1, np.abs(ref["logits"]).max()))
+    t = ref["clip"].shape[0]
+    assert res["gflops"]["official"] / t == pytest.approx(float(ref["official_gflops_per_frame"]), rel=1e-5)
+    # Eq. 5 differs from the official count only through the last frame's conv1 term.
+    assert res["gflops"]["eq5"] != res["gflops"]["official"]
+    assert abs(res["gflops"]["eq5"] - res["gflops"]["official"]) < 0.05 * res["gflops"]["official"]
+    fr = res["policy_fractions"]
+    assert fr["skip"] + fr["reuse"] + fr["keep"] == pytest.approx(1.0)
+
+
+def test_errors_are_one_line(capsys, r18, tmp_path):
+    d, ref = r18
+    ckpt = d / "r18.pth.tar"
+    bad = tmp_path / "dense.sh"
+    bad.write_text(str(ref["flags"]) + " --dense_in_block\n")
+    one_line_error(*run_cli(capsys, "info", ckpt, "--config", bad)[::2], match="--dense_in_block")
+    r50 = tmp_path / "r50.sh"
+    r50.write_text(str(ref["flags"]).replace("batenet18", "batenet50") + "\n")
+    one_line_error(*run_cli(capsys, "infer", ckpt, "--config", r50, "--input", d / "clip.npy")[::2],
+                   match="does not match the config")
+    one_line_error(*run_cli(capsys, "info", ckpt)[::2], match="--config")
+    unknown = tmp_path / "ucf.sh"
+    unknown.write_text(str(ref["flags"]).replace("something RGB", "ucf101 RGB") + "\n")
+    one_line_error(*run_cli(capsys, "info", ckpt, "--config", unknown)[::2], match="--num_class")
+    evil = tmp_path / "args.txt"
+    evil.write_text("Namespace(arch=__import__('os').system('true'), num_class=174)")
+    one_line_error(*run_cli(capsys, "info", ckpt, "--config", evil)[::2], match="not a literal")
