@@ -214,6 +214,9 @@ def structured_clips(model: VideoNet, frames: int, size: int, seed: int = 0) -> 
 
 
 def export_model(loaded: LoadedModel, outdir: str | Path, opts: ExportOptions) -> Path:
+    if getattr(loaded.model, "family", None) == "adafuse":  # one clip graph + policy (export/adafuse_export.py)
+        from .adafuse_export import export_adafuse
+        return export_adafuse(loaded, outdir, opts)
     out = Path(outdir)
     if out.exists() and not out.is_dir():
         raise ATFRError(f"{out} exists and is not a directory")

@@ -127,7 +127,7 @@ class GatedResNet(nn.Module):
 class AdaFuseOutput:
     logits: torch.Tensor  # [N, K]: mean of the frame logits
     frame_logits: torch.Tensor  # [N, T, K]
-    policy: list[torch.Tensor]  # per gated block, [N, T, C] int64: 0 skip, 1 reuse, 2 keep
+    policy: list[torch.Tensor]  # per gated block, [N, T, C] int32: 0 skip, 1 reuse, 2 keep
 
 
 class AdaFuseTSN(VideoNet):

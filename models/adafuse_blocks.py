@@ -13,7 +13,8 @@ globally pooled, for the previous and the current frame (zeros before the first)
 of three actions per channel of the block's first conv output: 0 skip (zero), 1 reuse (the same
 channel of the previous frame's conv1 output after BN+ReLU) and 2 keep. The official code samples
 the action with Gumbel noise even at evaluation; here it is the noise-free hard policy, the first
-maximum of the log-probabilities (torch.argmax and ONNX ArgMax both return the first maximum).
+maximum of the log-probabilities (:func:`first_max3`: the tie-break of torch.argmax and ONNX
+ArgMax, written with comparisons so that every backend breaks ties alike).
 """
 
 from __future__ import annotations
@@ -108,8 +109,19 @@ class PolicyNet(nn.Module):
         return torch.log(F.softmax(z, dim=2).clamp(min=1e-8))
 
     def forward(self, x: torch.Tensor, t: int) -> torch.Tensor:
-        """Actions [NT, C] (int64): first maximum of the log-probabilities."""
-        return torch.argmax(self.log_probs(x, t), dim=2)
+        """Actions [NT, C] (int32): first maximum of the log-probabilities."""
+        return first_max3(self.log_probs(x, t))
+
+
+def first_max3(lp: torch.Tensor) -> torch.Tensor:
+    """Index (int32) of the first maximum over the last axis (size 3), as torch.argmax and ONNX
+    ArgMax (select_last_index=0) define it, spelled with comparisons and integer Where so that
+    every backend (ONNX Runtime, TensorRT) breaks ties the same way: 0 if lp0 >= lp1 and
+    lp0 >= lp2, else 1 if lp1 >= lp2, else 2."""
+    a, b, c = lp[..., 0], lp[..., 1], lp[..., 2]
+    zero = torch.zeros_like(a, dtype=torch.int32)
+    idx = torch.where(b >= c, zero + 1, zero + 2)
+    return torch.where(a >= b, torch.where(a >= c, zero, idx), idx)
 
 
 def fuse(y: torch.Tensor, action: torch.Tensor, t: int) -> torch.Tensor:

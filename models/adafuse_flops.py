@@ -26,8 +26,9 @@ from typing import Any, Sequence
 import torch
 import torch.nn as nn
 
+from atfr.runtime.adafuse_gflops import policy_gflops
+
 from .adafuse import AdaFuseTSN
-from .adafuse_blocks import KEEP, REUSE, SKIP
 
 
 def _thop_ops(m: nn.Module, inp: tuple, out: torch.Tensor) -> int:
@@ -120,30 +121,6 @@ def _mac_fn(m: nn.Module, inp: tuple, out: torch.Tensor) -> int:
     if isinstance(m, nn.Conv2d):
         return out.numel() * (m.in_channels // m.groups) * m.kernel_size[0] * m.kernel_size[1]
     return 0
-
-
-def _saved_fractions(policy: torch.Tensor, official: bool) -> tuple[float, float]:
-    """policy [T, C] actions of one block -> (conv1 fraction saved, conv2 fraction saved), averaged
-    over frames and channels."""
-    p = torch.as_tensor(policy)
-    t = p.shape[0]
-    not_keep = (p != KEEP).double()
-    up = torch.zeros_like(not_keep)
-    if t > 1:
-        up[:-1] = not_keep[:-1] * (p[1:] != REUSE).double()
-    last = t - 2 if (official and t > 1) else t - 1
-    up[-1] = not_keep[last]
-    return float(up.mean()), float((p == SKIP).double().mean())
-
-
-def policy_gflops(policy: Sequence[Any], base_per_frame: float, convs: Sequence[tuple[int, int]],
-                  official: bool) -> float:
-    """GFLOPs of one clip under ``policy`` (per gated block, [T, C] actions)."""
-    per_frame = base_per_frame
-    for p, (up_flops, down_flops) in zip(policy, convs):
-        up, down = _saved_fractions(p, official)
-        per_frame -= up * up_flops / 1e9 + down * down_flops / 1e9
-    return per_frame * int(torch.as_tensor(policy[0]).shape[0]) if policy else base_per_frame
 
 
 class AdaFuseCounter:

@@ -8,6 +8,8 @@ import numpy as np
 import torch
 
 from .adafuse import AdaFuseTSN
+from atfr.runtime.adafuse_gflops import clip_report
+
 from .adafuse_flops import AdaFuseCounter, static_report
 
 
@@ -64,15 +66,6 @@ def clip_fields(model: AdaFuseTSN, x: torch.Tensor) -> tuple[np.ndarray, dict[st
         out = model.run(x)
     policy = [p[0].numpy().astype(np.int64) for p in out.policy]
     counter = AdaFuseCounter(model, int(x.shape[-1]))
-    g = counter(policy) if policy else {"official": counter.base_per_frame * int(x.shape[2]),
-                                        "eq5": counter.base_per_frame * int(x.shape[2])}
-    fractions = ([float(np.mean(np.concatenate([p.ravel() for p in policy]) == k)) for k in range(3)]
-                 if policy else [0.0, 0.0, 1.0])
-    extra = {
-        "policy": [p.tolist() for p in policy],
-        "policy_blocks": [n for n, _ in model.gated_blocks()],
-        "policy_fractions": {"skip": fractions[0], "reuse": fractions[1], "keep": fractions[2]},
-        "gflops": {"official": g["official"], "eq5": g["eq5"],
-                   "dense_official": counter.base_per_frame * int(x.shape[2])},
-    }
+    extra = clip_report(policy, counter.base_per_frame, counter.convs, int(x.shape[2]))
+    extra["policy_blocks"] = [n for n, _ in model.gated_blocks()]
     return out.logits[0].numpy().astype(np.float32), extra

@@ -102,7 +102,7 @@ def test_eq5_differs_from_official_only_by_the_last_frame():
     skip, reuse, keep. conv1 is saved at t0 unless t1 reuses it (it does: 0), at t1 (not kept, t2
     does not reuse: 1); at the last frame the official code reads frame 1's mask (not kept: 1),
     Eq. 5 frame 2's (kept: 0). conv2 is saved where skipped: 1/3 of the entries."""
-    from atfr.models.adafuse_flops import policy_gflops
+    from atfr.runtime.adafuse_gflops import policy_gflops
 
     p = np.array([[0], [1], [2]])
     convs = [(100e9, 10e9)]

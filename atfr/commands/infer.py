@@ -43,11 +43,19 @@ def run(args: argparse.Namespace) -> int:
     if src.is_dir():
         if args.backend == "torch":
             raise ATFRError(f"{src} is an export folder; --backend torch needs a checkpoint")
+        from atfr.runtime.adafuse_clip import AdaFuseClipRunner, is_adafuse_export
         from atfr.runtime.pipeline import Pipeline
-        pl = Pipeline.load(src, backend=args.backend, providers=args.providers, bins=args.bins)
-        inputs = frames_to_inputs(frames, pl.manifest.input, args.input)
-        result = pl.infer(inputs)[0]
-        labels, backend = pl.manifest.labels, pl.backend
+        if is_adafuse_export(src):
+            if args.bins is not None:
+                raise ATFRError("--bins applies to ATFR exports (SGS); this is an AdaFuse export")
+            ar = AdaFuseClipRunner.load(src, args.backend, args.providers)
+            result, extra = ar.infer(frames_to_inputs(frames, ar.manifest.input, args.input)[0])
+            labels, backend = ar.manifest.labels, "onnxruntime"
+        else:
+            pl = Pipeline.load(src, backend=args.backend, providers=args.providers, bins=args.bins)
+            inputs = frames_to_inputs(frames, pl.manifest.input, args.input)
+            result = pl.infer(inputs)[0]
+            labels, backend = pl.manifest.labels, pl.backend
     else:
         if args.backend not in ("auto", "torch"):
             raise ATFRError(f"{src} is a checkpoint: it runs on the torch backend (export it for {args.backend})")

@@ -1,0 +1,126 @@
+"""``atfr export`` of an AdaFuse model: one clip graph ``model.onnx`` plus the ``atfr.json`` manifest.
+
+The graph takes ``clip0`` [N,3,T,S,S] (normalised, as every export) and gives ``logits`` [N,K]
+(the mean of the frame logits) and ``policy{i}`` [N,T,C_i] int32 for each gated block i in network
+order (0 skip, 1 reuse, 2 keep; the hard policy with the first-maximum tie-break of
+models/adafuse_blocks.first_max3). The masks are dense (every conv computes every channel; the
+policy selects afterwards), so the graph has the counted FLOPs of the dense network, not the
+saved ones. Only standard ops, checked against the TensorRT 10.3 parser set as the ATFR graphs.
+
+The manifest has no SGS layers and a ``model`` graph only (the runtime's static path runs it), and
+an ``adafuse`` section that lets the torch-free runtime count GFLOPs per clip: the official base
+count per frame and the (conv1, conv2) flops of every gated block (models/adafuse_flops.py).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import platform
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import onnx
+import torch
+
+from atfr import __version__
+from atfr.errors import ATFRError
+from atfr.fileio import check_output_dir, sha256_file
+from atfr.models.adafuse import AdaFuseTSN
+from atfr.models.adafuse_flops import AdaFuseCounter, static_report
+from atfr.models.checkpoint import LoadedModel
+from atfr.runtime.manifest import FORMAT, MANIFEST_NAME, VERSION, load_manifest, write_manifest
+
+from .exporter import TRT103_OPS, ExportOptions, _onnx_export, _tensor_specs, validate_arguments
+
+ARTIFACTS = ("model.onnx", MANIFEST_NAME)
+
+
+class ClipGraph(torch.nn.Module):
+    def __init__(self, model: AdaFuseTSN):
+        super().__init__()
+        self.model = model
+
+    def forward(self, clip0: torch.Tensor):
+        out = self.model.run(clip0)
+        return (out.logits, *[p.to(torch.int32) for p in out.policy])
+
+
+def _check_ops(g: onnx.ModelProto) -> None:
+    bad = sorted({n.op_type for n in g.graph.node if n.op_type not in TRT103_OPS})
+    if bad:
+        raise ATFRError(f"export: model.onnx uses ops outside the TensorRT 10.3 parser set: {', '.join(bad)}")
+
+
+def export_adafuse(loaded: LoadedModel, outdir: str | Path, opts: ExportOptions) -> Path:
+    out = Path(outdir)
+    if out.exists() and not out.is_dir():
+        raise ATFRError(f"{out} exists and is not a directory")
+    if out.exists() and not opts.force:
+        clash = [a for a in ARTIFACTS if (out / a).exists()]
+        if clash:
+            raise ATFRError(f"{out} already holds an export ({clash[0]} ...); pass --force to overwrite it")
+    check_output_dir(out)
+    model: AdaFuseTSN = loaded.model.eval()  # type: ignore[assignment]
+    spec = model.input_spec
+    frames = int(spec.num_frames if opts.frames is None else opts.frames)
+    size = int(spec.crop_size if opts.size is None else opts.size)
+    validate_arguments(frames, size, int(opts.opset))
+    new_spec = dataclasses.replace(spec, num_frames=frames, crop_size=size,
+                                   short_side=spec.short_side if opts.size is None else size)
+    blocks = [n for n, _ in model.gated_blocks()]
+    names = ["logits"] + [f"policy{i}" for i in range(len(blocks))]
+    clip = torch.randn((1, 3, frames, size, size), generator=torch.Generator().manual_seed(0))
+    dyn = {n: {0: "N"} for n in ["clip0"] + names}
+    graph = _onnx_export(ClipGraph(model), (clip,), ["clip0"], names, dyn, int(opts.opset))
+    _check_ops(graph)
+    try:
+        onnx.checker.check_model(graph)
+    except onnx.checker.ValidationError as e:
+        raise ATFRError(f"export: model.onnx fails onnx.checker ({str(e).splitlines()[0]})") from None
+    counter = AdaFuseCounter(model, size)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=".atfr-export-", dir=out.parent))
+    try:
+        onnx.save(graph, str(tmp / "model.onnx"))
+        manifest: dict[str, Any] = {
+            "format": FORMAT,
+            "version": VERSION,
+            "model": {"name": opts.name or Path(str(loaded.meta.get("source", "model"))).stem or "model",
+                      "arch": "adafuse", "num_classes": int(model.new_fc.out_features),
+                      "labels": loaded.labels, "source_format": loaded.source_format},
+            "family": "adafuse",
+            "input": new_spec.to_dict(),
+            "num_pathways": 1,
+            "batch": "dynamic (N)",
+            "sgs": [],
+            "split_shapes": [[3, frames, size, size]],
+            "graphs": {"model": {"file": "model.onnx", "inputs": _tensor_specs(graph.graph.input),
+                                 "outputs": _tensor_specs(graph.graph.output)}},
+            "opset": int(opts.opset),
+            "adafuse": {"policy_blocks": blocks, "base_gflops_per_frame": counter.base_per_frame,
+                        "block_conv_flops": [list(c) for c in counter.convs],
+                        "variant": "TSM" if model.ada["shift"] else "TSN", "depth": model.depth},
+            "gflops": static_report(model, frames, size),
+            "source": {"checkpoint": str(Path(loaded.meta["source"]).resolve()) if loaded.meta.get("source") else None,
+                       "format": loaded.source_format},
+            "producer": {"atfr-deploy": __version__, "torch": torch.__version__, "onnx": onnx.__version__,
+                         "python": platform.python_version(), "exporter": "torch.onnx (TorchScript)"},
+            "checksums": {"model.onnx": sha256_file(tmp / "model.onnx")},
+        }
+        write_manifest(tmp / MANIFEST_NAME, manifest)
+        if not out.exists():
+            umask = os.umask(0)
+            os.umask(umask)
+            os.chmod(tmp, 0o777 & ~umask)
+            os.replace(tmp, out)
+        else:
+            for f in sorted(os.listdir(tmp), key=lambda n: n == MANIFEST_NAME):
+                os.replace(tmp / f, out / f)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+    load_manifest(out, check=True)
+    return out

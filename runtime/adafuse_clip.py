@@ -1,0 +1,64 @@
+"""An AdaFuse clip-graph export on ONNX Runtime: logits, policy and GFLOPs per clip. Torch-free.
+
+The export (export/adafuse_export.py) holds ``model.onnx``: ``clip0`` [N,3,T,S,S] -> ``logits``
+[N,K] and ``policy{i}`` [N,T,C_i] per gated block; its manifest's ``adafuse`` section carries the
+counts that turn a policy into GFLOPs (runtime/adafuse_gflops.py).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from atfr.errors import ATFRError
+
+from . import ort_providers
+from .adafuse_gflops import clip_report
+from .manifest import Manifest, load_manifest
+from .pipeline import ClipResult, softmax
+
+
+def is_adafuse_export(path: str | Path) -> bool:
+    try:
+        return load_manifest(path).raw.get("family") == "adafuse"
+    except ATFRError:
+        return False
+
+
+class AdaFuseClipRunner:
+    def __init__(self, manifest: Manifest, runner: Any):
+        self.manifest = manifest
+        self.runner = runner
+        ada = manifest.raw["adafuse"]
+        self.blocks = list(ada["policy_blocks"])
+        self.base_per_frame = float(ada["base_gflops_per_frame"])
+        self.convs = [tuple(c) for c in ada["block_conv_flops"]]
+
+    @classmethod
+    def load(cls, outdir: str | Path, backend: str = "auto", providers: str | None = None,
+             threads: int | None = None) -> "AdaFuseClipRunner":
+        if backend not in ("auto", "onnxruntime"):
+            raise ATFRError(f"{outdir}: AdaFuse exports run on --backend onnxruntime (TensorRT engines for "
+                            "them are not built yet)")
+        m = load_manifest(outdir, check=True)
+        choice = ort_providers.choose(providers, m.root)
+        return cls(m, ort_providers.make_runner(m.path("model"), threads, choice))
+
+    def infer(self, clip: np.ndarray) -> tuple[ClipResult, dict[str, Any]]:
+        """One clip [1,3,T,S,S] -> its result and the AdaFuse JSON fields."""
+        want = self.manifest.clip_shapes(1)[0]
+        if clip.shape != want:
+            raise ATFRError(f"clip shape {tuple(clip.shape)} does not match the export {tuple(want)}")
+        x = np.ascontiguousarray(clip, dtype=np.float32)
+        if not np.isfinite(x).all():
+            raise ATFRError("the clip contains NaN or Inf values")
+        out = self.runner.run({"clip0": x})
+        lg = out["logits"][0].astype(np.float32)
+        if not np.isfinite(lg).all():
+            raise ATFRError("the model produced NaN/Inf logits for this clip")
+        policy = [out[f"policy{i}"][0] for i in range(len(self.blocks))]
+        extra = clip_report(policy, self.base_per_frame, self.convs, int(x.shape[2]))
+        extra["policy_blocks"] = self.blocks
+        return ClipResult(lg, softmax(lg), ()), extra

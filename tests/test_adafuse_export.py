@@ -1,0 +1,96 @@
+"""AdaFuse clip-graph export: ONNX Runtime against the official references and torch, the TensorRT
+10.3 op set, the first-maximum tie-break, and the error contract of the new paths."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+import torch
+
+from atfr.export.exporter import TRT103_OPS
+from atfr.models.adafuse_blocks import first_max3
+from atfr.models.adafuse_config import from_official_text
+from atfr.models.adafuse_weights import bn_prefixes, seeded_state_dict
+from atfr.models.zoo import build_model
+from atfr.runtime.clips import frames_to_inputs
+from cli_helpers import one_line_error, run_cli
+from tolerances import magnitude, onnx_shape
+
+REFS = Path(__file__).parent / "data" / "adafuse_refs.npz"
+
+
+@pytest.fixture(scope="module")
+def exported(tmp_path_factory):
+    """The reference AdaFuse-TSN-R18 (4 x 64^2): official checkpoint, flags, clip, and its export."""
+    with np.load(REFS) as z:
+        ref = {k.split("/", 1)[1]: z[k] for k in z.files if k.startswith("tsn_r18/")}
+    d = tmp_path_factory.mktemp("adafuse_export")
+    (d / "flags.sh").write_text(str(ref["flags"]) + "\n")
+    model = build_model(from_official_text(str(ref["flags"])))
+    sd = seeded_state_dict(model.state_dict(), int(ref["seed"]), bn_prefixes(model))
+    torch.save({"state_dict": {"module." + k: v for k, v in sd.items()}}, d / "r18.pth.tar")
+    np.save(d / "clip.npy", ref["clip"])
+    from atfr.cli import main
+    assert main(["export", str(d / "r18.pth.tar"), "--config", str(d / "flags.sh"), "-o", str(d / "exp")]) == 0
+    return d, ref
+
+
+def test_first_max3_is_argmax_with_ties():
+    x = torch.randint(0, 3, (5000, 3)).float()  # about a third of the rows hold ties
+    np.testing.assert_array_equal(first_max3(x).long().numpy(), torch.argmax(x, -1).numpy())
+
+
+@pytest.mark.slow  # shares a ~10 s export (TorchScript tracing of R18)
+def test_onnxruntime_matches_official_refs_and_torch(capsys, exported):
+    d, ref = exported
+    rc, out, err = run_cli(capsys, "infer", d / "exp", "--backend", "onnxruntime", "--input", d / "clip.npy", "--json")
+    assert rc == 0, err
+    ort = json.loads(out)
+    assert ort["backend"] == "onnxruntime"
+    for i, p in enumerate(ort["policy"]):
+        np.testing.assert_array_equal(np.array(p), ref[f"policy_{i}"])
+    assert ort["top5"][0]["index"] == int(ref["logits"].argmax())
+    atol = onnx_shape(d / "exp" / "model.onnx").rtol * magnitude(ref["logits"])
+    np.testing.assert_allclose(ort["logits"], ref["logits"], rtol=0, atol=atol)
+    rc, out, err = run_cli(capsys, "infer", d / "r18.pth.tar", "--config", d / "flags.sh", "--input",
+                           d / "clip.npy", "--json")
+    assert rc == 0, err
+    tor = json.loads(out)
+    assert tor["policy"] == ort["policy"] and tor["gflops"] == ort["gflops"]
+    np.testing.assert_allclose(ort["logits"], tor["logits"], rtol=0, atol=atol)
+
+
+@pytest.mark.slow  # shares a ~10 s export (TorchScript tracing of R18)
+def test_graph_ops_and_batch(exported):
+    d, ref = exported
+    g = onnx.load(str(d / "exp" / "model.onnx"))
+    assert {n.op_type for n in g.graph.node} <= TRT103_OPS
+    assert [o.name for o in g.graph.output] == ["logits"] + [f"policy{i}" for i in range(len(ref["gated_blocks"]))]
+    import onnxruntime as ort
+    from atfr.runtime.manifest import load_manifest
+    sess = ort.InferenceSession(str(d / "exp" / "model.onnx"), providers=["CPUExecutionProvider"])
+    x = frames_to_inputs(ref["clip"], load_manifest(d / "exp").input)[0]
+    x2 = np.concatenate([x, x[:, :, ::-1].copy()], 0)  # two clips: each keeps its own policy
+    outs = sess.run(None, {"clip0": x2})
+    one = sess.run(None, {"clip0": x})
+    rev = sess.run(None, {"clip0": x2[1:]})
+    for a, b, c in zip(outs, one, rev):
+        np.testing.assert_allclose(a[0], b[0], rtol=0, atol=1e-5 * max(1, np.abs(b).max()))
+        np.testing.assert_allclose(a[1], c[0], rtol=0, atol=1e-5 * max(1, np.abs(c).max()))
+
+
+@pytest.mark.slow  # shares a ~10 s export (TorchScript tracing of R18)
+def test_export_errors_are_one_line(capsys, exported):
+    d, _ = exported
+    one_line_error(*run_cli(capsys, "export", d / "r18.pth.tar", "--config", d / "flags.sh", "-o", d / "exp")[::2],
+                   match="--force")
+    one_line_error(*run_cli(capsys, "infer", d / "exp", "--backend", "tensorrt", "--input", d / "clip.npy")[::2],
+                   match="onnxruntime")
+    one_line_error(*run_cli(capsys, "infer", d / "exp", "--bins", "2", "--input", d / "clip.npy")[::2],
+                   match="--bins")
+    np.save(d / "short.npy", np.zeros((2, 64, 64, 3), np.uint8))
+    one_line_error(*run_cli(capsys, "infer", d / "exp", "--input", d / "short.npy")[::2])
