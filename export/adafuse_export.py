@@ -1,4 +1,5 @@
-"""``atfr export`` of an AdaFuse model: one clip graph ``model.onnx`` plus the ``atfr.json`` manifest.
+"""``atfr export`` of an AdaFuse model: the clip graph ``model.onnx``, for AdaFuse-TSN the online
+per-frame graph ``online.onnx`` (models/adafuse_online.py), and the ``atfr.json`` manifest.
 
 The graph takes ``clip0`` [N,3,T,S,S] (normalised, as every export) and gives ``logits`` [N,K]
 (the mean of the frame logits) and ``policy{i}`` [N,T,C_i] int32 for each gated block i in network
@@ -30,12 +31,13 @@ from atfr.errors import ATFRError
 from atfr.fileio import check_output_dir, sha256_file
 from atfr.models.adafuse import AdaFuseTSN
 from atfr.models.adafuse_flops import AdaFuseCounter, static_report
+from atfr.models.adafuse_online import AdaFuseOnline
 from atfr.models.checkpoint import LoadedModel
 from atfr.runtime.manifest import FORMAT, MANIFEST_NAME, VERSION, load_manifest, write_manifest
 
 from .exporter import TRT103_OPS, ExportOptions, _onnx_export, _tensor_specs, validate_arguments
 
-ARTIFACTS = ("model.onnx", MANIFEST_NAME)
+ARTIFACTS = ("model.onnx", "online.onnx", MANIFEST_NAME)
 
 
 class ClipGraph(torch.nn.Module):
@@ -48,10 +50,40 @@ class ClipGraph(torch.nn.Module):
         return (out.logits, *[p.to(torch.int32) for p in out.policy])
 
 
-def _check_ops(g: onnx.ModelProto) -> None:
+def _check_ops(g: onnx.ModelProto, what: str = "model.onnx") -> None:
     bad = sorted({n.op_type for n in g.graph.node if n.op_type not in TRT103_OPS})
     if bad:
-        raise ATFRError(f"export: model.onnx uses ops outside the TensorRT 10.3 parser set: {', '.join(bad)}")
+        raise ATFRError(f"export: {what} uses ops outside the TensorRT 10.3 parser set: {', '.join(bad)}")
+    try:
+        onnx.checker.check_model(g)
+    except onnx.checker.ValidationError as e:
+        raise ATFRError(f"export: {what} fails onnx.checker ({str(e).splitlines()[0]})") from None
+
+
+def _online_graph(model: AdaFuseTSN, size: int, opset: int) -> tuple[onnx.ModelProto, list[dict[str, Any]]]:
+    """``frame`` [N,3,S,S] + state (per gated block ``pool{i}`` [N,C_in], ``conv1_{i}`` [N,C,H,W])
+    -> ``logits`` [N,K], ``policy{i}`` [N,C] int32, ``pool{i}_next``, ``conv1_{i}_next``."""
+    online = AdaFuseOnline(model).eval()
+    shapes = online.state_shapes(size)
+    g = len(shapes) // 2
+    ins = ["frame"] + [n for n, _ in shapes]
+    outs = ["logits"] + [f"policy{i}" for i in range(g)] + [f"{n}_next" for n, _ in shapes]
+    frame = torch.randn((1, 3, size, size), generator=torch.Generator().manual_seed(1))
+    state = [torch.rand((1, *s), generator=torch.Generator().manual_seed(2 + k)) for k, (_, s) in enumerate(shapes)]
+    graph = _onnx_export(OnlineGraph(online), (frame, *state), ins, outs, {n: {0: "N"} for n in ins + outs}, opset)
+    _check_ops(graph, "online.onnx")
+    return graph, [{"name": n, "shape": list(s)} for n, s in shapes]
+
+
+class OnlineGraph(torch.nn.Module):
+    def __init__(self, online: AdaFuseOnline):
+        super().__init__()
+        self.online = online
+        self.gated = len(online.model.gated_blocks())
+
+    def forward(self, frame: torch.Tensor, *state: torch.Tensor):
+        out = self.online(frame, *state)
+        return (out[0], *[p.to(torch.int32) for p in out[1:1 + self.gated]], *out[1 + self.gated:])
 
 
 def export_adafuse(loaded: LoadedModel, outdir: str | Path, opts: ExportOptions) -> Path:
@@ -76,15 +108,16 @@ def export_adafuse(loaded: LoadedModel, outdir: str | Path, opts: ExportOptions)
     dyn = {n: {0: "N"} for n in ["clip0"] + names}
     graph = _onnx_export(ClipGraph(model), (clip,), ["clip0"], names, dyn, int(opts.opset))
     _check_ops(graph)
-    try:
-        onnx.checker.check_model(graph)
-    except onnx.checker.ValidationError as e:
-        raise ATFRError(f"export: model.onnx fails onnx.checker ({str(e).splitlines()[0]})") from None
+    graphs = {"model": graph}
+    state: list[dict[str, Any]] = []
+    if not model.ada["shift"]:  # TSM's shift reads the next frame: no causal per-frame graph
+        graphs["online"], state = _online_graph(model, size, int(opts.opset))
     counter = AdaFuseCounter(model, size)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=".atfr-export-", dir=out.parent))
     try:
-        onnx.save(graph, str(tmp / "model.onnx"))
+        for k, g in graphs.items():
+            onnx.save(g, str(tmp / f"{k}.onnx"))
         manifest: dict[str, Any] = {
             "format": FORMAT,
             "version": VERSION,
@@ -97,18 +130,19 @@ def export_adafuse(loaded: LoadedModel, outdir: str | Path, opts: ExportOptions)
             "batch": "dynamic (N)",
             "sgs": [],
             "split_shapes": [[3, frames, size, size]],
-            "graphs": {"model": {"file": "model.onnx", "inputs": _tensor_specs(graph.graph.input),
-                                 "outputs": _tensor_specs(graph.graph.output)}},
+            "graphs": {k: {"file": f"{k}.onnx", "inputs": _tensor_specs(g.graph.input),
+                           "outputs": _tensor_specs(g.graph.output)} for k, g in graphs.items()},
             "opset": int(opts.opset),
             "adafuse": {"policy_blocks": blocks, "base_gflops_per_frame": counter.base_per_frame,
                         "block_conv_flops": [list(c) for c in counter.convs],
-                        "variant": "TSM" if model.ada["shift"] else "TSN", "depth": model.depth},
+                        "variant": "TSM" if model.ada["shift"] else "TSN", "depth": model.depth,
+                        "online_state": state},
             "gflops": static_report(model, frames, size),
             "source": {"checkpoint": str(Path(loaded.meta["source"]).resolve()) if loaded.meta.get("source") else None,
                        "format": loaded.source_format},
             "producer": {"atfr-deploy": __version__, "torch": torch.__version__, "onnx": onnx.__version__,
                          "python": platform.python_version(), "exporter": "torch.onnx (TorchScript)"},
-            "checksums": {"model.onnx": sha256_file(tmp / "model.onnx")},
+            "checksums": {f"{k}.onnx": sha256_file(tmp / f"{k}.onnx") for k in graphs},
         }
         write_manifest(tmp / MANIFEST_NAME, manifest)
         if not out.exists():

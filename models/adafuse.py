@@ -17,7 +17,8 @@ import torch
 import torch.nn as nn
 
 from . import config as C
-from .adafuse_blocks import KEEP, PolicyNet, SharedPolicyFCs, conv1x1, conv3x3, fuse, temporal_shift
+from .adafuse_blocks import (KEEP, PolicyNet, SharedPolicyFCs, conv1x1, conv3x3, first_max3, fuse, fuse_with,
+                             temporal_shift)
 from .base import VideoNet
 
 
@@ -59,12 +60,23 @@ class GatedBlock(nn.Module):
         if self.policy_net is not None:
             action = self.policy_net(x, t)
             y = fuse(y, action, t)
+        return self._tail(y, x, identity), action
+
+    def step(self, x: torch.Tensor, v_prev: torch.Tensor, y_prev: torch.Tensor):
+        """One frame of a gated TSN block (online): x [N,C,H,W] and the previous frame's pooled input
+        and conv1 output (after BN+ReLU) -> (output, action [N,C], pooled input, conv1 output)."""
+        y = self.relu(self.bn1(self.conv1(x)))
+        v = self.policy_net.pooled(x)
+        action = first_max3(self.policy_net.head(v_prev, v))
+        return self._tail(fuse_with(y, y_prev, action), x, x), action, v, y
+
+    def _tail(self, y: torch.Tensor, x: torch.Tensor, identity: torch.Tensor) -> torch.Tensor:
         y = self.bn2(self.conv2(y))
         if self.bottleneck:
             y = self.bn3(self.conv3(self.relu(y)))
         if self.downsample0 is not None:
             identity = self.downsample1(self.downsample0(x))
-        return self.relu(y + identity), action
+        return self.relu(y + identity)
 
 
 def stage_gated(ada: dict[str, Any], stage: int, block_offset: int) -> bool:

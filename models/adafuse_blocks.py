@@ -96,16 +96,23 @@ class PolicyNet(nn.Module):
         self.gate_relu = nn.ReLU() if ada["gate_relu_between_fcs"] else None
         self.gate_fc1 = fc1
 
-    def log_probs(self, x: torch.Tensor, t: int) -> torch.Tensor:
+    def pooled(self, x: torch.Tensor) -> torch.Tensor:
+        """The block input pooled per frame: [NT, C_in] (the online graph's pooled state)."""
         pool = F.adaptive_avg_pool2d if self.reduce == "avg" else F.adaptive_max_pool2d
-        v = torch.flatten(pool(x, (1, 1)), 1)
-        v = torch.cat([previous_frame(v, t), v], dim=-1)
-        h = self.gate_fc0(v)
+        return torch.flatten(pool(x, (1, 1)), 1)
+
+    def log_probs(self, x: torch.Tensor, t: int) -> torch.Tensor:
+        v = self.pooled(x)
+        return self.head(previous_frame(v, t), v)
+
+    def head(self, v_prev: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+        """Pooled previous and current frame -> log-probabilities [NT, C, 3]."""
+        h = self.gate_fc0(torch.cat([v_prev, v], dim=-1))
         if self.gate_bn is not None:  # BatchNorm1d over [NT, hidden, 1], as the official code
             h = self.gate_bn(h.unsqueeze(-1)).squeeze(-1)
         if self.gate_relu is not None:
             h = self.gate_relu(h)
-        z = self.gate_fc1(h).reshape(x.shape[0], self.channels, ACTIONS)
+        z = self.gate_fc1(h).reshape(v.shape[0], self.channels, ACTIONS)
         return torch.log(F.softmax(z, dim=2).clamp(min=1e-8))
 
     def forward(self, x: torch.Tensor, t: int) -> torch.Tensor:
@@ -126,6 +133,10 @@ def first_max3(lp: torch.Tensor) -> torch.Tensor:
 
 def fuse(y: torch.Tensor, action: torch.Tensor, t: int) -> torch.Tensor:
     """keep -> y, reuse -> previous frame's y, skip -> 0; the official one-hot arithmetic."""
+    return fuse_with(y, previous_frame(y, t), action)
+
+
+def fuse_with(y: torch.Tensor, y_prev: torch.Tensor, action: torch.Tensor) -> torch.Tensor:
     keep = (action == KEEP).to(y.dtype)[:, :, None, None]
     reuse = (action == REUSE).to(y.dtype)[:, :, None, None]
-    return y * keep + previous_frame(y, t) * reuse
+    return y * keep + y_prev * reuse

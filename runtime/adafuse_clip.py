@@ -62,3 +62,44 @@ class AdaFuseClipRunner:
         extra = clip_report(policy, self.base_per_frame, self.convs, int(x.shape[2]))
         extra["policy_blocks"] = self.blocks
         return ClipResult(lg, softmax(lg), ()), extra
+
+
+class AdaFuseOnlineRunner:
+    """``online.onnx`` frame by frame: each frame runs once, the state carries to the next one.
+
+    ``step`` takes one normalised frame [N,3,S,S] and returns its logits [N,K] and policy (per gated
+    block, [N,C]); ``reset`` zeroes the state (a new clip or stream). ``run_clip`` feeds a clip's
+    frames from a zero state: the prediction is the mean of the frame logits, as the clip graph."""
+
+    def __init__(self, manifest: Manifest, runner: Any):
+        self.manifest = manifest
+        self.runner = runner
+        ada = manifest.raw["adafuse"]
+        self.blocks = list(ada["policy_blocks"])
+        self.state_spec = [(s["name"], tuple(int(v) for v in s["shape"])) for s in ada["online_state"]]
+        self.state: dict[str, np.ndarray] = {}
+
+    @classmethod
+    def load(cls, outdir: str | Path, providers: str | None = None, threads: int | None = None) -> "AdaFuseOnlineRunner":
+        m = load_manifest(outdir, check=True)
+        if "online" not in m.graphs:
+            raise ATFRError(f"{outdir}: this AdaFuse export has no online graph (AdaFuse-TSM is not causal)")
+        choice = ort_providers.choose(providers, m.root)
+        return cls(m, ort_providers.make_runner(m.path("online"), threads, choice))
+
+    def reset(self, batch: int = 1) -> None:
+        self.state = {n: np.zeros((batch, *s), np.float32) for n, s in self.state_spec}
+
+    def step(self, frame: np.ndarray) -> tuple[np.ndarray, list[np.ndarray]]:
+        if not self.state or next(iter(self.state.values())).shape[0] != frame.shape[0]:
+            self.reset(frame.shape[0])
+        out = self.runner.run({"frame": np.ascontiguousarray(frame, dtype=np.float32), **self.state})
+        self.state = {n: out[f"{n}_next"] for n, _ in self.state_spec}
+        return out["logits"], [out[f"policy{i}"] for i in range(len(self.blocks))]
+
+    def run_clip(self, clip: np.ndarray) -> tuple[np.ndarray, list[np.ndarray]]:
+        """clip [N,3,T,S,S] -> (frame logits [N,T,K], policy per block [N,T,C])."""
+        self.reset(clip.shape[0])
+        steps = [self.step(clip[:, :, t]) for t in range(clip.shape[2])]
+        logits = np.stack([s[0] for s in steps], 1)
+        return logits, [np.stack([s[1][i] for s in steps], 1) for i in range(len(self.blocks))]

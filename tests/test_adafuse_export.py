@@ -18,7 +18,7 @@ from atfr.models.adafuse_weights import bn_prefixes, seeded_state_dict
 from atfr.models.zoo import build_model
 from atfr.runtime.clips import frames_to_inputs
 from cli_helpers import one_line_error, run_cli
-from tolerances import magnitude, onnx_shape
+from tolerances import NetShape, magnitude, onnx_shape
 
 REFS = Path(__file__).parent / "data" / "adafuse_refs.npz"
 
@@ -94,3 +94,51 @@ def test_export_errors_are_one_line(capsys, exported):
                    match="--bins")
     np.save(d / "short.npy", np.zeros((2, 64, 64, 3), np.uint8))
     one_line_error(*run_cli(capsys, "infer", d / "exp", "--input", d / "short.npy")[::2])
+
+
+@pytest.mark.slow  # shares the export above
+def test_online_graph_equals_clip_graph_frame_by_frame(exported):
+    """online.onnx over the clip's frames from a zero state: the official references' policy per
+    frame, frame logits within the bound, the same clip prediction (mean of the frame logits)."""
+    from atfr.runtime.adafuse_clip import AdaFuseOnlineRunner
+
+    d, ref = exported
+    on = AdaFuseOnlineRunner.load(d / "exp")
+    x = frames_to_inputs(ref["clip"], on.manifest.input)[0]
+    frame_logits, policy = on.run_clip(x)
+    for i, p in enumerate(policy):
+        np.testing.assert_array_equal(p[0], ref[f"policy_{i}"])
+    atol = onnx_shape(d / "exp" / "online.onnx").rtol * magnitude(ref["frame_logits"])
+    np.testing.assert_allclose(frame_logits[0], ref["frame_logits"], rtol=0, atol=atol)
+    clip = frame_logits[0].mean(0)
+    assert int(clip.argmax()) == int(ref["logits"].argmax())
+    # Each frame runs once: a second pass of frame 0 from the carried state differs (state is used).
+    first, _ = on.step(x[:, :, 0])
+    assert not np.allclose(first[0], ref["frame_logits"][0])
+
+
+def test_online_torch_equals_clip_and_refuses_tsm():
+    from atfr.errors import ATFRError
+    from atfr.models.adafuse_config import from_compact
+    from atfr.models.adafuse_online import AdaFuseOnline, run_online
+    from atfr.models.adafuse_weights import randomize
+
+    cfg = {"arch": "adafuse", "depth": 18, "num_classes": 5, "num_frames": 3, "crop_size": 32,
+           "adafuse": {"gate_bn_between_fcs": True, "gate_relu_between_fcs": True, "enabled_stages": [1, 3]}}
+    model = build_model(from_compact(cfg)).eval()
+    randomize(model, 7)
+    x = torch.randn(2, 3, 3, 32, 32, generator=torch.Generator().manual_seed(3))
+    with torch.no_grad():
+        clip = model.run(x)
+        frame_logits, policy = run_online(AdaFuseOnline(model).eval(), x)
+    assert len(policy) == 4  # layer2.* and layer4.*
+    for a, b in zip(policy, clip.policy):
+        assert torch.equal(a, b)
+    ks = [int(m.weight[0].numel()) for m in model.modules() if isinstance(m, (torch.nn.Conv2d, torch.nn.Linear))]
+    atol = NetShape(len(ks), max(ks)).rtol * magnitude(clip.frame_logits.numpy())  # batch 1 vs N*T convs
+    torch.testing.assert_close(frame_logits, clip.frame_logits, rtol=0, atol=atol)
+    cfg["adafuse"]["shift"] = True
+    with torch.device("meta"):
+        tsm = build_model(from_compact(cfg))
+    with pytest.raises(ATFRError, match="not causal"):
+        AdaFuseOnline(tsm)
