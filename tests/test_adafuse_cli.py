@@ -106,3 +106,27 @@ def test_errors_are_one_line(capsys, r18, tmp_path):
     evil = tmp_path / "args.txt"
     evil.write_text("Namespace(arch=__import__('os').system('true'), num_class=174)")
     one_line_error(*run_cli(capsys, "info", ckpt, "--config", evil)[::2], match="not a literal")
+
+
+def test_compact_yaml_covers_the_official_flags(r18, tmp_path):
+    from atfr.models.config import load_config_file
+
+    d, ref = r18
+    y = tmp_path / "compact.yaml"
+    y.write_text("arch: adafuse\ndepth: 18\nnum_classes: 174\nnum_frames: 4\ncrop_size: 64\n"
+                 "adafuse: {shared_policy_net: true, hidden_quota: 196608, gate_bn_between_fcs: true,\n"
+                 "          gate_relu_between_fcs: true}\n")
+    assert load_config_file(str(y)) == load_config_file(str(d / "flags.sh")) == load_config_file(str(d / "args.txt"))
+
+
+def test_convert_round_trip(capsys, r18, tmp_path):
+    d, ref = r18
+    ours = tmp_path / "r18.pt"
+    rc, _, err = run_cli(capsys, "convert", d / "r18.pth.tar", "--config", d / "flags.sh", "-o", ours)
+    assert rc == 0, err
+    rc, out, err = run_cli(capsys, "infer", ours, "--input", d / "clip.npy", "--json")  # cfg travels inside
+    assert rc == 0, err
+    res = json.loads(out)
+    assert res["top5"][0]["index"] == int(ref["logits"].argmax())
+    for i, p in enumerate(res["policy"]):
+        np.testing.assert_array_equal(np.array(p), ref[f"policy_{i}"])
