@@ -1,5 +1,7 @@
 """``atfr export`` of an AdaFuse model: the clip graph ``model.onnx``, for AdaFuse-TSN the online
-per-frame graph ``online.onnx`` (models/adafuse_online.py), and the ``atfr.json`` manifest.
+per-frame graphs ``online.onnx`` (dense masks, models/adafuse_online.py) and
+``online_gathered.onnx`` (batch 1, gathered convolutions, models/adafuse_gathered.py), and the
+``atfr.json`` manifest.
 
 The graph takes ``clip0`` [N,3,T,S,S] (normalised, as every export) and gives ``logits`` [N,K]
 (the mean of the frame logits) and ``policy{i}`` [N,T,C_i] int32 for each gated block i in network
@@ -31,13 +33,14 @@ from atfr.errors import ATFRError
 from atfr.fileio import check_output_dir, sha256_file
 from atfr.models.adafuse import AdaFuseTSN
 from atfr.models.adafuse_flops import AdaFuseCounter, static_report
+from atfr.models.adafuse_gathered import AdaFuseOnlineGathered
 from atfr.models.adafuse_online import AdaFuseOnline
 from atfr.models.checkpoint import LoadedModel
 from atfr.runtime.manifest import FORMAT, MANIFEST_NAME, VERSION, load_manifest, write_manifest
 
 from .exporter import TRT103_OPS, ExportOptions, _onnx_export, _tensor_specs, validate_arguments
 
-ARTIFACTS = ("model.onnx", "online.onnx", MANIFEST_NAME)
+ARTIFACTS = ("model.onnx", "online.onnx", "online_gathered.onnx", MANIFEST_NAME)
 
 
 class ClipGraph(torch.nn.Module):
@@ -70,16 +73,44 @@ def _online_graph(model: AdaFuseTSN, size: int, opset: int) -> tuple[onnx.ModelP
     outs = ["logits"] + [f"policy{i}" for i in range(g)] + [f"{n}_next" for n, _ in shapes]
     frame = torch.randn((1, 3, size, size), generator=torch.Generator().manual_seed(1))
     state = [torch.rand((1, *s), generator=torch.Generator().manual_seed(2 + k)) for k, (_, s) in enumerate(shapes)]
-    graph = _onnx_export(OnlineGraph(online), (frame, *state), ins, outs, {n: {0: "N"} for n in ins + outs}, opset)
+    graph = _onnx_export(OnlineGraph(online, g), (frame, *state), ins, outs, {n: {0: "N"} for n in ins + outs}, opset)
     _check_ops(graph, "online.onnx")
     return graph, [{"name": n, "shape": list(s)} for n, s in shapes]
 
 
+# The gathered graph's data-dependent channel selection: NonZero (indices of the chosen channels)
+# and ScatterElements (the kept channels back into the conv1 state), both in the TensorRT 10.3
+# ONNX parser's operator list; Conv then takes gathered (non-constant) weights.
+GATHER_OPS = {"NonZero", "ScatterElements"}
+
+
+def _gathered_graph(model: AdaFuseTSN, size: int, opset: int) -> tuple[onnx.ModelProto, list[dict[str, Any]]]:
+    """Batch-1 online graph with gathered convolutions (models/adafuse_gathered.py): ``frame`` + per
+    gated block ``pool{i}``, ``xin{i}``, ``conv1_{i}``, ``act{i}`` (int32) -> ``logits``,
+    ``policy{i}``, and each state input again with ``_next``."""
+    online = AdaFuseOnlineGathered(model).eval()
+    shapes = online.state_shapes(size)
+    g = len(shapes) // 4
+    ins = ["frame"] + [n for n, _, _ in shapes]
+    outs = ["logits"] + [f"policy{i}" for i in range(g)] + [f"{n}_next" for n, _, _ in shapes]
+    frame = torch.randn((1, 3, size, size), generator=torch.Generator().manual_seed(1))
+    gen = torch.Generator().manual_seed(2)
+    state = [torch.randint(0, 3, (1, *s), generator=gen, dtype=torch.int32) if d == torch.int32
+             else torch.rand((1, *s), generator=gen) for _, s, d in shapes]
+    graph = _onnx_export(OnlineGraph(online, g), (frame, *state), ins, outs, None, opset)
+    bad = sorted({n.op_type for n in graph.graph.node if n.op_type not in TRT103_OPS | GATHER_OPS})
+    if bad:
+        raise ATFRError(f"export: online_gathered.onnx uses ops outside the TensorRT 10.3 parser set: {', '.join(bad)}")
+    onnx.checker.check_model(graph)
+    return graph, [{"name": n, "shape": list(s), "dtype": "int32" if d == torch.int32 else "float32"}
+                   for n, s, d in shapes]
+
+
 class OnlineGraph(torch.nn.Module):
-    def __init__(self, online: AdaFuseOnline):
+    def __init__(self, online: torch.nn.Module, gated: int):
         super().__init__()
         self.online = online
-        self.gated = len(online.model.gated_blocks())
+        self.gated = gated
 
     def forward(self, frame: torch.Tensor, *state: torch.Tensor):
         out = self.online(frame, *state)
@@ -110,8 +141,10 @@ def export_adafuse(loaded: LoadedModel, outdir: str | Path, opts: ExportOptions)
     _check_ops(graph)
     graphs = {"model": graph}
     state: list[dict[str, Any]] = []
+    gathered_state: list[dict[str, Any]] = []
     if not model.ada["shift"]:  # TSM's shift reads the next frame: no causal per-frame graph
         graphs["online"], state = _online_graph(model, size, int(opts.opset))
+        graphs["online_gathered"], gathered_state = _gathered_graph(model, size, int(opts.opset))
     counter = AdaFuseCounter(model, size)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=".atfr-export-", dir=out.parent))
@@ -136,7 +169,7 @@ def export_adafuse(loaded: LoadedModel, outdir: str | Path, opts: ExportOptions)
             "adafuse": {"policy_blocks": blocks, "base_gflops_per_frame": counter.base_per_frame,
                         "block_conv_flops": [list(c) for c in counter.convs],
                         "variant": "TSM" if model.ada["shift"] else "TSN", "depth": model.depth,
-                        "online_state": state},
+                        "online_state": state, "online_gathered_state": gathered_state},
             "gflops": static_report(model, frames, size),
             "source": {"checkpoint": str(Path(loaded.meta["source"]).resolve()) if loaded.meta.get("source") else None,
                        "format": loaded.source_format},

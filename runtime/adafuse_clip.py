@@ -71,30 +71,43 @@ class AdaFuseOnlineRunner:
     block, [N,C]); ``reset`` zeroes the state (a new clip or stream). ``run_clip`` feeds a clip's
     frames from a zero state: the prediction is the mean of the frame logits, as the clip graph."""
 
-    def __init__(self, manifest: Manifest, runner: Any):
+    GRAPHS = {"online": "online_state", "online_gathered": "online_gathered_state"}
+
+    def __init__(self, manifest: Manifest, runner: Any, graph: str = "online"):
         self.manifest = manifest
         self.runner = runner
+        self.graph = graph
         ada = manifest.raw["adafuse"]
         self.blocks = list(ada["policy_blocks"])
-        self.state_spec = [(s["name"], tuple(int(v) for v in s["shape"])) for s in ada["online_state"]]
+        self.state_spec = [(s["name"], tuple(int(v) for v in s["shape"]), s.get("dtype", "float32"))
+                           for s in ada[self.GRAPHS[graph]]]
         self.state: dict[str, np.ndarray] = {}
 
     @classmethod
-    def load(cls, outdir: str | Path, providers: str | None = None, threads: int | None = None) -> "AdaFuseOnlineRunner":
+    def load(cls, outdir: str | Path, providers: str | None = None, threads: int | None = None,
+             graph: str = "online") -> "AdaFuseOnlineRunner":
+        """graph: 'online' (dense masks, any batch) or 'online_gathered' (batch 1, computes only the
+        channels the policy needs)."""
+        if graph not in cls.GRAPHS:
+            raise ATFRError(f"unknown online graph {graph!r} ({', '.join(cls.GRAPHS)})")
         m = load_manifest(outdir, check=True)
-        if "online" not in m.graphs:
-            raise ATFRError(f"{outdir}: this AdaFuse export has no online graph (AdaFuse-TSM is not causal)")
+        if graph not in m.graphs:
+            raise ATFRError(f"{outdir}: this AdaFuse export has no {graph} graph (AdaFuse-TSM is not causal)")
         choice = ort_providers.choose(providers, m.root)
-        return cls(m, ort_providers.make_runner(m.path("online"), threads, choice))
+        return cls(m, ort_providers.make_runner(m.path(graph), threads, choice), graph)
 
     def reset(self, batch: int = 1) -> None:
-        self.state = {n: np.zeros((batch, *s), np.float32) for n, s in self.state_spec}
+        """Zeros; the gathered graph's policy state starts 'all kept' (models/adafuse_gathered.py)."""
+        if self.graph == "online_gathered" and batch != 1:
+            raise ATFRError("the gathered online graph runs one stream (batch 1)")
+        self.state = {n: (np.full((batch, *s), 2, np.int32) if d == "int32" else np.zeros((batch, *s), np.float32))
+                      for n, s, d in self.state_spec}
 
     def step(self, frame: np.ndarray) -> tuple[np.ndarray, list[np.ndarray]]:
         if not self.state or next(iter(self.state.values())).shape[0] != frame.shape[0]:
             self.reset(frame.shape[0])
         out = self.runner.run({"frame": np.ascontiguousarray(frame, dtype=np.float32), **self.state})
-        self.state = {n: out[f"{n}_next"] for n, _ in self.state_spec}
+        self.state = {n: out[f"{n}_next"] for n, _, _ in self.state_spec}
         return out["logits"], [out[f"policy{i}"] for i in range(len(self.blocks))]
 
     def run_clip(self, clip: np.ndarray) -> tuple[np.ndarray, list[np.ndarray]]:

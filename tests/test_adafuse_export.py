@@ -97,18 +97,22 @@ def test_export_errors_are_one_line(capsys, exported):
 
 
 @pytest.mark.slow  # shares the export above
-def test_online_graph_equals_clip_graph_frame_by_frame(exported):
-    """online.onnx over the clip's frames from a zero state: the official references' policy per
-    frame, frame logits within the bound, the same clip prediction (mean of the frame logits)."""
+@pytest.mark.parametrize("graph", ["online", "online_gathered"])
+def test_online_graph_equals_clip_graph_frame_by_frame(exported, graph):
+    """online.onnx / online_gathered.onnx over the clip's frames from a zero state: the official
+    references' policy per frame, frame logits within the bound, the same clip prediction (mean
+    of the frame logits)."""
     from atfr.runtime.adafuse_clip import AdaFuseOnlineRunner
 
     d, ref = exported
-    on = AdaFuseOnlineRunner.load(d / "exp")
+    on = AdaFuseOnlineRunner.load(d / "exp", graph=graph)
     x = frames_to_inputs(ref["clip"], on.manifest.input)[0]
     frame_logits, policy = on.run_clip(x)
     for i, p in enumerate(policy):
         np.testing.assert_array_equal(p[0], ref[f"policy_{i}"])
-    atol = onnx_shape(d / "exp" / "online.onnx").rtol * magnitude(ref["frame_logits"])
+    # onnx_shape sees the constant-weight convs; the gathered ones have the same fan-in as the
+    # dense model's (tests/tolerances.py: rtol from depth and the longest reduction).
+    atol = onnx_shape(d / "exp" / "model.onnx").rtol * magnitude(ref["frame_logits"])
     np.testing.assert_allclose(frame_logits[0], ref["frame_logits"], rtol=0, atol=atol)
     clip = frame_logits[0].mean(0)
     assert int(clip.argmax()) == int(ref["logits"].argmax())
@@ -117,9 +121,10 @@ def test_online_graph_equals_clip_graph_frame_by_frame(exported):
     assert not np.allclose(first[0], ref["frame_logits"][0])
 
 
-def test_online_torch_equals_clip_and_refuses_tsm():
+def test_online_torch_dense_and_gathered_equal_clip_and_refuse_tsm():
     from atfr.errors import ATFRError
     from atfr.models.adafuse_config import from_compact
+    from atfr.models.adafuse_gathered import AdaFuseOnlineGathered
     from atfr.models.adafuse_online import AdaFuseOnline, run_online
     from atfr.models.adafuse_weights import randomize
 
@@ -127,6 +132,11 @@ def test_online_torch_equals_clip_and_refuses_tsm():
            "adafuse": {"gate_bn_between_fcs": True, "gate_relu_between_fcs": True, "enabled_stages": [1, 3]}}
     model = build_model(from_compact(cfg)).eval()
     randomize(model, 7)
+    # Edge cases of the gathered convolutions: layer2.0 skips every channel, layer2.1 reuses every
+    # channel (never computed at t-1: always recomputed from the cached input), layer4.0 keeps all.
+    with torch.no_grad():
+        for (_, b), action in zip(model.gated_blocks(), (0, 1, 2)):
+            b.policy_net.gate_fc1.bias.view(-1, 3)[:, action] += 1e3
     x = torch.randn(2, 3, 3, 32, 32, generator=torch.Generator().manual_seed(3))
     with torch.no_grad():
         clip = model.run(x)
@@ -137,6 +147,18 @@ def test_online_torch_equals_clip_and_refuses_tsm():
     ks = [int(m.weight[0].numel()) for m in model.modules() if isinstance(m, (torch.nn.Conv2d, torch.nn.Linear))]
     atol = NetShape(len(ks), max(ks)).rtol * magnitude(clip.frame_logits.numpy())  # batch 1 vs N*T convs
     torch.testing.assert_close(frame_logits, clip.frame_logits, rtol=0, atol=atol)
+    # Gathered convolutions, one clip at a time, from the zero state ('all kept' policy state).
+    gathered = AdaFuseOnlineGathered(model).eval()
+    for n in range(2):
+        state = gathered.zero_state(32)
+        g = len(state) // 4
+        with torch.no_grad():
+            for t in range(3):
+                out = gathered(x[n:n + 1, :, t], *state)
+                state = list(out[1 + g:])
+                torch.testing.assert_close(out[0][0], clip.frame_logits[n, t], rtol=0, atol=atol)
+                for i in range(g):
+                    assert torch.equal(out[1 + i][0], clip.policy[i][n, t])
     cfg["adafuse"]["shift"] = True
     with torch.device("meta"):
         tsm = build_model(from_compact(cfg))
