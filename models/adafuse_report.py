@@ -54,7 +54,8 @@ def info_text(info: dict[str, Any]) -> list[str]:
         f"({a['gated_blocks'][0] if a['gated_blocks'] else '-'} .. {a['gated_blocks'][-1] if a['gated_blocks'] else '-'})"
         f", policy FCs {'shared' if a['shared_policy_net'] else 'per block'} "
         f"({info['parameters_policy_nets'] / 1e6:.2f} M parameters)",
-        f"GFLOPs        static (TSN twin, conv+linear MACs) {g['static']:.3f}; policy nets {g['policy_nets']:.3f}",
+        f"GFLOPs        static ({a['variant']} twin without policy nets, conv+linear MACs) {g['static']:.3f}; "
+        f"policy nets {g['policy_nets']:.3f}",
         f"              official convention (thop, as the paper): TSN {g['static_official']:.3f}, "
         f"AdaFuse all-keep {g['dense_official']:.3f}; per clip the policy lowers it (atfr infer --json)",
     ]

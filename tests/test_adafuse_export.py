@@ -164,3 +164,36 @@ def test_online_torch_dense_and_gathered_equal_clip_and_refuse_tsm():
         tsm = build_model(from_compact(cfg))
     with pytest.raises(ATFRError, match="not causal"):
         AdaFuseOnline(tsm)
+
+
+@pytest.mark.slow  # exports two ResNet-50 models (~10 s each)
+@pytest.mark.parametrize("name", ["tsn_r50", "tsm_r50_last"])
+def test_r50_exports_match_official_refs(tmp_path, name):
+    """AdaFuse-TSN-R50 and AdaFuse-TSM-R50-Last through the ONNX clip graph (and, for TSN, the
+    online graphs): the official references' policies and top-1, logits within the bound."""
+    from atfr.export.exporter import ExportOptions, export_model
+    from atfr.models.checkpoint import LoadedModel
+    from atfr.runtime.adafuse_clip import AdaFuseClipRunner, AdaFuseOnlineRunner
+
+    with np.load(REFS) as z:
+        ref = {k.split("/", 1)[1]: z[k] for k in z.files if k.startswith(name + "/")}
+    cfg = from_official_text(str(ref["flags"]))
+    model = build_model(cfg).eval()
+    model.load_state_dict(seeded_state_dict(model.state_dict(), int(ref["seed"]), bn_prefixes(model)))
+    out = export_model(LoadedModel(model, cfg, [], "atfr", {"source": name}), tmp_path / name, ExportOptions())
+    clip = AdaFuseClipRunner.load(out)
+    x = frames_to_inputs(ref["clip"], clip.manifest.input)[0]
+    res, extra = clip.infer(x)
+    atol = onnx_shape(out / "model.onnx").rtol * magnitude(ref["logits"])
+    np.testing.assert_allclose(res.logits, ref["logits"], rtol=0, atol=atol)
+    assert int(res.logits.argmax()) == int(ref["logits"].argmax())
+    for i, p in enumerate(extra["policy"]):
+        np.testing.assert_array_equal(np.array(p), ref[f"policy_{i}"])
+    graphs = ["online", "online_gathered"] if name.startswith("tsn") else []
+    assert sorted(k for k in clip.manifest.graphs if k.startswith("online")) == graphs
+    for graph in graphs:
+        frame_logits, policy = AdaFuseOnlineRunner.load(out, graph=graph).run_clip(x)
+        for i, p in enumerate(policy):
+            np.testing.assert_array_equal(p[0], ref[f"policy_{i}"])
+        np.testing.assert_allclose(frame_logits[0], ref["frame_logits"], rtol=0,
+                                   atol=onnx_shape(out / "model.onnx").rtol * magnitude(ref["frame_logits"]))
