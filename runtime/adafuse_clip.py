@@ -116,3 +116,17 @@ class AdaFuseOnlineRunner:
         steps = [self.step(clip[:, :, t]) for t in range(clip.shape[2])]
         logits = np.stack([s[0] for s in steps], 1)
         return logits, [np.stack([s[1][i] for s in steps], 1) for i in range(len(self.blocks))]
+
+
+# Commands that run an export through ATFR's split pipeline. For AdaFuse exports only 'atfr infer'
+# (clip graph) and the online runner exist so far; these refuse them with one line.
+NOT_FOR_ADAFUSE = ("run", "predict", "bench", "verify", "calibrate", "build", "serve", "triton-repo")
+
+
+def refuse_adafuse_export(command: str, args: Any) -> None:
+    if command not in NOT_FOR_ADAFUSE:
+        return
+    path = getattr(args, "outdir", None) or getattr(args, "export", None)
+    if path and is_adafuse_export(path):
+        raise ATFRError(f"{path} is an AdaFuse export: 'atfr {command}' does not run AdaFuse models yet "
+                        "(use 'atfr infer EXPORT --input CLIP.npy')")

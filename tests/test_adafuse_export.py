@@ -197,3 +197,12 @@ def test_r50_exports_match_official_refs(tmp_path, name):
             np.testing.assert_array_equal(p[0], ref[f"policy_{i}"])
         np.testing.assert_allclose(frame_logits[0], ref["frame_logits"], rtol=0,
                                    atol=onnx_shape(out / "model.onnx").rtol * magnitude(ref["frame_logits"]))
+
+
+@pytest.mark.slow  # shares the export above
+@pytest.mark.parametrize("argv", [["run", "--source", "x.mp4"], ["predict", "x.mp4"], ["bench"], ["verify"],
+                                  ["calibrate"], ["build"], ["serve"], ["triton-repo", "-o", "repo"]],
+                         ids=lambda a: a[0])
+def test_commands_without_adafuse_support_refuse_in_one_line(capsys, exported, argv):
+    d, _ = exported
+    one_line_error(*run_cli(capsys, argv[0], d / "exp", *argv[1:])[::2], match="is an AdaFuse export")
