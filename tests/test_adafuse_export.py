@@ -4,13 +4,13 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import numpy as np
 import onnx
 import pytest
 import torch
 
+from adafuse_helpers import assert_policies, load_ref, write_official
 from atfr.export.exporter import TRT103_OPS
 from atfr.models.adafuse_blocks import first_max3
 from atfr.models.adafuse_config import from_official_text
@@ -20,22 +20,18 @@ from atfr.runtime.clips import frames_to_inputs
 from cli_helpers import one_line_error, run_cli
 from tolerances import NetShape, magnitude, onnx_shape
 
-REFS = Path(__file__).parent / "data" / "adafuse_refs.npz"
 
 
 @pytest.fixture(scope="module")
 def exported(tmp_path_factory):
     """The reference AdaFuse-TSN-R18 (4 x 64^2): official checkpoint, flags, clip, and its export."""
-    with np.load(REFS) as z:
-        ref = {k.split("/", 1)[1]: z[k] for k in z.files if k.startswith("tsn_r18/")}
+    ref = load_ref("tsn_r18")
     d = tmp_path_factory.mktemp("adafuse_export")
-    (d / "flags.sh").write_text(str(ref["flags"]) + "\n")
-    model = build_model(from_official_text(str(ref["flags"])))
-    sd = seeded_state_dict(model.state_dict(), int(ref["seed"]), bn_prefixes(model))
-    torch.save({"state_dict": {"module." + k: v for k, v in sd.items()}}, d / "r18.pth.tar")
+    ckpt, flags = write_official(d, ref)
+    ckpt.rename(d / "r18.pth.tar")
     np.save(d / "clip.npy", ref["clip"])
     from atfr.cli import main
-    assert main(["export", str(d / "r18.pth.tar"), "--config", str(d / "flags.sh"), "-o", str(d / "exp")]) == 0
+    assert main(["export", str(d / "r18.pth.tar"), "--config", str(flags), "-o", str(d / "exp")]) == 0
     return d, ref
 
 
@@ -51,8 +47,7 @@ def test_onnxruntime_matches_official_refs_and_torch(capsys, exported):
     assert rc == 0, err
     ort = json.loads(out)
     assert ort["backend"] == "onnxruntime"
-    for i, p in enumerate(ort["policy"]):
-        np.testing.assert_array_equal(np.array(p), ref[f"policy_{i}"])
+    assert_policies(ort["policy"], ref, onnx_shape(d / "exp" / "model.onnx").rtol)
     assert ort["top5"][0]["index"] == int(ref["logits"].argmax())
     atol = onnx_shape(d / "exp" / "model.onnx").rtol * magnitude(ref["logits"])
     np.testing.assert_allclose(ort["logits"], ref["logits"], rtol=0, atol=atol)
@@ -108,8 +103,7 @@ def test_online_graph_equals_clip_graph_frame_by_frame(exported, graph):
     on = AdaFuseOnlineRunner.load(d / "exp", graph=graph)
     x = frames_to_inputs(ref["clip"], on.manifest.input)[0]
     frame_logits, policy = on.run_clip(x)
-    for i, p in enumerate(policy):
-        np.testing.assert_array_equal(p[0], ref[f"policy_{i}"])
+    assert_policies([p[0] for p in policy], ref, onnx_shape(d / "exp" / "model.onnx").rtol)
     # onnx_shape sees the constant-weight convs; the gathered ones have the same fan-in as the
     # dense model's (tests/tolerances.py: rtol from depth and the longest reduction).
     atol = onnx_shape(d / "exp" / "model.onnx").rtol * magnitude(ref["frame_logits"])
@@ -175,8 +169,7 @@ def test_r50_exports_match_official_refs(tmp_path, name):
     from atfr.models.checkpoint import LoadedModel
     from atfr.runtime.adafuse_clip import AdaFuseClipRunner, AdaFuseOnlineRunner
 
-    with np.load(REFS) as z:
-        ref = {k.split("/", 1)[1]: z[k] for k in z.files if k.startswith(name + "/")}
+    ref = load_ref(name)
     cfg = from_official_text(str(ref["flags"]))
     model = build_model(cfg).eval()
     model.load_state_dict(seeded_state_dict(model.state_dict(), int(ref["seed"]), bn_prefixes(model)))
@@ -187,14 +180,12 @@ def test_r50_exports_match_official_refs(tmp_path, name):
     atol = onnx_shape(out / "model.onnx").rtol * magnitude(ref["logits"])
     np.testing.assert_allclose(res.logits, ref["logits"], rtol=0, atol=atol)
     assert int(res.logits.argmax()) == int(ref["logits"].argmax())
-    for i, p in enumerate(extra["policy"]):
-        np.testing.assert_array_equal(np.array(p), ref[f"policy_{i}"])
+    assert_policies(extra["policy"], ref, onnx_shape(out / "model.onnx").rtol)
     graphs = ["online", "online_gathered"] if name.startswith("tsn") else []
     assert sorted(k for k in clip.manifest.graphs if k.startswith("online")) == graphs
     for graph in graphs:
         frame_logits, policy = AdaFuseOnlineRunner.load(out, graph=graph).run_clip(x)
-        for i, p in enumerate(policy):
-            np.testing.assert_array_equal(p[0], ref[f"policy_{i}"])
+        assert_policies([p[0] for p in policy], ref, onnx_shape(out / "model.onnx").rtol)
         np.testing.assert_allclose(frame_logits[0], ref["frame_logits"], rtol=0,
                                    atol=onnx_shape(out / "model.onnx").rtol * magnitude(ref["frame_logits"]))
 

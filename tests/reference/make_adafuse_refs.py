@@ -132,10 +132,10 @@ def one_model(name: str, flags: str, official: Path) -> dict[str, np.ndarray]:
                               model.base_model.layer4) for b in layer]
     gated = [i for i, b in enumerate(blocks) if b.adaptive_policy]
     actions = [masks[i][0].argmax(-1).numpy().astype(np.int8) for i in gated]  # [T, C]
-    gaps = []
+    gaps = []  # per gated block [T, C]: best minus second-best log-probability (near-ties)
     for lp in hard.logprobs:
         top2 = torch.topk(lp, 2, dim=-1).values
-        gaps.append(float((top2[..., 0] - top2[..., 1]).min()))
+        gaps.append((top2[..., 0] - top2[..., 1]).reshape(t, -1).numpy())
     # The official evaluation as it runs: Gumbel sampling in eval mode (seeded runs).
     mask_agree, top1_agree = [], []
     for run in range(GUMBEL_RUNS):
@@ -155,7 +155,8 @@ def one_model(name: str, flags: str, official: Path) -> dict[str, np.ndarray]:
         "logits": out[0].numpy().astype(np.float32),
         "frame_logits": frame_logits[0, 0].numpy().astype(np.float32),
         "gated_blocks": np.array(gated, np.int32),
-        "min_policy_gap": np.array(min(gaps)),
+        "min_policy_gap": np.array(min(float(g.min()) for g in gaps)),
+        "policy_logprob_max": np.array(max(float(lp.abs().max()) for lp in hard.logprobs)),
         "official_gflops_per_frame": np.array(float(real)),
         "official_upb_gflops_per_frame": np.array(float(upb)),
         "official_base_gflops_per_frame": np.array(float(base_gflops)),
@@ -164,8 +165,10 @@ def one_model(name: str, flags: str, official: Path) -> dict[str, np.ndarray]:
     }
     for i, a in enumerate(actions):
         ref[f"policy_{i}"] = a
+        ref[f"policy_gap_{i}"] = gaps[i].astype(np.float16)
     print(f"{name}: {len(keys)} keys, {len(gated)} gated blocks, top1 {int(out.argmax())}, "
-          f"official GFLOPs/frame {float(real):.5f} (base {base_gflops:.5f}), min policy gap {min(gaps):.2e}, "
+          f"official GFLOPs/frame {float(real):.5f} (base {base_gflops:.5f}), "
+          f"min policy gap {min(float(g.min()) for g in gaps):.2e}, "
           f"policy fractions skip/reuse/keep "
           f"{[round(float(np.mean(np.concatenate([a.ravel() for a in actions]) == k)), 3) for k in range(3)]}, "
           f"Gumbel: mask agreement {np.mean(mask_agree):.3f}, top-1 agreement {np.mean(top1_agree):.2f}")
