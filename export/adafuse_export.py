@@ -158,6 +158,7 @@ def export_adafuse(loaded: LoadedModel, outdir: str | Path, opts: ExportOptions)
                       "arch": "adafuse", "num_classes": int(model.new_fc.out_features),
                       "labels": loaded.labels, "source_format": loaded.source_format},
             "family": "adafuse",
+            **({"untrained": True} if loaded.meta.get("untrained") else {}),  # atfr init: predictions mean nothing
             "input": new_spec.to_dict(),
             "num_pathways": 1,
             "batch": "dynamic (N)",

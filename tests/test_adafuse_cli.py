@@ -125,3 +125,17 @@ def test_convert_round_trip(capsys, r18, tmp_path):
     res = json.loads(out)
     assert res["top5"][0]["index"] == int(ref["logits"].argmax())
     assert_policies(res["policy"], ref, RTOL)
+
+
+@pytest.mark.slow  # exports a small model (~5 s)
+def test_init_adafuse_exports_an_untrained_model(capsys, tmp_path):
+    cfg = '{"arch": "adafuse", "depth": 18, "num_frames": 3, "crop_size": 32, "num_classes": 4}'
+    rc, out, err = run_cli(capsys, "init", cfg, "-o", tmp_path / "a.pt", "--export", tmp_path / "exp")
+    assert rc == 0, err
+    assert "atfr infer" in out
+    np.save(tmp_path / "c.npy", np.random.default_rng(0).integers(0, 255, (3, 32, 32, 3), dtype=np.uint8))
+    rc, out, err = run_cli(capsys, "infer", tmp_path / "exp", "--input", tmp_path / "c.npy", "--json")
+    assert rc == 0, err
+    assert "untrained" in err
+    res = json.loads(out)
+    assert len(res["policy"]) == 8 and np.array(res["policy"][0]).shape == (3, 64)
