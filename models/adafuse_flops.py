@@ -16,7 +16,8 @@ the saved fraction of its conv1 times conv1's flops and the skipped fraction tim
 conv1 must compute a channel at frame t when it is kept at t or reused at t+1; the official loop
 uses frame T-2's mask for the last frame (an off-by-one: ``t`` keeps the loop's last value).
 ``official`` reproduces that; ``eq5`` is the paper's Eq. 5 with the last frame's own mask (no
-frame after it reuses anything). Both are reported per clip (T x the per-frame figure).
+frame after it reuses anything). Both are reported per clip (T x the per-frame figure); the
+arithmetic is torch-free in runtime/adafuse_gflops.py (the runtime counts exported clips too).
 """
 
 from __future__ import annotations
