@@ -26,7 +26,12 @@ from tolerances import NetShape, magnitude
 
 MODELS = [pytest.param("tsn_r18", id="AdaFuse-TSN-R18"),
           pytest.param("tsn_r50", id="AdaFuse-TSN-R50", marks=pytest.mark.slow),
-          pytest.param("tsm_r50_last", id="AdaFuse-TSM-R50-Last", marks=pytest.mark.slow)]
+          pytest.param("tsm_r50_last", id="AdaFuse-TSM-R50-Last", marks=pytest.mark.slow),
+          # Other options, against the official code too (tests/reference/make_adafuse_refs.py).
+          pytest.param("r34_enabled_layers", id="R34-enabled_layers"),
+          pytest.param("r18_enable_from_to", id="R18-enable_from-relative_hidden_size"),
+          pytest.param("r18_shared_quota", id="R18-shared-hidden_quota"),
+          pytest.param("r50_tsm_max_pool", id="R50-TSM-max-pool-shift_div4", marks=pytest.mark.slow)]
 
 
 def _net_shape(model: torch.nn.Module) -> NetShape:

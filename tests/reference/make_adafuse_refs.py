@@ -8,8 +8,10 @@ folder holding it to the import path. torchvision is only imported, never used, 
 here, so an empty stand-in module is installed when it is missing.
 
 For each model (the ``zz_eval.sh`` command lines of AdaFuse-TSN-R50 and AdaFuse-TSM-R50-Last, and
-the TSN line with ``--arch batenet18``), with ``--num_segments 4 --reso_list 64`` appended to
-keep the clip small: parse with the official ``opts.parser``, take the class count from the
+the TSN line with ``--arch batenet18``, with ``--num_segments 4 --reso_list 64`` appended to
+keep the clip small; and four lines exercising other options: ``--enabled_layers``,
+``--enable_from/--disable_from``, ``--relative_hidden_size``, ``--gate_reduce_type max``, ``--shift_div``,
+``--hidden_quota`` on ResNet-18/34/50): parse with the official ``opts.parser``, take the class count from the
 official ``return_dataset``, build ``TSN_Gate`` (no pretrained download: ``--model_paths none``),
 fill its state dict with :func:`atfr.models.adafuse_weights.seeded_state_dict` (seed below),
 and run one seeded uint8 clip, normalised as the official val transform (x/255, ImageNet mean/std),
@@ -52,7 +54,17 @@ MODELS = {
     "tsn_r50": "python -u main_gate.py " + ZZ_TSN + SMALL,
     "tsm_r50_last": "python -u main_gate.py " + ZZ_TSM_LAST + SMALL,
 }
-SEEDS = {"tsn_r18": 18, "tsn_r50": 50, "tsm_r50_last": 350}
+# Other options the zoo builds, each against the official code too (3 frames, Mini-Kinetics' 200 classes).
+VARIANT = "python -u main_gate.py minik RGB --num_segments 3 --reso_list 64 --ada_reso_skip --gate_history "
+MODELS.update({
+    "r34_enabled_layers": VARIANT + "--arch batenet34 --enabled_layers 1 5 9 --gbn --grelu --gate_hidden_dim 64",
+    "r18_enable_from_to": VARIANT + "--arch batenet18 --enable_from 1 --disable_from 3 --relative_hidden_size 0.5",
+    "r50_tsm_max_pool": VARIANT + "--arch batenet50 --gate_reduce_type max --grelu --shift --shift_div 4 "
+                                  "--enabled_stages 0 2",
+    "r18_shared_quota": VARIANT + "--arch batenet18 --shared_policy_net --hidden_quota 8192",
+})
+SEEDS = {"tsn_r18": 18, "tsn_r50": 50, "tsm_r50_last": 350, "r34_enabled_layers": 34, "r18_enable_from_to": 181,
+         "r50_tsm_max_pool": 501, "r18_shared_quota": 182}
 GUMBEL_RUNS = 5
 MEAN, STD = np.array([0.485, 0.456, 0.406], np.float32), np.array([0.229, 0.224, 0.225], np.float32)
 
