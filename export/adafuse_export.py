@@ -53,8 +53,12 @@ class ClipGraph(torch.nn.Module):
         return (out.logits, *[p.to(torch.int32) for p in out.policy])
 
 
+# --gate_reduce_type max pools the policy input with GlobalMaxPool (in the TensorRT 10.3 parser's list).
+POLICY_OPS = {"GlobalMaxPool"}
+
+
 def _check_ops(g: onnx.ModelProto, what: str = "model.onnx") -> None:
-    bad = sorted({n.op_type for n in g.graph.node if n.op_type not in TRT103_OPS})
+    bad = sorted({n.op_type for n in g.graph.node if n.op_type not in TRT103_OPS | POLICY_OPS})
     if bad:
         raise ATFRError(f"export: {what} uses ops outside the TensorRT 10.3 parser set: {', '.join(bad)}")
     try:
@@ -98,7 +102,7 @@ def _gathered_graph(model: AdaFuseTSN, size: int, opset: int) -> tuple[onnx.Mode
     state = [torch.randint(0, 3, (1, *s), generator=gen, dtype=torch.int32) if d == torch.int32
              else torch.rand((1, *s), generator=gen) for _, s, d in shapes]
     graph = _onnx_export(OnlineGraph(online, g), (frame, *state), ins, outs, None, opset)
-    bad = sorted({n.op_type for n in graph.graph.node if n.op_type not in TRT103_OPS | GATHER_OPS})
+    bad = sorted({n.op_type for n in graph.graph.node if n.op_type not in TRT103_OPS | GATHER_OPS | POLICY_OPS})
     if bad:
         raise ATFRError(f"export: online_gathered.onnx uses ops outside the TensorRT 10.3 parser set: {', '.join(bad)}")
     onnx.checker.check_model(graph)

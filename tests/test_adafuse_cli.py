@@ -129,7 +129,9 @@ def test_convert_round_trip(capsys, r18, tmp_path):
 
 @pytest.mark.slow  # exports a small model (~5 s)
 def test_init_adafuse_exports_an_untrained_model(capsys, tmp_path):
-    cfg = '{"arch": "adafuse", "depth": 18, "num_frames": 3, "crop_size": 32, "num_classes": 4}'
+    """atfr init -> export -> infer, with the max-pooled policy input (GlobalMaxPool in the graph)."""
+    cfg = ('{"arch": "adafuse", "depth": 18, "num_frames": 3, "crop_size": 32, "num_classes": 4, '
+           '"adafuse": {"gate_reduce_type": "max"}}')
     rc, out, err = run_cli(capsys, "init", cfg, "-o", tmp_path / "a.pt", "--export", tmp_path / "exp")
     assert rc == 0, err
     assert "atfr infer" in out
@@ -139,3 +141,8 @@ def test_init_adafuse_exports_an_untrained_model(capsys, tmp_path):
     assert "untrained" in err
     res = json.loads(out)
     assert len(res["policy"]) == 8 and np.array(res["policy"][0]).shape == (3, 64)
+    rc, out, err = run_cli(capsys, "infer", tmp_path / "a.pt", "--input", tmp_path / "c.npy", "--json")
+    assert rc == 0, err
+    tor = json.loads(out)
+    assert tor["policy"] == res["policy"] and tor["backend"] == "torch"
+    np.testing.assert_allclose(tor["logits"], res["logits"], rtol=0, atol=RTOL * magnitude(tor["logits"]))
