@@ -83,6 +83,9 @@ def test_export_errors_are_one_line(capsys, exported):
     d, _ = exported
     one_line_error(*run_cli(capsys, "export", d / "r18.pth.tar", "--config", d / "flags.sh", "-o", d / "exp")[::2],
                    match="--force")
+    one_line_error(*run_cli(capsys, "export", d / "r18.pth.tar", "--config", d / "flags.sh", "-o", d / "e16",
+                            "--fp16")[::2], match="fp32 only")
+    assert not (d / "e16").exists()
     one_line_error(*run_cli(capsys, "infer", d / "exp", "--backend", "tensorrt", "--input", d / "clip.npy")[::2],
                    match="onnxruntime")
     one_line_error(*run_cli(capsys, "infer", d / "exp", "--bins", "2", "--input", d / "clip.npy")[::2],
