@@ -96,7 +96,11 @@ def _official_parser() -> argparse.ArgumentParser:
 def parse_command_line(text: str, source: str = "config") -> dict[str, Any]:
     """The official flags from a ``main_gate.py`` command line (as in ``zz_eval.sh``)."""
     lines = [ln for ln in text.replace("\\\n", " ").splitlines() if ln.strip() and not ln.lstrip().startswith("#")]
-    line = next((ln for ln in lines if "main_gate.py" in ln), lines[0] if lines else "")
+    calls = [ln for ln in lines if "main_gate.py" in ln]
+    if len(calls) > 1:  # e.g. the whole zz_eval.sh: which model is meant is not ours to guess
+        raise ATFRError(f"{source}: holds {len(calls)} main_gate.py command lines; keep the one that "
+                        "trained this checkpoint")
+    line = calls[0] if calls else (lines[0] if lines else "")
     try:
         words = shlex.split(line, comments=True)
     except ValueError as e:

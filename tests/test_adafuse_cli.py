@@ -99,6 +99,9 @@ def test_errors_are_one_line(capsys, r18, tmp_path):
     unknown = tmp_path / "ucf.sh"
     unknown.write_text(str(ref["flags"]).replace("something RGB", "ucf101 RGB") + "\n")
     one_line_error(*run_cli(capsys, "info", ckpt, "--config", unknown)[::2], match="--num_class")
+    both = tmp_path / "zz_eval.sh"
+    both.write_text(f"{ref['flags']} | tee tmp_log.txt\nOUTPUT0=`cat tmp_log.txt`\n{ref['flags']}\n")
+    one_line_error(*run_cli(capsys, "info", ckpt, "--config", both)[::2], match="2 main_gate.py command lines")
     evil = tmp_path / "args.txt"
     evil.write_text("Namespace(arch=__import__('os').system('true'), num_class=174)")
     one_line_error(*run_cli(capsys, "info", ckpt, "--config", evil)[::2], match="not a literal")
