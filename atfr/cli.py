@@ -112,6 +112,7 @@ def _run_command(name: str, argv: list[str], debug: bool, ATFRError: type) -> in
         _add_verbose(cmd)
         args = cmd.parse_args(argv)
         importlib.import_module("atfr.commands.init").warn_if_untrained(name, args)  # one stderr line
+        importlib.import_module("atfr.runtime.adafuse_clip").refuse_adafuse_export(name, args)
         rc = mod.run(args)
         return int(rc or 0)
     except ATFRError as e:

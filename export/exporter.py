@@ -218,6 +218,9 @@ def export_model(loaded: LoadedModel, outdir: str | Path, opts: ExportOptions) -
     """Export ``loaded`` into the folder ``outdir``, holding its write claim (atfr/output_claim.py)
     throughout: a second atfr process writing the same folder exits 2 instead of racing."""
     with output_lock(outdir):
+        if getattr(loaded.model, "family", None) == "adafuse":  # one clip graph + policy (export/adafuse_export.py)
+            from .adafuse_export import export_adafuse
+            return export_adafuse(loaded, outdir, opts)
         return _export_model(loaded, Path(outdir), opts)
 
 

@@ -1,6 +1,7 @@
 """Checkpoints: the official ``.pyth`` dict and our self-describing format.
 
-Official: ``{"epoch", "model_state", "optimizer_state", "cfg": <yacs YAML string>}``.
+Official: ``{"epoch", "model_state", "optimizer_state", "cfg": <yacs YAML string>}``; AdaFuse's
+official ``*.pth.tar``: ``{"state_dict": ...}`` with DataParallel ``module.`` names (config given).
 Ours:     ``{"format": "atfr-checkpoint", "version": 1, "cfg": <dict, official keys>,
             "labels": [...], "input": InputSpec dict, "sgs": [SGSSpec dicts],
             "model_state": state_dict, "meta": {...}}``.
@@ -189,6 +190,14 @@ def load_checkpoint(path: str | Path, config: str | Path | None = None) -> Loade
         _load_state_strict(model, _strip_module(d["model_state"]), src)
         meta = {"epoch": d.get("epoch")}
         return LoadedModel(model.eval(), cfg, [], "official", meta)
+    if isinstance(d.get("state_dict"), dict):  # AdaFuse's main_gate.py: {"state_dict": DataParallel names}
+        if not config:
+            raise ATFRError(f"{src}: an official AdaFuse checkpoint carries no config; pass --config FILE "
+                            "(the main_gate.py flags, as a command line or its args.txt)")
+        cfg = C.load_config_file(str(config))
+        model = build_model(cfg)
+        _load_state_strict(model, _strip_module(d["state_dict"]), src)
+        return LoadedModel(model.eval(), cfg, [], "official", {})
     raise ATFRError(f"{src}: not an ATFR checkpoint (no 'model_state'; keys: {', '.join(list(d)[:5])})")
 
 

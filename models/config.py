@@ -76,7 +76,7 @@ DEFAULTS: dict[str, Any] = {
     "TEST": {"NUM_ENSEMBLE_VIEWS": 10, "NUM_SPATIAL_CROPS": 3},
 }
 
-KNOWN_ARCHS = ("3dresnet", "slowfast", "x3d", "r2plus1d", "i3d_3x1x1", "i3d_3x3x3", "tsn", "tam")
+KNOWN_ARCHS = ("3dresnet", "slowfast", "x3d", "r2plus1d", "i3d_3x1x1", "i3d_3x3x3", "tsn", "tam", "adafuse")
 # Old names that keep working (configs and checkpoints written with them): name -> canonical.
 ARCH_ALIASES = {"i3d": "i3d_3x1x1"}
 # Single-pathway ResNet-50-style archs (NUM_BLOCK_TEMP_KERNEL etc. filled by from_compact).
@@ -183,6 +183,9 @@ def from_compact(c: dict[str, Any]) -> dict[str, Any]:
     if not isinstance(c, dict) or "arch" not in c:
         raise ATFRError("config: our compact config needs at least an 'arch' key")
     arch = str(c["arch"]).lower()
+    if arch == "adafuse":  # its own keys (models/adafuse_config.py)
+        from .adafuse_config import from_compact as adafuse_from_compact
+        return adafuse_from_compact(c)
     if canonical_arch(arch) not in KNOWN_ARCHS:
         raise ATFRError(f"config: unknown architecture {c['arch']!r}; supported: {', '.join(KNOWN_ARCHS)} "
                         f"(alias: {', '.join(ARCH_ALIASES)})")
@@ -267,6 +270,9 @@ def load_config_file(path: str) -> dict[str, Any]:
             text = f.read()
     except OSError as e:
         raise ATFRError(f"cannot read config {path}: {e.strerror}") from None
+    from .adafuse_config import from_official_text, looks_official
+    if looks_official(text):  # AdaFuse's main_gate.py flags or its args.txt
+        return from_official_text(text, path)
     try:
         raw = yaml.safe_load(text)
     except yaml.YAMLError:

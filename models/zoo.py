@@ -2,7 +2,8 @@
 
 Architectures (``MODEL.ARCH`` / compact ``arch``): ``3dresnet``, ``slowfast``, ``x3d``,
 ``r2plus1d``, ``i3d_3x1x1`` (alias ``i3d``: PySlowFast's I3D-R50), ``i3d_3x3x3`` (seed 003's
-fully inflated I3D-R50), ``tsn`` and ``tam`` (seed 003's 2D baselines on ResNet-50).
+fully inflated I3D-R50), ``tsn`` and ``tam`` (seed 003's 2D baselines on ResNet-50), ``adafuse`` (AdaFuse-TSN/TSM,
+models/adafuse.py).
 """
 
 from __future__ import annotations
@@ -42,4 +43,7 @@ def build_model(cfg: dict[str, Any]) -> VideoNet:
     if arch == "tam":
         from .tsn import TAM
         return TAM(cfg)
+    if arch == "adafuse":
+        from .adafuse import AdaFuseTSN
+        return AdaFuseTSN(cfg)
     raise ATFRError(f"unknown architecture {arch!r}")

@@ -29,6 +29,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from atfr.errors import ATFRError
     from atfr.export.exporter import ExportOptions, check_export_size, export_model, validate_arguments
     from atfr.fileio import check_output_dir
     from atfr.models.checkpoint import load_checkpoint
@@ -43,6 +44,9 @@ def run(args: argparse.Namespace) -> int:
     t0 = time.perf_counter()
     with output_lock(args.output):  # a second atfr process writing the same folder exits 2 at once
         lm = load_checkpoint(args.source, args.config)
+        if args.fp16 and getattr(lm.model, "family", None) == "adafuse":
+            raise ATFRError("--fp16: AdaFuse exports are fp32 only for now (the fp16 policy is written for "
+                            "ATFR's front/back split)")
         spec = lm.model.input_spec
         check_export_size(lm.model, args.frames or spec.num_frames, args.size or spec.crop_size)
         lm.meta.setdefault("source", args.source)

@@ -1,4 +1,5 @@
-"""``atfr info CHECKPOINT``: architecture, parameters, SGS layers and GFLOPs per B'.
+"""``atfr info CHECKPOINT``: architecture, parameters, SGS layers and GFLOPs per B' (AdaFuse:
+gated blocks, policy nets and static GFLOPs in both conventions, models/adafuse_report.py).
 
 GFLOPs follow models/flops.py (multiply-adds of conv/linear, per clip, fvcore/PySlowFast
 convention) at the model's own input (``input_spec``: num_frames x crop_size; SlowFast slow
@@ -44,6 +45,10 @@ def collect(path: str, config: str | None = None) -> dict[str, Any]:
 
     lm = load_checkpoint(path, config)
     model = lm.model
+    from atfr.models.adafuse_report import info_fields, is_adafuse
+    if is_adafuse(model):  # no SGS: policy nets instead (models/adafuse_report.py)
+        return {"checkpoint": str(path), "format": lm.source_format, "meta": _plain(lm.meta),
+                "input": model.input_spec.to_dict(), "sgs": [], **info_fields(model)}
     shapes = default_input_shapes(model)
     rep = flops_report(model, shapes)
     s = rep["summary"]
@@ -57,7 +62,7 @@ def collect(path: str, config: str | None = None) -> dict[str, Any]:
     return {
         "checkpoint": str(path),
         "format": lm.source_format,
-        "meta": {k: v for k, v in lm.meta.items() if isinstance(v, (int, float, str, bool)) or v is None},
+        "meta": _plain(lm.meta),
         "architecture": _arch_description(model, lm.cfg),
         "parameters": int(n_params),
         "trainable_parameters": int(n_train),
@@ -75,8 +80,20 @@ def collect(path: str, config: str | None = None) -> dict[str, Any]:
     }
 
 
+def _plain(meta: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in meta.items() if isinstance(v, (int, float, str, bool)) or v is None}
+
+
 def _text(info: dict[str, Any]) -> str:
     a = info["architecture"]
+    if a["arch"] == "adafuse":
+        from atfr.models.adafuse_report import info_text
+        return "\n".join([
+            f"checkpoint    {info['checkpoint']} ({info['format']})",
+            f"architecture  adafuse ({a['class']}), {a['num_classes']} classes",
+            f"parameters    {info['parameters']:,} ({info['parameters'] / 1e6:.2f} M)",
+            f"input         {info['input']['num_frames']} frames x {info['input']['crop_size']}^2 crop",
+            *info_text(info)])
     extra = ", ".join(f"{k} {v}" for k, v in a.items() if k not in ("arch", "class", "num_classes"))
     lines = [
         f"checkpoint    {info['checkpoint']} ({info['format']})",

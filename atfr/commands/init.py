@@ -114,7 +114,9 @@ def run(args: argparse.Namespace) -> int:
         lm = load_checkpoint(out)
         lm.meta.setdefault("source", str(out))
         export_model(lm, args.export, ExportOptions(force=args.force, name=Path(str(out)).stem))
-        print(f"exported to {args.export}; next: atfr bench {args.export} [--throughput]")
+        nxt = (f"atfr infer {args.export} --input CLIP.npy --json" if cfg["MODEL"]["ARCH"] == "adafuse"
+               else f"atfr bench {args.export} [--throughput]")
+        print(f"exported to {args.export}; next: {nxt}")
     else:
         print(f"  next: atfr info {out}; atfr export {out} -o EXPORT; atfr bench EXPORT [--throughput]")
     return 0

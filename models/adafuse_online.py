@@ -1,0 +1,84 @@
+"""AdaFuse online: one frame plus the state in, the frame's logits, policy and the new state out.
+
+AdaFuse-TSN is causal: a block's policy reads the pooled block input of the current and the
+previous frame, and "reuse" takes the previous frame's conv1 output (after BN+ReLU). So the state
+is, per gated block, the previous frame's pooled block input [N, C_in] and its conv1 output
+[N, C_mid, H, W]; zeros before the first frame, exactly as the clip graph pads. Run over the frames
+of a clip from a zero state it equals the clip model frame by frame (same policy, same frame
+logits up to summation order); the clip prediction is the mean of the frame logits (TSN_Gate).
+
+TSM's shift reads the next frame's channels, so AdaFuse-TSM has no causal per-frame form: refused.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn as nn
+
+from atfr.errors import ATFRError
+
+from .adafuse import AdaFuseTSN
+
+
+class AdaFuseOnline(nn.Module):
+    def __init__(self, model: AdaFuseTSN):
+        super().__init__()
+        if model.ada["shift"]:
+            raise ATFRError("online graph: AdaFuse-TSM's shift reads the next frame (not causal); "
+                            "the online graph exists for AdaFuse-TSN models")
+        self.model = model
+
+    def state_shapes(self, size: int) -> list[tuple[str, tuple[int, ...]]]:
+        """(name, shape without the batch) of every state tensor, in input order."""
+        with torch.device("meta"):
+            twin = AdaFuseOnline(AdaFuseTSN(self.model.cfg)).eval()
+        shapes: list[tuple[str, tuple[int, ...]]] = []
+        for i, (_, b) in enumerate(twin.model.gated_blocks()):
+            cin = b.conv1.in_channels
+            shapes.append((f"pool{i}", (cin,)))
+            shapes.append((f"conv1_{i}", (b.conv1.out_channels, 0, 0)))
+        # conv1 output sizes: one meta pass with empty-size placeholders replaced as found.
+        hw: list[tuple[int, int]] = []
+        hooks = [b.conv1.register_forward_hook(lambda m, i, o: hw.append(tuple(o.shape[2:])))
+                 for _, b in twin.model.gated_blocks()]
+        try:
+            with torch.no_grad():
+                twin.model.run(torch.zeros((1, 3, 1, size, size), device="meta"))
+        finally:
+            for h in hooks:
+                h.remove()
+        return [(n, s if not n.startswith("conv1_") else (s[0], *hw[int(n[6:])])) for n, s in shapes]
+
+    def zero_state(self, batch: int, size: int) -> list[torch.Tensor]:
+        return [torch.zeros((batch, *s)) for _, s in self.state_shapes(size)]
+
+    def forward(self, frame: torch.Tensor, *state: torch.Tensor):
+        """frame [N,3,S,S] (normalised) -> (logits [N,K], policy per gated block [N,C], new state...)."""
+        bm = self.model.base_model
+        x = bm.maxpool(bm.relu(bm.bn1(bm.conv1(frame))))
+        policies, new_state = [], []
+        g = 0
+        for _, block in bm.blocks():
+            if block.policy_net is None:
+                x, _ = block(x, 1)
+                continue
+            x, action, v, y = block.step(x, state[2 * g], state[2 * g + 1])
+            policies.append(action)
+            new_state += [v, y]
+            g += 1
+        logits = self.model.new_fc(bm.fc(torch.flatten(bm.avgpool(x), 1)))
+        return (logits, *policies, *new_state)
+
+
+def run_online(online: AdaFuseOnline, clip: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
+    """clip [N,3,T,S,S] frame by frame from a zero state -> (frame logits [N,T,K], policy per block [N,T,C])."""
+    n, _, t, s, _ = clip.shape
+    state = online.zero_state(n, s)
+    logits, pols = [], []
+    g = len(state) // 2
+    for k in range(t):
+        out = online(clip[:, :, k], *state)
+        logits.append(out[0])
+        pols.append(out[1:1 + g])
+        state = list(out[1 + g:])
+    return torch.stack(logits, 1), [torch.stack([p[i] for p in pols], 1) for i in range(g)]

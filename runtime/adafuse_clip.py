@@ -1,0 +1,132 @@
+"""An AdaFuse clip-graph export on ONNX Runtime: logits, policy and GFLOPs per clip. Torch-free.
+
+The export (export/adafuse_export.py) holds ``model.onnx``: ``clip0`` [N,3,T,S,S] -> ``logits``
+[N,K] and ``policy{i}`` [N,T,C_i] per gated block; its manifest's ``adafuse`` section carries the
+counts that turn a policy into GFLOPs (runtime/adafuse_gflops.py).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from atfr.errors import ATFRError
+
+from . import ort_providers
+from .adafuse_gflops import clip_report
+from .manifest import Manifest, load_manifest
+from .pipeline import ClipResult, softmax
+
+
+def is_adafuse_export(path: str | Path) -> bool:
+    try:
+        return load_manifest(path).raw.get("family") == "adafuse"
+    except ATFRError:
+        return False
+
+
+class AdaFuseClipRunner:
+    def __init__(self, manifest: Manifest, runner: Any):
+        self.manifest = manifest
+        self.runner = runner
+        ada = manifest.raw["adafuse"]
+        self.blocks = list(ada["policy_blocks"])
+        self.base_per_frame = float(ada["base_gflops_per_frame"])
+        self.convs = [tuple(c) for c in ada["block_conv_flops"]]
+
+    @classmethod
+    def load(cls, outdir: str | Path, backend: str = "auto", providers: str | None = None,
+             threads: int | None = None) -> "AdaFuseClipRunner":
+        if backend not in ("auto", "onnxruntime"):
+            raise ATFRError(f"{outdir}: AdaFuse exports run on --backend onnxruntime (TensorRT engines for "
+                            "them are not built yet)")
+        m = load_manifest(outdir, check=True)
+        choice = ort_providers.choose(providers, m.root)
+        return cls(m, ort_providers.make_runner(m.path("model"), threads, choice))
+
+    def infer(self, clip: np.ndarray) -> tuple[ClipResult, dict[str, Any]]:
+        """One clip [1,3,T,S,S] -> its result and the AdaFuse JSON fields."""
+        want = self.manifest.clip_shapes(1)[0]
+        if clip.shape != want:
+            raise ATFRError(f"clip shape {tuple(clip.shape)} does not match the export {tuple(want)}")
+        x = np.ascontiguousarray(clip, dtype=np.float32)
+        if not np.isfinite(x).all():
+            raise ATFRError("the clip contains NaN or Inf values")
+        out = self.runner.run({"clip0": x})
+        lg = out["logits"][0].astype(np.float32)
+        if not np.isfinite(lg).all():
+            raise ATFRError("the model produced NaN/Inf logits for this clip")
+        policy = [out[f"policy{i}"][0] for i in range(len(self.blocks))]
+        extra = clip_report(policy, self.base_per_frame, self.convs, int(x.shape[2]))
+        extra["policy_blocks"] = self.blocks
+        return ClipResult(lg, softmax(lg), ()), extra
+
+
+class AdaFuseOnlineRunner:
+    """``online.onnx`` frame by frame: each frame runs once, the state carries to the next one.
+
+    ``step`` takes one normalised frame [N,3,S,S] and returns its logits [N,K] and policy (per gated
+    block, [N,C]); ``reset`` zeroes the state (a new clip or stream). ``run_clip`` feeds a clip's
+    frames from a zero state: the prediction is the mean of the frame logits, as the clip graph."""
+
+    GRAPHS = {"online": "online_state", "online_gathered": "online_gathered_state"}
+
+    def __init__(self, manifest: Manifest, runner: Any, graph: str = "online"):
+        self.manifest = manifest
+        self.runner = runner
+        self.graph = graph
+        ada = manifest.raw["adafuse"]
+        self.blocks = list(ada["policy_blocks"])
+        self.state_spec = [(s["name"], tuple(int(v) for v in s["shape"]), s.get("dtype", "float32"))
+                           for s in ada[self.GRAPHS[graph]]]
+        self.state: dict[str, np.ndarray] = {}
+
+    @classmethod
+    def load(cls, outdir: str | Path, providers: str | None = None, threads: int | None = None,
+             graph: str = "online") -> "AdaFuseOnlineRunner":
+        """graph: 'online' (dense masks, any batch) or 'online_gathered' (batch 1, computes only the
+        channels the policy needs)."""
+        if graph not in cls.GRAPHS:
+            raise ATFRError(f"unknown online graph {graph!r} ({', '.join(cls.GRAPHS)})")
+        m = load_manifest(outdir, check=True)
+        if graph not in m.graphs:
+            raise ATFRError(f"{outdir}: this AdaFuse export has no {graph} graph (AdaFuse-TSM is not causal)")
+        choice = ort_providers.choose(providers, m.root)
+        return cls(m, ort_providers.make_runner(m.path(graph), threads, choice), graph)
+
+    def reset(self, batch: int = 1) -> None:
+        """Zeros; the gathered graph's policy state starts 'all kept' (models/adafuse_gathered.py)."""
+        if self.graph == "online_gathered" and batch != 1:
+            raise ATFRError("the gathered online graph runs one stream (batch 1)")
+        self.state = {n: (np.full((batch, *s), 2, np.int32) if d == "int32" else np.zeros((batch, *s), np.float32))
+                      for n, s, d in self.state_spec}
+
+    def step(self, frame: np.ndarray) -> tuple[np.ndarray, list[np.ndarray]]:
+        if not self.state or next(iter(self.state.values())).shape[0] != frame.shape[0]:
+            self.reset(frame.shape[0])
+        out = self.runner.run({"frame": np.ascontiguousarray(frame, dtype=np.float32), **self.state})
+        self.state = {n: out[f"{n}_next"] for n, _, _ in self.state_spec}
+        return out["logits"], [out[f"policy{i}"] for i in range(len(self.blocks))]
+
+    def run_clip(self, clip: np.ndarray) -> tuple[np.ndarray, list[np.ndarray]]:
+        """clip [N,3,T,S,S] -> (frame logits [N,T,K], policy per block [N,T,C])."""
+        self.reset(clip.shape[0])
+        steps = [self.step(clip[:, :, t]) for t in range(clip.shape[2])]
+        logits = np.stack([s[0] for s in steps], 1)
+        return logits, [np.stack([s[1][i] for s in steps], 1) for i in range(len(self.blocks))]
+
+
+# Commands that run an export through ATFR's split pipeline. For AdaFuse exports only 'atfr infer'
+# (clip graph) and the online runner exist so far; these refuse them with one line.
+NOT_FOR_ADAFUSE = ("run", "predict", "bench", "verify", "calibrate", "build", "serve", "triton-repo")
+
+
+def refuse_adafuse_export(command: str, args: Any) -> None:
+    if command not in NOT_FOR_ADAFUSE:
+        return
+    path = getattr(args, "outdir", None) or getattr(args, "export", None)
+    if path and is_adafuse_export(path):
+        raise ATFRError(f"{path} is an AdaFuse export: 'atfr {command}' does not run AdaFuse models yet "
+                        "(use 'atfr infer EXPORT --input CLIP.npy')")
