@@ -18,10 +18,7 @@ count per frame and the (conv1, conv2) flops of every gated block (models/adafus
 from __future__ import annotations
 
 import dataclasses
-import os
 import platform
-import shutil
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -30,7 +27,7 @@ import torch
 
 from atfr import __version__
 from atfr.errors import ATFRError
-from atfr.fileio import check_output_dir, sha256_file
+from atfr.fileio import sha256_file
 from atfr.models.adafuse import AdaFuseTSN
 from atfr.models.adafuse_flops import AdaFuseCounter, static_report
 from atfr.models.adafuse_gathered import AdaFuseOnlineGathered
@@ -39,6 +36,7 @@ from atfr.models.checkpoint import LoadedModel
 from atfr.runtime.manifest import FORMAT, MANIFEST_NAME, VERSION, load_manifest, write_manifest
 
 from .exporter import TRT103_OPS, ExportOptions, _onnx_export, _tensor_specs, validate_arguments
+from .folder import check_destination, staged
 
 ARTIFACTS = ("model.onnx", "online.onnx", "online_gathered.onnx", MANIFEST_NAME)
 
@@ -123,13 +121,7 @@ class OnlineGraph(torch.nn.Module):
 
 def export_adafuse(loaded: LoadedModel, outdir: str | Path, opts: ExportOptions) -> Path:
     out = Path(outdir)
-    if out.exists() and not out.is_dir():
-        raise ATFRError(f"{out} exists and is not a directory")
-    if out.exists() and not opts.force:
-        clash = [a for a in ARTIFACTS if (out / a).exists()]
-        if clash:
-            raise ATFRError(f"{out} already holds an export ({clash[0]} ...); pass --force to overwrite it")
-    check_output_dir(out)
+    check_destination(out, ARTIFACTS, opts.force)
     model: AdaFuseTSN = loaded.model.eval()  # type: ignore[assignment]
     spec = model.input_spec
     frames = int(spec.num_frames if opts.frames is None else opts.frames)
@@ -150,9 +142,7 @@ def export_adafuse(loaded: LoadedModel, outdir: str | Path, opts: ExportOptions)
         graphs["online"], state = _online_graph(model, size, int(opts.opset))
         graphs["online_gathered"], gathered_state = _gathered_graph(model, size, int(opts.opset))
     counter = AdaFuseCounter(model, size)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=".atfr-export-", dir=out.parent))
-    try:
+    with staged(out) as tmp:
         for k, g in graphs.items():
             onnx.save(g, str(tmp / f"{k}.onnx"))
         manifest: dict[str, Any] = {
@@ -183,16 +173,5 @@ def export_adafuse(loaded: LoadedModel, outdir: str | Path, opts: ExportOptions)
             "checksums": {f"{k}.onnx": sha256_file(tmp / f"{k}.onnx") for k in graphs},
         }
         write_manifest(tmp / MANIFEST_NAME, manifest)
-        if not out.exists():
-            umask = os.umask(0)
-            os.umask(umask)
-            os.chmod(tmp, 0o777 & ~umask)
-            os.replace(tmp, out)
-        else:
-            for f in sorted(os.listdir(tmp), key=lambda n: n == MANIFEST_NAME):
-                os.replace(tmp / f, out / f)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
     load_manifest(out, check=True)
     return out

@@ -5,9 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import io
-import os
 import platform
-import shutil
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,14 +17,15 @@ import torch
 
 from atfr import __version__
 from atfr.errors import ATFRError
-from atfr.fileio import check_output_dir, sha256_file
+from atfr.fileio import sha256_file
 from atfr.models.base import VideoNet
 from atfr.models.checkpoint import LoadedModel
-from atfr.output_claim import output_lock, remove_stale, work_dir
+from atfr.output_claim import output_lock
 from atfr.runtime.manifest import FORMAT, MANIFEST_NAME, VERSION, SGSLayer, load_manifest, write_manifest
 
 from . import sgs_graphs
 from .compose import compose
+from .folder import check_destination, staged
 from .split import Back, Front, back_input_names, front_output_names
 
 ARTIFACTS = ("front.onnx", "back.onnx", "sgs_plugin.onnx", "sgs_fallback.onnx", "front_plugin.onnx",
@@ -49,7 +48,6 @@ TRT103_OPS = {
 # allocating tens of GB. Opsets: 13 is the oldest TensorRT 10.x parses well; the TorchScript
 # exporter stops at ONNX_TORCHSCRIPT_EXPORTER_MAX_OPSET (20 in torch 2.x).
 FRAMES_MAX = 512
-TMP_PREFIX = ".atfr-export-"  # + <pid>@<host>-<random>: the export's work folder beside the output
 SIZE_MIN, SIZE_MAX = 16, 1024
 OPSET_MIN = 13
 # Peak memory of an export relative to the largest single activation of the front at batch 1
@@ -225,14 +223,7 @@ def export_model(loaded: LoadedModel, outdir: str | Path, opts: ExportOptions) -
 
 
 def _export_model(loaded: LoadedModel, out: Path, opts: ExportOptions) -> Path:
-    if out.exists() and not out.is_dir():
-        raise ATFRError(f"{out} exists and is not a directory")
-    if out.exists() and not opts.force:
-        clash = [a for a in ARTIFACTS if (out / a).exists()]
-        if clash:
-            raise ATFRError(f"{out} already holds an export ({clash[0]} ...); pass --force to overwrite it")
-    check_output_dir(out)
-    remove_stale(out.parent, TMP_PREFIX, opts.force)  # work folders of killed exports
+    check_destination(out, ARTIFACTS, opts.force)
     model = loaded.model.eval()
     model.batch_independent = True
     spec = model.input_spec
@@ -311,10 +302,8 @@ def _export_model(loaded: LoadedModel, out: Path, opts: ExportOptions) -> Path:
         }
     gflops = _gflops(model, clips, sgs_layers)
 
-    # 4. Write into a temp folder, then move into place file by file; manifest last.
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = work_dir(out.parent, TMP_PREFIX)
-    try:
+    # 4. Write into a private work folder, then publish it (export/folder.py).
+    with staged(out) as tmp:
         for k, g in graphs.items():
             onnx.save(g, str(tmp / f"{k}.onnx"))
         manifest = {
@@ -347,17 +336,6 @@ def _export_model(loaded: LoadedModel, out: Path, opts: ExportOptions) -> Path:
             "checksums": {f"{k}.onnx": sha256_file(tmp / f"{k}.onnx") for k in graphs},
         }
         write_manifest(tmp / MANIFEST_NAME, manifest)
-        if not out.exists():
-            umask = os.umask(0)
-            os.umask(umask)
-            os.chmod(tmp, 0o777 & ~umask)  # mkdtemp makes 0700
-            os.replace(tmp, out)
-        else:
-            for f in sorted(os.listdir(tmp), key=lambda n: n == MANIFEST_NAME):
-                os.replace(tmp / f, out / f)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
     load_manifest(out, check=True)
     return out
 

@@ -13,6 +13,8 @@ import pytest
 
 from cli_helpers import one_line_error, run_cli
 
+from atfr.errors import ATFRError
+
 pytest.importorskip("fcntl")
 
 HOLD = ("import sys; from atfr.output_claim import output_lock\n"
@@ -125,3 +127,30 @@ def test_calibrate_while_the_export_is_being_written_exits_2(capsys, tmp_path, t
         p.stdin.close()
         p.wait(timeout=30)
     assert sorted(x.name for x in exp.iterdir()) == sorted(x.name for x in tiny_export.iterdir())
+
+
+def test_adafuse_export_shares_the_export_folder_rules(tmp_path, monkeypatch):
+    """Both model families write through export/folder.py: an AdaFuse export also removes the work
+    folder of a killed export before its own work, and stages in a folder named for its process."""
+    from adafuse_helpers import load_ref, write_official
+
+    from atfr.export import adafuse_export
+    from atfr.export.exporter import ExportOptions
+    from atfr.models.checkpoint import load_checkpoint
+
+    ckpt, flags = write_official(tmp_path, load_ref("tsn_r18"))
+    left = _killed_work_dir(tmp_path, ".atfr-export-")
+    seen = []
+
+    def stop(*a, **k):  # the first graph: record the work folders there are now, then stop
+        seen.extend(p.name for p in tmp_path.iterdir() if p.name.startswith(".atfr-export-"))
+        raise RuntimeError("stop here")
+
+    monkeypatch.setattr(adafuse_export, "_onnx_export", stop)
+    with pytest.raises(RuntimeError, match="stop here"):
+        adafuse_export.export_adafuse(load_checkpoint(ckpt, flags), tmp_path / "exp", ExportOptions())
+    assert not left.exists() and seen == []  # removed before tracing; none made yet
+    (tmp_path / "exp").mkdir()
+    (tmp_path / "exp" / "model.onnx").write_bytes(b"x")
+    with pytest.raises(ATFRError, match="pass --force"):
+        adafuse_export.export_adafuse(load_checkpoint(ckpt, flags), tmp_path / "exp", ExportOptions())
