@@ -222,3 +222,23 @@ def test_adafuse_run_errors_are_one_line(tiny_adafuse_export, capsys):
                    match="onnxruntime")
     one_line_error(*run_cli(capsys, "run", tiny_adafuse_export, "--source", src, "--latency-budget", "50")[::2],
                    match="--latency-budget: ")
+
+
+def test_gathered_online_graph_gives_the_same_stream(streamed, tiny_adafuse_export):
+    """--online-graph online_gathered (computes only the channels the policy needs): the same
+    policies on every frame and the same results within the bound as the dense online graph."""
+    from atfr.runtime.adafuse_stream import AdaFuseStream
+
+    model = AdaFuseStream.load(tiny_adafuse_export, graph="online_gathered")
+    runs = _counting(model)
+    seen: list = []
+    runner = StreamRunner(model, FrameStream(open_reader(str(real_video("carphone"))), lossless=True),
+                          RunOptions(stride=STRIDE, lossless=True))
+    _recording(runner, seen)
+    runner.run()
+    for i, dense in enumerate(streamed["stepped"]):
+        np.testing.assert_array_equal(np.stack([r[i] for r in runs]), dense)
+    atol = streamed["rtol"] * magnitude(streamed["frame_logits"])  # both within it of the torch model
+    assert [job.frame_index for job, _ in seen] == sorted(streamed["results"])
+    for job, res in seen:
+        np.testing.assert_allclose(res.logits, streamed["results"][job.frame_index], rtol=0, atol=2 * atol)
