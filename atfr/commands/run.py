@@ -1,7 +1,8 @@
 """atfr run OUTDIR --source SRC: streaming inference on a camera, stream, pipeline or video file.
 
 The loop itself (threads, drops, the one failure path) is ``atfr.runtime.streaming``; this command
-parses arguments, opens the source and outputs, and prints. Torch-free: runs on a Jetson with only
+parses arguments, opens the source and outputs, and prints. An AdaFuse-TSN export runs through the
+same loop, each frame through its online graph once (``atfr.runtime.adafuse_stream``). Torch-free: runs on a Jetson with only
 the runtime installed.
 
 How a run ends (one line on stderr says which) and the exit code:
