@@ -82,7 +82,9 @@ class AdaFuseStream:
     def new_window(self, size: int, stride: int, reduce: Callable | None, fps: float) -> FrameFeed:
         from atfr.runtime.video.sampling import clip_span
 
-        self.stride = stride
+        self.stride = stride  # set before the feed makes its first job
+        self.frames_run = 0
+        self._restart(0)  # a new run is a new stream (the same model may serve several runs)
         return FrameFeed(size, clip_span(self.manifest.input, fps) / self.frames_in_window, reduce)
 
     def prepare(self, pre: Any, job: Job, fps: float) -> None:
@@ -90,11 +92,7 @@ class AdaFuseStream:
 
     def infer(self, job: Job) -> StreamResult | None:
         if job.epoch != self._epoch:  # another resolution: a new stream
-            self._epoch = job.epoch
-            self._window.clear()
-            self._prev = None
-            self._last_emit = None
-            self.runner.reset()
+            self._restart(job.epoch)
         repeat = self.frames_in_window - len(self._window) if job.padded else 1
         for _ in range(max(1, repeat)):
             self._step(job.inputs[0])
@@ -106,6 +104,14 @@ class AdaFuseStream:
         return self._result()
 
     # -- one frame, one result ------------------------------------------------------------------
+    def _restart(self, epoch: int) -> None:
+        """Zero state, empty window."""
+        self._epoch = epoch
+        self._window.clear()
+        self._prev = None
+        self._last_emit = None
+        self.runner.reset()
+
     def _step(self, frame: np.ndarray) -> None:
         if not np.isfinite(frame).all():
             raise ATFRError("the frame contains NaN or Inf values")

@@ -167,6 +167,14 @@ def test_each_frame_goes_through_the_graph_once(streamed, tiny_adafuse_export):
     s = runner.run()
     assert len(calls60) == s.model_frames == 8 and s.frames == 16
     assert [job.frame_index for job, _ in seen] == [6, 10, 14]  # 4th model frame (source 6), then every 4
+    # the same model for a second run: a new stream (zero state), the same results
+    again: list = []
+    runner = StreamRunner(model, FrameStream(SimulatedSource(num_frames=16, fps=60.0, size=(36, 48), pace=False),
+                                             lossless=True, max_retries=0), RunOptions(stride=4, lossless=True))
+    _recording(runner, again)
+    assert runner.run().model_frames == 8 and len(calls60) == 16
+    for (_, a), (_, b) in zip(seen, again, strict=True):
+        np.testing.assert_array_equal(a.logits, b.logits)
 
 
 def test_short_source_gives_one_padded_result(tiny_adafuse_export, tmp_path):
@@ -214,8 +222,18 @@ def test_save_draws_the_policy_line(tiny_adafuse_export, tmp_path, capsys, monke
     assert drawn[0] == ["buffering 1/4"]
 
 
-def test_adafuse_run_errors_are_one_line(tiny_adafuse_export, capsys):
+def test_adafuse_run_errors_are_one_line(tiny_adafuse_export, capsys, tmp_path):
+    import shutil
+
     src = str(real_video("carphone"))
+    # an AdaFuse export without an online graph (as AdaFuse-TSM's: its shift reads the next frame)
+    tsm = shutil.copytree(tiny_adafuse_export, tmp_path / "tsm")
+    m = json.loads((tsm / "atfr.json").read_text())
+    for g in ("online", "online_gathered"):
+        del m["graphs"][g]
+    del m["manifest_sha256"]
+    (tsm / "atfr.json").write_text(json.dumps(m))
+    one_line_error(*run_cli(capsys, "run", tsm, "--source", src)[::2], match="has no online graph (AdaFuse-TSM")
     one_line_error(*run_cli(capsys, "run", tiny_adafuse_export, "--source", src, "--bins", "2")[::2],
                    match="is an AdaFuse export (no SGS layer, no bins")
     one_line_error(*run_cli(capsys, "run", tiny_adafuse_export, "--source", src, "--backend", "tensorrt")[::2],
