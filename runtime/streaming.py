@@ -18,6 +18,10 @@ the result of the newest clip ending at or before it, so the saved video and the
 depend on machine speed; the three stages still overlap. Memory stays bounded: at most three clips
 are in flight and at most ``max(window, 32)`` frames (and ``PENDING_BYTES``) wait for their overlay.
 
+What a job is comes from the stream model (``runtime.stream_models``): for ATFR's ``Pipeline`` a
+clip window every ``stride`` frames; for AdaFuse (``runtime.adafuse_stream``) every frame, through
+its online graph once, with a result every ``stride`` frames. The loop, outputs and endings are the same.
+
 One failure path: an exception in decoding (``SourceError``), pre-processing, inference, recording
 (events/status) or ``on_frame`` (video output) stops every thread and is raised by ``run()`` after
 they are joined; the caller closes its outputs. A closed ``status`` pipe (``atfr run --print |
@@ -310,6 +314,7 @@ class StreamRunner:
                  on_frame: Callable[[np.ndarray], bool] | None = None, status: TextIO | None = None,
                  stop: StopFlag | None = None):
         from atfr.runtime.video.preprocess import Preprocessor
+
         options.check()
         self.pipeline = pipeline
         self.model = as_stream_model(pipeline)
@@ -336,7 +341,7 @@ class StreamRunner:
 
     @property
     def _latest(self) -> tuple | None:
-        """(topk, bprime, latency_ms, clips_per_s, B_run) of the newest clip."""
+        """(topk, bprime, latency_ms, clips_per_s, B_run, the model's overlay lines) of the newest clip."""
         return self._results.latest
 
     # The recorder and the drawer are looked up through these at run() time, so a caller (a test)
