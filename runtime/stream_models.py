@@ -109,9 +109,10 @@ class FrameFeed:
         return self._job(False)
 
     def final_job(self) -> Job | None:
-        """A source that ended before one window: the last frame again, padded (the model repeats
-        it up to the window, as the official loader's clamp repeats a short video's last frame)."""
-        return self._job(True) if self._last is not None and self.fed < self.size else None
+        """A source shorter than one window (the whole run): the last frame again, padded (the model
+        repeats it up to the window, as the official loader's clamp repeats a short video's last
+        frame). As for ATFR's clip window, not after a restart that follows a full window."""
+        return self._job(True) if self._last is not None and self.submitted < self.size else None
 
     def _job(self, padded: bool) -> Job:
         index, timestamp, image = self._last  # type: ignore[misc]
