@@ -39,6 +39,25 @@ def policy_gflops(policy: Sequence[Any], base_per_frame: float, convs: Sequence[
     return per_frame * t
 
 
+def frame_gflops(policy: Sequence[Any], prev: Sequence[Any] | None, base_per_frame: float,
+                 convs: Sequence[Sequence[float]]) -> float:
+    """GFLOPs one frame needs in a stream (Eq. 5 counted causally, as the gathered online graph
+    computes): per gated block, conv1 computes the channels kept now and those reused now that
+    the previous frame did not keep (from its cached block input, models/adafuse_gathered.py);
+    conv2 reads the channels not skipped. ``policy``: this frame's [C] per block; ``prev``: the
+    previous frame's, None at the start (zero state: a reuse costs nothing). From the start, the
+    frames of a clip sum to ``policy_gflops(clip, official=False)``: each conv1 channel is counted
+    once, at t+1 instead of t when only the next frame reuses it."""
+    g = float(base_per_frame)
+    for i, (p, (up_flops, down_flops)) in enumerate(zip(policy, convs)):
+        p = np.asarray(p)
+        computed = p == KEEP
+        if prev is not None:
+            computed = computed | ((p == REUSE) & (np.asarray(prev[i]) != KEEP))
+        g -= (1.0 - float(computed.mean())) * up_flops / 1e9 + float((p == SKIP).mean()) * down_flops / 1e9
+    return g
+
+
 def clip_report(policy: Sequence[Any], base_per_frame: float, convs: Sequence[Sequence[float]],
                 frames: int) -> dict[str, Any]:
     """The JSON fields ``atfr infer`` adds for an AdaFuse clip (torch and ONNX Runtime alike)."""

@@ -13,19 +13,23 @@ class FrameDrawer:
     """The overlay of one run: the newest clip's result on each frame, or the buffering state."""
 
     def __init__(self, manifest: Any, pipeline: Any, latency_budget_ms: float | None, window: int,
-                 on_frame: Callable[[np.ndarray], bool] | None):
+                 on_frame: Callable[[np.ndarray], bool] | None, unit: str = "clip"):
         self.m = manifest
         self.pipeline = pipeline
         self.latency_budget_ms = latency_budget_ms
         self.window = window
         self.on_frame = on_frame
+        self.unit = unit  # what one result's latency is per (clip; frame for per-frame models)
 
     def overlay_text(self, result: tuple, fps: float | None) -> list[str]:
         """The overlay lines for one clip's result (``ClipResults.latest``)."""
         from atfr.runtime.video.overlay import overlay_lines
 
-        topk, bprime, latency, cps, b_run = result
-        lines = overlay_lines(topk, bprime, latency, fps, [b_run or layer.bins for layer in self.m.sgs], cps)
+        topk, bprime, latency, cps, b_run, *extra = result
+        lines = overlay_lines(topk, bprime, latency, fps, [b_run or layer.bins for layer in self.m.sgs], cps,
+                              unit=self.unit)
+        if extra and extra[0]:  # the model family's lines (AdaFuse: the policy) under the top-k
+            lines[len(topk):len(topk)] = list(extra[0])
         if b_run is not None:  # "B' 3/8" above reads against B_run; say it is not the trained B
             budget = f", budget {self.latency_budget_ms:g} ms" if self.latency_budget_ms else ""
             lines.append(f"bins {b_run}/{self.pipeline.trained_bins}{budget}")

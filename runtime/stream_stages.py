@@ -29,6 +29,7 @@ class Job:
     inputs: list[np.ndarray] | None = None  # packed model inputs (pre-processing stage)
     preprocess_ms: float = 0.0
     bins: int | None = None  # run-time B_run the clip ran with (--bins / --latency-budget)
+    epoch: int = 0  # per-frame models: a new epoch restarts the model's state (runtime.stream_models)
 
 
 class RunControl:
@@ -110,11 +111,9 @@ class Slot:
             self._cond.notify_all()
 
 
-def prepare_stage(ctl: RunControl, raw: Slot, ready: Slot, pre: Any, spec: Any, fps: float) -> None:
-    """Pre-processing thread: sampling indices, the official transform and pathway packing, one
-    clip ahead of inference (it waits while a prepared clip is still queued)."""
-    from atfr.runtime.video.sampling import stream_indices
-
+def prepare_stage(ctl: RunControl, raw: Slot, ready: Slot, model: Any, pre: Any, fps: float) -> None:
+    """Pre-processing thread: ``model.prepare`` (for ATFR sampling indices, the official transform
+    and pathway packing), one job ahead of inference (it waits while a prepared one is queued)."""
     while True:
         ready.wait_empty()  # one clip ahead of the model, no more
         job = raw.get()
@@ -122,10 +121,7 @@ def prepare_stage(ctl: RunControl, raw: Slot, ready: Slot, pre: Any, spec: Any, 
             return
         try:
             t0 = time.perf_counter()
-            images = job.images or []
-            idx = stream_indices(spec, fps, len(images))
-            clip = pre([images[i] for i in idx], 1)  # no full-resolution stack
-            job.inputs = [x[None] for x in pre.pack(clip)]
+            model.prepare(pre, job, fps)
             job.images = None  # the frames are no longer needed by this job
             job.preprocess_ms = (time.perf_counter() - t0) * 1e3
         except BaseException as e:  # noqa: BLE001 - the one failure path
@@ -134,10 +130,12 @@ def prepare_stage(ctl: RunControl, raw: Slot, ready: Slot, pre: Any, spec: Any, 
         ready.put(job)  # never replaces: the slot was empty and this is its only producer
 
 
-def infer_stage(ctl: RunControl, ready: Slot, pipeline: Any, budget: Any, summary: Any,
-                record: Callable[[Job, Any, float], None], max_clips: int | None) -> None:
-    """Inference thread: runs the pipeline on each prepared clip and records it (``record``); with
-    a latency budget, sets B_run before each clip and feeds the controller after it."""
+def infer_stage(ctl: RunControl, ready: Slot, model: Any, pipeline: Any, budget: Any, summary: Any,
+                record: Callable[[Job, Any, float], None], max_clips: int | None,
+                skip: Callable[[Job, float], None] | None = None) -> None:
+    """Inference thread: runs the stream model on each prepared job and records its result
+    (``record``), or counts a job without one (``skip``: a per-frame model between results); with
+    a latency budget, sets B_run of ``pipeline`` before each clip and feeds the controller after it."""
     while True:
         if ctl.clips_done.is_set():
             return  # max_clips reached: a clip queued meanwhile is not processed (exactly N)
@@ -149,10 +147,14 @@ def infer_stage(ctl: RunControl, ready: Slot, pipeline: Any, budget: Any, summar
                 pipeline.set_bins(budget.bins)  # only this thread runs the pipeline
             b_run = getattr(pipeline, "bins", None)
             t1 = time.perf_counter()
-            res = pipeline.infer(job.inputs)[0]
+            res = model.infer(job)
             infer_ms = (time.perf_counter() - t1) * 1e3
             job.inputs = None
             job.bins = b_run
+            if res is None:
+                if skip is not None:
+                    skip(job, infer_ms)
+                continue
             record(job, res, infer_ms)
             if budget is not None:
                 budget.observe(job.preprocess_ms + infer_ms)
@@ -201,6 +203,10 @@ class ClipWindow:
             self.submitted += 1
             return job
         return None
+
+    def final_job(self) -> Job | None:
+        """A source that ended before the first clip: one clip padded with the last frame."""
+        return self.job(0, True) if self.submitted == 0 and len(self.frames) else None
 
     def job(self, seq: int, padded: bool) -> Job:
         index, timestamp, _ = self.frames[-1]

@@ -18,6 +18,10 @@ the result of the newest clip ending at or before it, so the saved video and the
 depend on machine speed; the three stages still overlap. Memory stays bounded: at most three clips
 are in flight and at most ``max(window, 32)`` frames (and ``PENDING_BYTES``) wait for their overlay.
 
+What a job is comes from the stream model (``runtime.stream_models``): for ATFR's ``Pipeline`` a
+clip window every ``stride`` frames; for AdaFuse (``runtime.adafuse_stream``) every frame, through
+its online graph once, with a result every ``stride`` frames. The loop, outputs and endings are the same.
+
 One failure path: an exception in decoding (``SourceError``), pre-processing, inference, recording
 (events/status) or ``on_frame`` (video output) stops every thread and is raised by ``run()`` after
 they are joined; the caller closes its outputs. A closed ``status`` pipe (``atfr run --print |
@@ -41,7 +45,8 @@ import numpy as np
 from atfr.errors import ATFRError, SourceError, check_range
 from atfr.runtime.stream_draw import FrameDrawer, PendingFrames
 from atfr.runtime.stream_record import ClipRecorder, ClipResults, write_error
-from atfr.runtime.stream_stages import ClipWindow, Job, RunControl, Slot, infer_stage, prepare_stage
+from atfr.runtime.stream_models import as_stream_model
+from atfr.runtime.stream_stages import Job, RunControl, Slot, infer_stage, prepare_stage
 
 # Why a run ended (RunSummary.end_reason) -> what it means. Exit codes of ``atfr run``: 0 for every
 # end below except the source-lost ones (5); a failure raises (its ATFRError code, 1 if internal).
@@ -102,6 +107,7 @@ class RunSummary:
     bins_hist: dict[int, int] = field(default_factory=dict)  # run-time B_run -> clips (with --bins/--latency-budget)
     bins_changes: int = 0  # B_run changes made by the latency budget
     budget_ms: float | None = None
+    model_frames: int = 0  # per-frame models (AdaFuse): frames that went through the model
 
     @property
     def mean_latency_ms(self) -> float:
@@ -142,20 +148,28 @@ class RunSummary:
                 "bprime_hist": [{str(k): v for k, v in sorted(h.items())} for h in self.bprime_hist],
                 "end_reason": self.end_reason, "end_detail": self.end_detail, "wall_s": self.wall_s,
                 "padded_clips": self.padded_clips,
+                **({"model_frames": self.model_frames} if self.model_frames else {}),
                 **({"bins_hist": {str(k): v for k, v in sorted(self.bins_hist.items())},
                     "bins_changes": self.bins_changes, "latency_budget_ms": self.budget_ms}
                    if self.bins_hist else {})}
 
     def lines(self, layer_names: list[str] | None = None) -> list[str]:
+        per = "of each result's frame" if self.model_frames else "per clip"
         out = [f"summary: {self.clips} clip(s) from {self.frames} frame(s) in {self.wall_s:.2f} s "
                f"(ended: {self.end_reason})",
                f"  latency: mean {self.mean_latency_ms:.1f} ms, p95 {self.p95_latency_ms:.1f} ms "
-               f"(pre-processing + inference per clip)"]
-        if self.clips and self.wall_s > 0:
+               f"(pre-processing + inference {per})"]
+        if self.model_frames and self.wall_s > 0:
+            n, busy = self.model_frames, self.infer_ms_total / 1e3 / self.wall_s
+            out.append(f"  model: {n} frame(s) through the online graph, {n / self.wall_s:.1f} frames/s, "
+                       f"{self.infer_ms_total / n:.1f} ms/frame, inference busy {100 * busy:.0f}% of the run "
+                       f"(pre-processing {self.preprocess_ms_total / n:.1f} ms/frame, overlapped)")
+        elif self.clips and self.wall_s > 0:
             busy = self.infer_ms_total / 1e3 / self.wall_s
             out.append(f"  model: {self.clips_per_s:.2f} clips/s, inference busy {100 * busy:.0f}% of the run "
                        f"(pre-processing {self.preprocess_ms_total / self.clips:.1f} ms/clip, overlapped)")
-        out.append(f"  dropped: {self.dropped_clips} clip(s) (inference slower than real time), "
+        unit = "model frame(s)" if self.model_frames else "clip(s)"
+        out.append(f"  dropped: {self.dropped_clips} {unit} (inference slower than real time), "
                    f"{self.dropped_frames} frame(s) (capture buffer full)")
         if self.reconnects or self.reconnect_attempts or self.stalls:
             out.append(f"  reconnects: {self.reconnects} of {self.reconnect_attempts} attempt(s), "
@@ -284,7 +298,8 @@ class EventLog:
 
 
 class StreamRunner:
-    """Runs a ``Pipeline`` over a ``FrameStream``; see the module docstring for the threading.
+    """Runs a ``Pipeline`` (ATFR clips) or another stream model (``runtime.stream_models``: AdaFuse's
+    online graph, frame by frame) over a ``FrameStream``; see the module docstring for the threading.
 
     events: gets one JSON line per clip (``EventLog`` or any text file). status: one human line per
     clip. on_frame: gets each annotated BGR frame, returns False to stop (window closed).
@@ -299,10 +314,10 @@ class StreamRunner:
                  on_frame: Callable[[np.ndarray], bool] | None = None, status: TextIO | None = None,
                  stop: StopFlag | None = None):
         from atfr.runtime.video.preprocess import Preprocessor
-        from atfr.runtime.video.sampling import stream_window
 
         options.check()
         self.pipeline = pipeline
+        self.model = as_stream_model(pipeline)
         self.m = pipeline.manifest
         self.stream = stream
         self.opt = options
@@ -310,14 +325,15 @@ class StreamRunner:
         self.stop = stop or StopFlag()
         self.pre = Preprocessor(self.m.input)
         self._gather = self.pre.gather  # what the clip window keeps of a frame (see ClipWindow)
-        self.window = stream_window(self.m.input, stream.fps)
+        self.window = self.model.window_size(stream.fps)
         self.summary = RunSummary(bprime_hist=[{} for _ in self.m.sgs], budget_ms=options.latency_budget_ms)
         self.budget = make_budget(pipeline, options.latency_budget_ms)  # None without a budget
         self._ctl = RunControl(self.stop)
         self._results = ClipResults(self._ctl.lock, keep_all=options.lossless and on_frame is not None)
         self._recorder = ClipRecorder(self.m, options.topk, self.summary, self._results, self._ctl.lock,
                                       events, status, self.request_stop)
-        self._drawer = FrameDrawer(self.m, pipeline, options.latency_budget_ms, self.window, on_frame)
+        self._drawer = FrameDrawer(self.m, pipeline, options.latency_budget_ms, self.window, on_frame,
+                                   unit=self.model.unit)
 
     def request_stop(self, reason: str = "stopped") -> None:
         """Stop at the next frame (thread-safe); outputs are finalized as for a signal."""
@@ -325,13 +341,16 @@ class StreamRunner:
 
     @property
     def _latest(self) -> tuple | None:
-        """(topk, bprime, latency_ms, clips_per_s, B_run) of the newest clip."""
+        """(topk, bprime, latency_ms, clips_per_s, B_run, the model's overlay lines) of the newest clip."""
         return self._results.latest
 
     # The recorder and the drawer are looked up through these at run() time, so a caller (a test)
     # can wrap them on the instance.
     def _record(self, job: Job, res: Any, infer_ms: float) -> None:
         self._recorder.record(job, res, infer_ms)
+
+    def _skip(self, job: Job, infer_ms: float) -> None:
+        self._recorder.skip(job, infer_ms)
 
     def _draw(self, frame: Any, result: tuple | None, buffered: int, fps: float | None) -> bool:
         return self._drawer.draw(frame, result, buffered, fps)
@@ -345,10 +364,10 @@ class StreamRunner:
         ctl = self._ctl
         raw = Slot(block=self.opt.lossless, halted=ctl.halted)
         ready = Slot(block=True, halted=ctl.halted)
-        pre = threading.Thread(target=prepare_stage, args=(ctl, raw, ready, self.pre, self.m.input, self.stream.fps),
+        pre = threading.Thread(target=prepare_stage, args=(ctl, raw, ready, self.model, self.pre, self.stream.fps),
                                name="atfr-preprocess", daemon=True)
-        worker = threading.Thread(target=infer_stage, args=(ctl, ready, self.pipeline, self.budget, self.summary,
-                                                            self._record, self.opt.max_clips),
+        worker = threading.Thread(target=infer_stage, args=(ctl, ready, self.model, self.pipeline, self.budget,
+                                                            self.summary, self._record, self.opt.max_clips, self._skip),
                                   name="atfr-infer", daemon=True)
         pending = PendingFrames(self._results, ctl.halted, self._draw, max(self.window, 32), PENDING_BYTES)
         t_start = time.monotonic()
@@ -382,12 +401,13 @@ class StreamRunner:
                 # A source blocked in a read (a stalled stream waits out its read timeout) must not
                 # delay a stop by signal: after 2 s its thread is left behind (see FrameStream.stop).
                 self.stream.stop(timeout=2.0)
+        self.summary.model_frames = getattr(self.model, "frames_run", 0)
         return finish_summary(self.summary, self.stream, reason, ctl.error, t_start)
 
     def _loop(self, raw: Slot, pending: PendingFrames, t_start: float) -> tuple[str, bool]:
         """Read frames until the run ends: (end reason, discard the clips in flight)."""
         ctl = self._ctl
-        window = ClipWindow(self.window, self.opt.stride, self._gather)
+        window = self.model.new_window(self.window, self.opt.stride, self._gather, self.stream.fps)
         last_t: float | None = None
         fps_ema: float | None = None
         while True:
@@ -404,9 +424,10 @@ class StreamRunner:
                 if not self.stream.ended:
                     continue
                 reason = self.stream.stats.end_reason or "eof"
-                if window.submitted == 0 and len(window) and reason in SOURCE_ENDS:
+                last = window.final_job() if reason in SOURCE_ENDS else None
+                if last is not None:
                     # Shorter than one clip: one clip padded with the last frame (official clamp).
-                    raw.put(window.job(0, True))
+                    raw.put(last)
                 return reason, False  # finish the pending clips of a finished source
             self.summary.frames += 1
             job = window.push(frame)

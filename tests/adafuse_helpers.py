@@ -52,3 +52,19 @@ def assert_policies(got: list, ref: dict[str, np.ndarray], rtol: float) -> None:
             near_tie.append(float(gaps.max()))
     if near_tie:
         pytest.skip(f"a near-tie policy entry (gap {max(near_tie):.1e} <= bound {tol:.1e}) flipped on this CPU")
+
+
+# A tiny AdaFuse-TSN (R18, 4 frames of 32^2, 5 classes, gated blocks in stages 1 and 3) with seeded
+# random weights whose policies vary (skip, reuse and keep all occur): `atfr run` tests.
+TINY_ADAFUSE = {"arch": "adafuse", "depth": 18, "num_classes": 5, "num_frames": 4, "crop_size": 32,
+                "adafuse": {"gate_bn_between_fcs": True, "gate_relu_between_fcs": True, "enabled_stages": [1, 3]}}
+
+
+def tiny_adafuse_model():
+    from atfr.models.adafuse_config import from_compact
+    from atfr.models.adafuse_weights import randomize
+
+    cfg = from_compact(TINY_ADAFUSE)
+    model = build_model(cfg).eval()
+    randomize(model, 7)
+    return model, cfg

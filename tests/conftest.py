@@ -111,3 +111,17 @@ def binding_surfaces(binding_stubs):
     import real_bindings
 
     return real_bindings.Surfaces(binding_stubs)
+
+
+@pytest.fixture(scope="session")
+def tiny_adafuse_export(tmp_path_factory) -> Path:
+    """The tiny AdaFuse-TSN of tests/adafuse_helpers.py exported (clip + online graphs, ~10 s)."""
+    from adafuse_helpers import tiny_adafuse_model
+    from atfr.export.exporter import ExportOptions, export_model
+    from atfr.models.checkpoint import LoadedModel
+
+    model, cfg = tiny_adafuse_model()
+    out = tmp_path_factory.mktemp("tiny_adafuse") / "export"
+    export_model(LoadedModel(model, cfg, [f"class{i}" for i in range(5)], "atfr", {"note": "test model"}), out,
+                 ExportOptions(name="tiny_adafuse"))
+    return out

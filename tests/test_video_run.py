@@ -147,10 +147,18 @@ def test_slow_inference_drops_old_clips(pipeline, tmp_path):
     assert frames == sorted(frames) and frames[-1] == 89
 
 
-def test_reconnect_then_disconnect(pipeline):
-    src = SimulatedSource(num_frames=20, fps=60.0, size=(32, 40), reconnects=1)  # window: 16 frames
+@pytest.mark.parametrize("family", ["atfr", "adafuse"])
+def test_reconnect_then_disconnect(request, family):
+    """A lost source ends the same way for ATFR (clips) and AdaFuse (its online graph per frame)."""
+    if family == "atfr":
+        model = request.getfixturevalue("pipeline")
+    else:
+        from atfr.runtime.adafuse_stream import AdaFuseStream
+
+        model = AdaFuseStream.load(request.getfixturevalue("tiny_adafuse_export"))
+    src = SimulatedSource(num_frames=20, fps=60.0, size=(32, 40), reconnects=1)  # window: 16 frames (ATFR)
     stream = FrameStream(src, max_retries=2, backoff_s=0.01)
-    s = StreamRunner(pipeline, stream, RunOptions(stride=5)).run()
+    s = StreamRunner(model, stream, RunOptions(stride=5)).run()
     assert s.frames == 40 and s.reconnects == 1 and s.end_reason == "disconnected"
     assert s.clips >= 2 and s.padded_clips == 0
 
@@ -847,8 +855,11 @@ def test_print_into_a_closed_pipe_ends_quietly(tiny_export, tmp_path):
 
 
 # -- signals (issue 12 item 4) ------------------------------------------------------------------
-@pytest.mark.parametrize("sig,reason", [("SIGTERM", "terminated"), ("SIGHUP", "hangup"), ("SIGINT", "interrupted")])
-def test_signal_stops_cleanly_with_complete_outputs(tiny_export, tmp_path, sig, reason):
+@pytest.mark.parametrize("sig,reason,export", [("SIGTERM", "terminated", "tiny_export"), ("SIGHUP", "hangup", "tiny_export"),
+                                              ("SIGINT", "interrupted", "tiny_export"),
+                                              ("SIGTERM", "terminated", "tiny_adafuse_export")],
+                         ids=["SIGTERM", "SIGHUP", "SIGINT", "SIGTERM-adafuse"])
+def test_signal_stops_cleanly_with_complete_outputs(request, tmp_path, sig, reason, export):
     import signal
     import subprocess
     import sys
@@ -856,8 +867,8 @@ def test_signal_stops_cleanly_with_complete_outputs(tiny_export, tmp_path, sig, 
     src = write_video(tmp_path / "src.avi", 900)  # 30 s when played at its fps: the signal comes first
     out_dir = tmp_path / "out"
     out, ev = out_dir / "annotated.mp4", out_dir / "ev.jsonl"
-    proc = subprocess.Popen([sys.executable, "-m", "atfr.cli", "run", str(tiny_export), "--source", str(src),
-                             "--backend", "onnxruntime", "--stride", "2", "--save", str(out), "--jsonl", str(ev)],
+    proc = subprocess.Popen([sys.executable, "-m", "atfr.cli", "run", str(request.getfixturevalue(export)), "--source",
+                             str(src), "--backend", "onnxruntime", "--stride", "2", "--save", str(out), "--jsonl", str(ev)],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         deadline = time.monotonic() + 60
@@ -880,7 +891,8 @@ def test_signal_stops_cleanly_with_complete_outputs(tiny_export, tmp_path, sig, 
 
 
 # -- smaller items (issue 12 item 10) -----------------------------------------------------------
-def test_truncated_real_video_ends_with_a_warning(tiny_export, tmp_path):
+@pytest.mark.parametrize("export", ["tiny_export", "tiny_adafuse_export"], ids=["atfr", "adafuse"])
+def test_truncated_real_video_ends_with_a_warning(request, tmp_path, export):
     from footage import real_video
 
     src = real_video("vtest")
@@ -895,7 +907,7 @@ def test_truncated_real_video_ends_with_a_warning(tiny_export, tmp_path):
         decoded += 1
     cap.release()
     assert decoded < reported - max(2, reported // 100)  # really cut (795 reported, about half decodable)
-    p = _cli(["run", str(tiny_export), "--source", str(cut), "--backend", "onnxruntime", "--fast",
+    p = _cli(["run", str(request.getfixturevalue(export)), "--source", str(cut), "--backend", "onnxruntime", "--fast",
               "--stride", "16"], timeout=90)
     assert p.returncode == 0, p.stderr
     assert f"from {decoded} frame(s)" in p.stdout and "(ended: truncated)" in p.stdout

@@ -1,7 +1,8 @@
 """atfr run OUTDIR --source SRC: streaming inference on a camera, stream, pipeline or video file.
 
 The loop itself (threads, drops, the one failure path) is ``atfr.runtime.streaming``; this command
-parses arguments, opens the source and outputs, and prints. Torch-free: runs on a Jetson with only
+parses arguments, opens the source and outputs, and prints. An AdaFuse-TSN export runs through the
+same loop, each frame through its online graph once (``atfr.runtime.adafuse_stream``). Torch-free: runs on a Jetson with only
 the runtime installed.
 
 How a run ends (one line on stderr says which) and the exit code:
@@ -45,7 +46,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     add_providers_argument(p)
     add_bins_argument(p)
     add_budget_argument(p)
-    p.add_argument("--stride", type=int, default=8, help="run inference every K frames (default 8)")
+    p.add_argument("--stride", type=int, default=8,
+                   help="run inference every K frames (default 8); AdaFuse: a result every K frames")
+    p.add_argument("--online-graph", choices=["online", "online_gathered"], default="online",
+                   help="AdaFuse exports: the per-frame graph (default online: dense masks, the faster one on "
+                        "ONNX Runtime CPU; online_gathered computes only the channels the policy needs)")
     p.add_argument("--show", action="store_true", help="show the annotated video in a window (q/Esc quits)")
     p.add_argument("--save", help="write the annotated video here (.mp4 or .avi; atomic)")
     p.add_argument("--jsonl", help="write one JSON line per clip here (flushed per clip)")
@@ -96,7 +101,6 @@ def _log_source(source: str) -> None:
 def run(args: argparse.Namespace) -> int:
     from atfr.fileio import check_writable
     from atfr.runtime.video.overlay import VIDEO_EXTS, AtomicVideoWriter
-    from atfr.runtime.pipeline import Pipeline
     from atfr.runtime.streaming import EventLog, RunOptions, StopFlag, StreamRunner, stop_on_signals
     from atfr.runtime.video.sources import FrameStream, open_reader
     from atfr.runtime.video.video_out import VideoWriteError
@@ -120,8 +124,9 @@ def run(args: argparse.Namespace) -> int:
     _log_source(args.source)
     stop = StopFlag()
     with stop_on_signals(stop):  # SIGTERM/SIGHUP during loading also end in a clean stop
-        pipeline = Pipeline.load(args.outdir, args.backend, providers=args.providers, bins=args.bins)
+        pipeline = _load_model(args)
         m = pipeline.manifest
+        adafuse = m.raw.get("family") == "adafuse"
         reader = open_reader(args.source, fallback_fps=m.input.target_fps, timeout_s=args.stall_timeout)
         stream = None
         try:
@@ -136,8 +141,11 @@ def run(args: argparse.Namespace) -> int:
             on_frame = _frame_sink(writer, show) if (writer or show) else None
             opts = RunOptions(stride=args.stride, topk=args.topk, duration=args.duration, lossless=offline,
                               latency_budget_ms=args.latency_budget)
-            print(f"atfr run: {m.name} ({pipeline.backend}) on {reader.name} at {reader.fps:g} fps; "
-                  f"clip = {m.input.num_frames} frames every {args.stride} frame(s)", file=sys.stderr)
+            what = (f"{pipeline.runner.graph}.onnx, onnxruntime" if adafuse else pipeline.backend)
+            each = ("window = the last {} frames (each through the online graph once), a result"
+                    if adafuse else "clip = {} frames").format(m.input.num_frames)
+            print(f"atfr run: {m.name} ({what}) on {reader.name} at {reader.fps:g} fps; "
+                  f"{each} every {args.stride} frame(s)", file=sys.stderr)
             runner = StreamRunner(pipeline, stream, opts, events, on_frame,
                                   status=sys.stdout if args.print_clips else None, stop=stop)
             error: BaseException | None = None
@@ -182,6 +190,21 @@ def run(args: argparse.Namespace) -> int:
     else:
         print(f"atfr run: stopped: {summary.stop_line()}", file=sys.stderr)
     return 0
+
+
+def _load_model(args: argparse.Namespace):
+    """ATFR: the split ``Pipeline``; AdaFuse: the online graph, frame by frame (``AdaFuseStream``)."""
+    from atfr.runtime.adafuse_clip import is_adafuse_export
+    from atfr.runtime.pipeline import Pipeline
+
+    if not is_adafuse_export(args.outdir):
+        return Pipeline.load(args.outdir, args.backend, providers=args.providers, bins=args.bins)
+    from atfr.runtime.adafuse_stream import AdaFuseStream
+
+    for flag, value in (("--bins", args.bins), ("--latency-budget", args.latency_budget)):
+        if value is not None:
+            raise ATFRError(f"{flag}: {args.outdir} is an AdaFuse export (no SGS layer, no bins to choose)")
+    return AdaFuseStream.load(args.outdir, args.backend, args.providers, graph=args.online_graph)
 
 
 def _frame_sink(writer, show) -> Callable[[np.ndarray], bool]:

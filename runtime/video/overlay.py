@@ -13,11 +13,12 @@ from atfr.runtime.video.video_out import VIDEO_EXTS, AtomicVideoWriter, VideoWri
 
 def overlay_lines(topk: Sequence[tuple[str, float]], bprime: Sequence[int], latency_ms: float | None,
                   display_fps: float | None, bins: Sequence[int] = (),
-                  clips_per_s: float | None = None) -> list[str]:
+                  clips_per_s: float | None = None, unit: str = "clip") -> list[str]:
     """The text drawn on each frame: one line per top-k class, B', then the model's figures and
     the display rate on separate, labelled lines.
 
-    latency_ms: one clip's pre-processing + inference; clips_per_s: clips the model finished per
+    latency_ms: one clip's pre-processing + inference (``unit`` "frame": the frame's of a per-frame
+    model); clips_per_s: clips the model finished per
     second (its throughput in this run); display_fps: frames drawn per second (the video, not the
     model).
     """
@@ -28,7 +29,7 @@ def overlay_lines(topk: Sequence[tuple[str, float]], bprime: Sequence[int], late
         lines.append(f"B' {bp}")
     model = []
     if latency_ms is not None:
-        model.append(f"{latency_ms:.0f} ms/clip")
+        model.append(f"{latency_ms:.0f} ms/{unit}")
     if clips_per_s is not None:
         model.append(f"{clips_per_s:.1f} clips/s")
     if model:
