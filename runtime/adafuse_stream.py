@@ -1,6 +1,6 @@
 """``atfr run`` on an AdaFuse-TSN export: each frame through the online graph once. Torch-free.
 
-A stream model for ``StreamRunner`` (runtime/stream_models.py). The state (per gated block, the
+A stream model for ``StreamRunner`` (runtime/streaming/models.py). The state (per gated block, the
 previous frame's pooled block input and conv1 output) is carried from frame to frame for the whole
 stream, from zeros at its first frame (and again after a resolution change, which restarts the
 window as for ATFR). A result is the mean of the frame logits of the last T frames the model saw
@@ -30,8 +30,8 @@ from atfr.errors import ATFRError
 from .adafuse_clip import AdaFuseOnlineRunner
 from .adafuse_gflops import frame_gflops
 from .pipeline import softmax
-from .stream_models import FrameFeed, StreamResult
-from .stream_stages import Job
+from atfr.runtime.streaming.models import FrameFeed, StreamResult
+from atfr.runtime.streaming.stages import Job
 
 ACTIONS = ("skip", "reuse", "keep")  # policy values 0, 1, 2
 
@@ -75,7 +75,7 @@ class AdaFuseStream:
                             "them are not built yet)")
         return cls(AdaFuseOnlineRunner.load(outdir, providers, graph=graph))
 
-    # -- the stream model interface (runtime/stream_models.py) ----------------------------------
+    # -- the stream model interface (runtime/streaming/models.py) ----------------------------------
     def window_size(self, fps: float) -> int:
         return self.frames_in_window
 

@@ -17,7 +17,7 @@ import torch
 
 from adafuse_helpers import assert_policies, tiny_adafuse_model
 from atfr.runtime.adafuse_gflops import clip_report, policy_gflops
-from atfr.runtime.streaming import RunOptions, StreamRunner
+from atfr.runtime.streaming.runner import RunOptions, StreamRunner
 from atfr.runtime.video.preprocess import Preprocessor
 from atfr.runtime.video.sources import FrameStream, SimulatedSource, open_reader, read_frames
 from cli_helpers import one_line_error, run_cli

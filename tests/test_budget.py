@@ -115,7 +115,7 @@ def test_stream_runner_follows_the_budget(tiny_export, tmp_path):
     """A delay injected in the back stage from clip 10 to 39: B_run goes down within the bound,
     then back to B; each clip's B_run is in the jsonl and the summary."""
     from atfr.runtime.pipeline import Pipeline
-    from atfr.runtime.streaming import RunOptions, StreamRunner
+    from atfr.runtime.streaming.runner import RunOptions, StreamRunner
     from atfr.runtime.video.sources import FrameStream, SimulatedSource
 
     pl = Pipeline.load(tiny_export, "onnxruntime")

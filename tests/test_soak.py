@@ -9,7 +9,7 @@ import time
 
 import pytest
 
-from atfr.runtime.streaming import RunOptions, StreamRunner
+from atfr.runtime.streaming.runner import RunOptions, StreamRunner
 from atfr.runtime.video.overlay import AtomicVideoWriter
 from atfr.runtime.pipeline import Pipeline
 from atfr.runtime.video.sources import FrameStream, SimulatedSource

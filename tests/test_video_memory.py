@@ -184,7 +184,7 @@ def test_run_clip_window_keeps_no_full_size_frame(tiny_export):
     not the frame: with a 2-frame capture buffer and no overlay, at most the buffer, the frame in
     the main loop and the one being read are alive, whatever the window (old code: the window)."""
     from atfr.runtime.pipeline import Pipeline
-    from atfr.runtime.streaming import RunOptions, StreamRunner
+    from atfr.runtime.streaming.runner import RunOptions, StreamRunner
 
     src = _TrackedSource(num_frames=60, fps=30.0, size=(120, 160), pace=False)
     pl = _CountingPipeline(Pipeline.load(tiny_export, "onnxruntime"), src, 0.0)
@@ -198,7 +198,7 @@ def test_run_clip_window_keeps_no_full_size_frame(tiny_export):
 def test_run_lossless_overlay_holds_frames_within_a_byte_budget(tiny_export, monkeypatch):
     """Frames waiting for their clip's overlay (lossless) are full size: at most PENDING_BYTES of
     them wait (here 3 frames' worth; old code: max(window, 32) frames), with slow inference."""
-    from atfr.runtime import streaming
+    from atfr.runtime.streaming import runner as streaming
     from atfr.runtime.pipeline import Pipeline
 
     frame_bytes = 120 * 160 * 3

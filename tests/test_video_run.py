@@ -18,7 +18,7 @@ import pytest
 
 from atfr.cli import main
 from atfr.errors import SourceError
-from atfr.runtime.streaming import RunOptions, StreamRunner
+from atfr.runtime.streaming.runner import RunOptions, StreamRunner
 from atfr.runtime.pipeline import Pipeline
 from atfr.runtime.video.sources import FrameStream, SimulatedSource, open_reader, parse_source, read_frames
 
@@ -1038,7 +1038,7 @@ def test_resolution_change_after_reconnect_restarts_the_window(pipeline):
 def test_stop_does_not_wait_for_a_blocked_source(pipeline):
     """SIGTERM while the source is blocked in a read (no stall timeout to end it): the run stops in
     about 2 s with its outputs, the capture thread is left behind and the reader not closed under it."""
-    from atfr.runtime.streaming import StopFlag
+    from atfr.runtime.streaming.runner import StopFlag
 
     src = _HangsAfter(40)
     stop = StopFlag()

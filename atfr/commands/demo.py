@@ -46,7 +46,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from atfr.runtime.streaming import RunOptions, StreamRunner
+    from atfr.runtime.streaming.runner import RunOptions, StreamRunner
     from atfr.demo.synth import CLASSES, write_demo_videos
     from atfr.runtime.manifest import MANIFEST_NAME, load_manifest
     from atfr.runtime.pipeline import Pipeline

@@ -1,6 +1,6 @@
 """atfr run OUTDIR --source SRC: streaming inference on a camera, stream, pipeline or video file.
 
-The loop itself (threads, drops, the one failure path) is ``atfr.runtime.streaming``; this command
+The loop itself (threads, drops, the one failure path) is ``atfr.runtime.streaming.runner``; this command
 parses arguments, opens the source and outputs, and prints. An AdaFuse-TSN export runs through the
 same loop, each frame through its online graph once (``atfr.runtime.adafuse_stream``). Torch-free: runs on a Jetson with only
 the runtime installed.
@@ -101,7 +101,7 @@ def _log_source(source: str) -> None:
 def run(args: argparse.Namespace) -> int:
     from atfr.fileio import check_writable
     from atfr.runtime.video.overlay import VIDEO_EXTS, AtomicVideoWriter
-    from atfr.runtime.streaming import EventLog, RunOptions, StopFlag, StreamRunner, stop_on_signals
+    from atfr.runtime.streaming.runner import EventLog, RunOptions, StopFlag, StreamRunner, stop_on_signals
     from atfr.runtime.video.sources import FrameStream, open_reader
     from atfr.runtime.video.video_out import VideoWriteError
 

@@ -25,8 +25,8 @@ from typing import Any, Callable
 
 import numpy as np
 
-from .pipeline import ClipResult
-from .stream_stages import ClipWindow, Job
+from atfr.runtime.pipeline import ClipResult
+from atfr.runtime.streaming.stages import ClipWindow, Job
 
 
 @dataclass

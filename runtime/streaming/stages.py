@@ -1,7 +1,7 @@
 """The two worker stages of ``StreamRunner`` (pre-processing, inference), the slots between them and
 the flags every thread of one run checks. Torch-free.
 
-The main loop (``runtime.streaming``) hands each clip's frames to the pre-processing stage through
+The main loop (``runtime.streaming.runner``) hands each clip's frames to the pre-processing stage through
 a ``Slot`` of size 1; that stage prepares one clip ahead of the model and hands it to the
 inference stage through a second slot. Any exception in a stage goes to ``RunControl.fail``: the
 one failure path (every wait ends, ``StreamRunner.run`` raises it after the threads are joined).
@@ -29,7 +29,7 @@ class Job:
     inputs: list[np.ndarray] | None = None  # packed model inputs (pre-processing stage)
     preprocess_ms: float = 0.0
     bins: int | None = None  # run-time B_run the clip ran with (--bins / --latency-budget)
-    epoch: int = 0  # per-frame models: a new epoch restarts the model's state (runtime.stream_models)
+    epoch: int = 0  # per-frame models: a new epoch restarts the model's state (runtime.streaming.models)
 
 
 class RunControl:

@@ -18,7 +18,7 @@ the result of the newest clip ending at or before it, so the saved video and the
 depend on machine speed; the three stages still overlap. Memory stays bounded: at most three clips
 are in flight and at most ``max(window, 32)`` frames (and ``PENDING_BYTES``) wait for their overlay.
 
-What a job is comes from the stream model (``runtime.stream_models``): for ATFR's ``Pipeline`` a
+What a job is comes from the stream model (``runtime.streaming.models``): for ATFR's ``Pipeline`` a
 clip window every ``stride`` frames; for AdaFuse (``runtime.adafuse_stream``) every frame, through
 its online graph once, with a result every ``stride`` frames. The loop, outputs and endings are the same.
 
@@ -43,10 +43,10 @@ from typing import Any, Callable, Iterator, TextIO
 import numpy as np
 
 from atfr.errors import ATFRError, SourceError, check_range
-from atfr.runtime.stream_draw import FrameDrawer, PendingFrames
-from atfr.runtime.stream_record import ClipRecorder, ClipResults, write_error
-from atfr.runtime.stream_models import as_stream_model
-from atfr.runtime.stream_stages import Job, RunControl, Slot, infer_stage, prepare_stage
+from atfr.runtime.streaming.draw import FrameDrawer, PendingFrames
+from atfr.runtime.streaming.record import ClipRecorder, ClipResults, write_error
+from atfr.runtime.streaming.models import as_stream_model
+from atfr.runtime.streaming.stages import Job, RunControl, Slot, infer_stage, prepare_stage
 
 # Why a run ended (RunSummary.end_reason) -> what it means. Exit codes of ``atfr run``: 0 for every
 # end below except the source-lost ones (5); a failure raises (its ATFRError code, 1 if internal).
@@ -298,7 +298,7 @@ class EventLog:
 
 
 class StreamRunner:
-    """Runs a ``Pipeline`` (ATFR clips) or another stream model (``runtime.stream_models``: AdaFuse's
+    """Runs a ``Pipeline`` (ATFR clips) or another stream model (``runtime.streaming.models``: AdaFuse's
     online graph, frame by frame) over a ``FrameStream``; see the module docstring for the threading.
 
     events: gets one JSON line per clip (``EventLog`` or any text file). status: one human line per
@@ -306,8 +306,8 @@ class StreamRunner:
     stop: a ``StopFlag`` (signals, a server) checked on every frame.
 
     The parts: ``RunControl`` (the flags and the one failure path) and the two worker stages
-    (``runtime.stream_stages``), ``ClipRecorder`` (``runtime.stream_record``), ``FrameDrawer`` and
-    ``PendingFrames`` (``runtime.stream_draw``); this class reads the frames and ends the run.
+    (``runtime.streaming.stages``), ``ClipRecorder`` (``runtime.streaming.record``), ``FrameDrawer`` and
+    ``PendingFrames`` (``runtime.streaming.draw``); this class reads the frames and ends the run.
     """
 
     def __init__(self, pipeline: Any, stream: Any, options: RunOptions, events: TextIO | EventLog | None = None,
