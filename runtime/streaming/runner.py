@@ -297,6 +297,27 @@ class EventLog:
         return self.path
 
 
+def wind_down(ctl: RunControl, stages: tuple, pending: PendingFrames | None, stream: Any, discard: bool) -> None:
+    """The end of a run: close the slots and join the stages (their clips in flight finished or
+    discarded), draw the frames already read (``pending``, when frames are drawn), stop the source."""
+    raw, pre, ready, worker = stages
+    if discard:
+        ctl.halt.set()
+    raw.close(discard=discard)
+    pre.join()
+    ready.close(discard=discard)
+    worker.join()
+    try:
+        if pending and ctl.error is None:
+            pending.flush(final=True)  # the frames already read keep their overlay
+    except BaseException as e:  # noqa: BLE001
+        ctl.fail(e)
+    finally:
+        # A source blocked in a read (a stalled stream waits out its read timeout) must not
+        # delay a stop by signal: after 2 s its thread is left behind (see FrameStream.stop).
+        stream.stop(timeout=2.0)
+
+
 class StreamRunner:
     """Runs a ``Pipeline`` (ATFR clips) or another stream model (``runtime.streaming.models``: AdaFuse's
     online graph, frame by frame) over a ``FrameStream``; see the module docstring for the threading.
@@ -386,21 +407,8 @@ class StreamRunner:
             ctl.fail(e)
             reason = "error"
         finally:
-            if discard:
-                ctl.halt.set()
-            raw.close(discard=discard)
-            pre.join()
-            ready.close(discard=discard)
-            worker.join()
-            try:
-                if self.on_frame is not None and pending and ctl.error is None:
-                    pending.flush(final=True)  # the frames already read keep their overlay
-            except BaseException as e:  # noqa: BLE001
-                ctl.fail(e)
-            finally:
-                # A source blocked in a read (a stalled stream waits out its read timeout) must not
-                # delay a stop by signal: after 2 s its thread is left behind (see FrameStream.stop).
-                self.stream.stop(timeout=2.0)
+            wind_down(self._ctl, (raw, pre, ready, worker), pending if self.on_frame is not None else None,
+                      self.stream, discard)
         self.summary.model_frames = getattr(self.model, "frames_run", 0)
         return finish_summary(self.summary, self.stream, reason, ctl.error, t_start)
 
