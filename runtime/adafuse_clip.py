@@ -119,8 +119,9 @@ class AdaFuseOnlineRunner:
 
 
 # Commands that run an export through ATFR's split pipeline. For AdaFuse exports only 'atfr infer'
-# (clip graph) and the online runner exist so far; these refuse them with one line.
-NOT_FOR_ADAFUSE = ("run", "predict", "bench", "verify", "calibrate", "build", "serve", "triton-repo")
+# (clip graph), 'atfr bench' (atfr/bench/adafuse_run.py) and the online runner exist so far; these
+# refuse them with one line.
+NOT_FOR_ADAFUSE = ("run", "predict", "verify", "calibrate", "build", "serve", "triton-repo")
 
 
 def refuse_adafuse_export(command: str, args: Any) -> None:

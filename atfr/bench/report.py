@@ -242,6 +242,9 @@ def to_markdown(r: dict[str, Any]) -> str:
                   f"{e['frames_per_s']:.1f} frames/s" +
                   (f"; expected GFLOPs {d['expected_gflops']:.3f}" if d.get("expected_gflops") is not None else "") +
                   (f"; static / ATFR = {d['speedup_vs_static']:.2f}x" if d.get("speedup_vs_static") else "") + ".", ""]
+    if r.get("adafuse"):
+        from .adafuse_report import markdown_lines
+        lines += markdown_lines(r)
     rat = r.get("ratios") or {}
     if rat:
         lines += ["## Ratios (measured side by side, interleaved, in this run)", "", "| ratio | value |", "|---|---|"]
