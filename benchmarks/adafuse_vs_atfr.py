@@ -23,6 +23,8 @@ realized / counted.
 
     python benchmarks/adafuse_vs_atfr.py [--frames 8] [--size 112] [--rounds 12] [--warmup 2]
         [--work DIR] [--models r18,r50,3dresnet,x3d]
+
+The exports are built once per setting in WORK (seeded) and reused by later runs.
 """
 
 from __future__ import annotations
@@ -106,6 +108,20 @@ def build_atfr(arch: str, frames: int, size: int, work: Path, seed: int = 0) -> 
     g = gflops_table(man, list(range(1, bmax + 1)), model)
     return Entry("ATFR-X3D-S" if arch == "x3d" else "ATFR-3DResNet18", "atfr", paths["res2"], paths["none"],
                  {"per_bprime": g["per_bprime"], "static": g["static"], "source": g["source"]})
+
+
+def cached(work: Path, key: str, want: dict[str, Any], build: Any) -> Entry:
+    """``build()`` once per setting: the entry is kept in WORK/KEY.entry.json beside its exports."""
+    stamp = work / f"{key}.entry.json"
+    if stamp.exists():
+        d = json.loads(stamp.read_text())
+        e = Entry(**{**d["entry"], "export": Path(d["entry"]["export"]), "twin": Path(d["entry"]["twin"])})
+        if d["want"] == want and (e.export / "atfr.json").exists() and (e.twin / "atfr.json").exists():
+            return e
+    e = build()
+    stamp.write_text(json.dumps({"want": want, "entry": {**e.__dict__, "export": str(e.export),
+                                                          "twin": str(e.twin)}}))
+    return e
 
 
 # -- real clips ---------------------------------------------------------------------------------------
@@ -263,10 +279,12 @@ def main(argv: list[str] | None = None) -> int:
     t0 = time.perf_counter()
     entries = []
     for name in a.models.split(","):
+        want = {"frames": a.frames, "size": a.size, "seed": a.seed}
         if name in ("r18", "r50"):
-            entries.append(build_adafuse(int(name[1:]), a.frames, a.size, a.work, a.seed))
+            entries.append(cached(a.work, name, want, lambda: build_adafuse(int(name[1:]), a.frames, a.size, a.work,
+                                                                            a.seed)))
         else:
-            entries.append(build_atfr(name, a.frames, a.size, a.work, a.seed))
+            entries.append(cached(a.work, name, want, lambda: build_atfr(name, a.frames, a.size, a.work, a.seed)))
         print(f"  built {entries[-1].name} ({time.perf_counter() - t0:.0f} s)", flush=True)
     clips = {e.name: real_clips(e.export, videos) for e in entries}
     la0 = os.getloadavg()
