@@ -21,7 +21,7 @@ clip got (atfr.models.flops on the model, vs the static twin). Realized: 1 - ms 
 per clip and per frame (clip graphs: per clip / T; online graphs: a measured step). Ratio =
 realized / counted.
 
-    python benchmarks/adafuse_vs_atfr.py [--frames 8] [--size 112] [--rounds 12] [--warmup 2]
+    python benchmarks/adafuse_vs_atfr.py [--frames 8] [--size 112] [--rounds 24] [--warmup 2]
         [--work DIR] [--models r18,r50,3dresnet,x3d]
 
 The exports are built once per setting in WORK (seeded) and reused by later runs.
@@ -264,7 +264,7 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[1])
     ap.add_argument("--frames", type=int, default=8)
     ap.add_argument("--size", type=int, default=112)
-    ap.add_argument("--rounds", type=int, default=12)
+    ap.add_argument("--rounds", type=int, default=24)
     ap.add_argument("--warmup", type=int, default=2)
     ap.add_argument("--models", default="r18,r50,3dresnet,x3d")
     ap.add_argument("--work", type=Path, default=Path("/tmp/atfr_adafuse_vs_atfr"))
