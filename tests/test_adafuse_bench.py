@@ -188,3 +188,23 @@ def test_side_by_side_core_gives_every_column(ada, tiny_checkpoint, tiny_export,
     c = out["models"]["AdaFuse-R18"]["counted"]
     assert c["static_official"] == pytest.approx(c["tsn_static_official"], rel=1e-12)
     assert len(c["per_clip"]["eq5"]) == 2
+
+
+@pytest.mark.slow  # shares the exports above
+def test_bench_adafuse_on_real_video_counts_every_clip(capsys, ada, tmp_path):
+    """--videos: the candidates cycle through the clips of a real video and the counted GFLOPs are
+    the mean over them (each clip counted from its own policy)."""
+    import shutil
+
+    from footage import real_video
+
+    entry, _ = ada
+    (tmp_path / "v").mkdir()
+    shutil.copy(real_video("carphone"), tmp_path / "v" / "carphone.mp4")  # 120 frames: 4 windows
+    rc, out, err = run_cli(capsys, "bench", entry.export, "--iters", "4", "--warmup", "0", "--videos", tmp_path / "v",
+                           "--out", tmp_path / "b", "--no-progress")
+    assert rc == 0, err
+    g = json.loads((tmp_path / "b" / "report.json").read_text())["adafuse"]["counted"]
+    assert g["clips"] == 4 and len(g["per_clip"]["eq5"]) == 4
+    assert g["eq5"] == pytest.approx(np.mean(g["per_clip"]["eq5"]), rel=1e-12)
+    assert all(e < g["dense_official"] for e in g["per_clip"]["eq5"])  # random policies skip or reuse some

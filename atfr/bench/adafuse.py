@@ -34,7 +34,6 @@ import numpy as np
 
 from atfr.errors import ATFRError
 from atfr.runtime.adafuse_clip import AdaFuseClipRunner, AdaFuseOnlineRunner
-from atfr.runtime.adafuse_gflops import clip_report
 
 from .stats import latency_stats, scale_stats
 from .timing import Candidate, Timings
