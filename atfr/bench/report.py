@@ -184,9 +184,12 @@ def to_markdown(r: dict[str, Any]) -> str:
                                                      ("median", "mean", "p90", "p95", "p99", "min", "max", "std")) + " |")
 
     st = r["stages"]
-    row("front", st["front"])
-    row("SGS", st.get("sgs"))
-    row(f"end-to-end (B'={st['end_to_end_bprime']})", st["end_to_end"])
+    if r.get("adafuse"):  # one graph: front and end-to-end are the same clip graph
+        row("AdaFuse clip graph (model.onnx), end-to-end", st["end_to_end"])
+    else:
+        row("front", st["front"])
+        row("SGS", st.get("sgs"))
+        row(f"end-to-end (B'={st['end_to_end_bprime']})", st["end_to_end"])
     if r.get("static"):
         row("static front", r["static"]["front"])
         row("static back", r["static"]["back"])
