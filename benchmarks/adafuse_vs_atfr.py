@@ -261,7 +261,7 @@ def table_lines(out: dict[str, Any]) -> list[str]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[1])
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--frames", type=int, default=8)
     ap.add_argument("--size", type=int, default=112)
     ap.add_argument("--rounds", type=int, default=24)
