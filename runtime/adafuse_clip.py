@@ -119,9 +119,9 @@ class AdaFuseOnlineRunner:
 
 
 # Commands that run an export through ATFR's split pipeline. For AdaFuse exports only 'atfr infer'
-# (clip graph) and 'atfr run' (online graph, runtime/adafuse_stream.py) exist so far; these refuse
-# them with one line.
-NOT_FOR_ADAFUSE = ("predict", "bench", "verify", "calibrate", "build", "serve", "triton-repo")
+# (clip graph), 'atfr run' (online graph, runtime/adafuse_stream.py) and 'atfr bench'
+# (atfr/bench/adafuse_run.py) exist so far; these refuse them with one line.
+NOT_FOR_ADAFUSE = ("predict", "verify", "calibrate", "build", "serve", "triton-repo")
 
 
 def refuse_adafuse_export(command: str, args: Any) -> None:

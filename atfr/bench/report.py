@@ -184,9 +184,12 @@ def to_markdown(r: dict[str, Any]) -> str:
                                                      ("median", "mean", "p90", "p95", "p99", "min", "max", "std")) + " |")
 
     st = r["stages"]
-    row("front", st["front"])
-    row("SGS", st.get("sgs"))
-    row(f"end-to-end (B'={st['end_to_end_bprime']})", st["end_to_end"])
+    if r.get("adafuse"):  # one graph: front and end-to-end are the same clip graph
+        row("AdaFuse clip graph (model.onnx), end-to-end", st["end_to_end"])
+    else:
+        row("front", st["front"])
+        row("SGS", st.get("sgs"))
+        row(f"end-to-end (B'={st['end_to_end_bprime']})", st["end_to_end"])
     if r.get("static"):
         row("static front", r["static"]["front"])
         row("static back", r["static"]["back"])
@@ -242,6 +245,9 @@ def to_markdown(r: dict[str, Any]) -> str:
                   f"{e['frames_per_s']:.1f} frames/s" +
                   (f"; expected GFLOPs {d['expected_gflops']:.3f}" if d.get("expected_gflops") is not None else "") +
                   (f"; static / ATFR = {d['speedup_vs_static']:.2f}x" if d.get("speedup_vs_static") else "") + ".", ""]
+    if r.get("adafuse"):
+        from .adafuse_report import markdown_lines
+        lines += markdown_lines(r)
     rat = r.get("ratios") or {}
     if rat:
         lines += ["## Ratios (measured side by side, interleaved, in this run)", "", "| ratio | value |", "|---|---|"]

@@ -360,6 +360,11 @@ def run_benchmark(o: BenchOptions) -> dict[str, Any]:
     warnings += env.pop("warnings", [])
     sampler = envmod.TegrastatsSampler().start()
     try:
+        from atfr.runtime.adafuse_clip import is_adafuse_export
+
+        if is_adafuse_export(o.export):  # clip and online graphs (atfr.bench.adafuse_run)
+            from .adafuse_run import run_adafuse
+            return run_adafuse(o, env, warnings, sampler)
         return _run(o, env, warnings, sampler)
     finally:
         sampler.stop()

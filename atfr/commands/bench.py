@@ -54,6 +54,11 @@ def _command_line(args: argparse.Namespace) -> list[str]:
 
 def run(args: argparse.Namespace) -> int:
     if args.throughput:
+        from atfr.runtime.adafuse_clip import is_adafuse_export
+
+        if is_adafuse_export(args.outdir):
+            from atfr.errors import ATFRError
+            raise ATFRError("--throughput (seed 003 protocol) applies to ATFR exports; this is an AdaFuse export")
         from atfr.bench.throughput import run_cli
         return run_cli(args)
     from atfr.bench.report import check_outputs, write_report
@@ -80,6 +85,11 @@ def run(args: argparse.Namespace) -> int:
                         argv=_command_line(args))
     report = run_benchmark(opts)
     files = write_report(report, out, force=args.force)
+    if report.get("adafuse"):
+        from atfr.bench.adafuse_report import summary_lines
+        print("\n".join(summary_lines(report)))
+        print(f"wrote {', '.join(str(p) for p in files.values())}")
+        return 0
     e2e = report["stages"]["end_to_end"]
     print(f"{report['model']['name']} on {report['config']['backend']}: end-to-end median {e2e['median']:.3f} ms "
           f"(p99 {e2e['p99']:.3f}) at batch {report['config']['batch']}, B'={report['stages']['end_to_end_bprime']}")
