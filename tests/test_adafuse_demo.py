@@ -195,3 +195,9 @@ def test_demo_prints_adafuse_rows_that_add_up(capsys, tmp_path, tiny_checkpoint,
         assert (int(r[6]), int(r[7])) == (sum(c[4] for c in clips), len(clips))
     h = json.loads((work / "export_adafuse.heldout.json").read_text())
     assert f"{100 * h['heldout_accuracy']:.1f}% ({h['heldout_clips_per_class']} clips per class) AdaFuse" in out
+
+
+def test_demo_refuses_a_missing_adafuse_checkpoint_before_running(capsys, tmp_path):
+    rc, out, err = run_cli(capsys, "demo", "--workdir", tmp_path / "d", "--adafuse-checkpoint", tmp_path / "none.pt")
+    one_line_error(rc, err, 2, "none.pt")
+    assert not (tmp_path / "d").exists() and "exported" not in out

@@ -104,6 +104,8 @@ def run(args: argparse.Namespace) -> int:
     ckpt = Path(args.checkpoint) if args.checkpoint else builtin_checkpoint()
     if not ckpt.exists():
         raise ATFRError(f"demo model {ckpt} is missing; train it with 'atfr train-demo -o {ckpt}'")
+    if not args.no_adafuse:
+        _adafuse_checkpoint(args)  # a missing one fails before the ATFR half runs
     work = Path(args.workdir)
     check_output_dir(work)
     export_dir, video_dir = work / "export", work / "videos"
@@ -158,18 +160,26 @@ def _accuracy_text(h: dict) -> str:
     return f"{100 * h['heldout_accuracy']:.1f}%" + (f" ({n} clips per class)" if n else "")
 
 
-def _adafuse_part(args: argparse.Namespace, work: Path, videos: list[Path]) -> None:
-    """The AdaFuse demo model on the same videos and clips: per-class policy fractions and savings."""
-    from atfr.demo.adafuse_demo import class_row, video_clips
-    from atfr.runtime.adafuse_clip import AdaFuseClipRunner
-
+def _adafuse_checkpoint(args: argparse.Namespace) -> Path:
     ckpt = Path(args.adafuse_checkpoint) if args.adafuse_checkpoint else builtin_adafuse_checkpoint()
     if not ckpt.exists():
         raise ATFRError(f"AdaFuse demo model {ckpt} is missing; train it with "
                         f"'atfr train-demo --family adafuse -o {ckpt}' (or pass --no-adafuse)")
+    return ckpt
+
+
+def _adafuse_part(args: argparse.Namespace, work: Path, videos: list[Path]) -> None:
+    """The AdaFuse demo model on the same videos and clips: per-class policy fractions and savings."""
+    from atfr.demo.adafuse_demo import class_row, video_clips
+    from atfr.runtime.adafuse_clip import AdaFuseClipRunner, is_adafuse_export
+
+    ckpt = _adafuse_checkpoint(args)
     export_dir = work / "export_adafuse"
     print()
     _export_once(ckpt, export_dir, "demo_adafuse", args.force)
+    if not is_adafuse_export(export_dir):
+        raise ATFRError(f"{export_dir} does not hold an AdaFuse export ({ckpt} is not an AdaFuse model?); "
+                        "pass an AdaFuse checkpoint with --adafuse-checkpoint and --force, or --no-adafuse")
     runner = AdaFuseClipRunner.load(export_dir, "onnxruntime")
     m = runner.manifest
     static = float(m.raw["gflops"]["static_official"])
