@@ -28,6 +28,7 @@ def test_adafuse_demo_asset_is_small_and_self_describing(ada_model):
     meta = ada_model.meta
     assert ada_model.labels == CLASSES and meta["family"] == "adafuse"
     assert "train-demo --family adafuse" in meta["command"] and meta["train_wall_s"] <= 20 * 60
+    assert meta["heldout_accuracy"] >= 0.8 and 0.1 <= meta["gflops_saved_vs_static"] < 1
     spec = ada_model.model.input_spec
     assert (spec.num_frames, spec.sampling_rate, spec.crop_size) == (8, 2, 64)  # the ATFR demo's 16-frame window
     assert len(ada_model.model.gated_blocks()) == 8 and ada_model.model.base_model.conv1.out_channels == 16

@@ -2,9 +2,10 @@
 
 The data, input and preprocessing are the ATFR demo's (:mod:`atfr.demo.train`): 8 synthetic
 motion classes, 16 frames x 64 px, a fresh training set per epoch (split ``100 + epoch``),
-held-out split 1, scalar mean/std 0.45/0.225. The model is AdaFuse-TSN on ResNet-18 with stem
-width 16 (stages 16/32/64/128 channels) and a policy net on every residual block (per-block FCs,
-hidden 32, BN + ReLU between them): ~0.17 M... see ``ARCH`` for the exact config.
+held-out split 1, scalar mean/std 0.45/0.225; the model reads every 2nd frame of the 16 (see
+``FRAMES``). The model is AdaFuse-TSN on ResNet-18 with stem width 16 (stages 16/32/64/128
+channels) and a policy net on every residual block (per-block FCs, hidden 32, BN + ReLU between
+them): 775k parameters (``COMPACT_CONFIG``).
 
 Loss (the paper's Eq. 6): cross-entropy of the clip prediction (mean of the frame logits) plus
 ``lam`` times the clip's Eq. 5 FLOPs, divided by the static TSN's so that ``lam`` is a fraction
@@ -33,7 +34,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from atfr.models.adafuse import AdaFuseTSN
-from atfr.models.adafuse_blocks import REUSE, SKIP, KEEP, previous_frame
+from atfr.models.adafuse_blocks import KEEP, REUSE, SKIP, previous_frame
 from atfr.models.adafuse_flops import AdaFuseCounter, static_report
 from atfr.models.config import from_compact
 from atfr.models.zoo import build_model
