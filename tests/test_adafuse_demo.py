@@ -202,3 +202,11 @@ def test_demo_refuses_a_missing_adafuse_checkpoint_before_running(capsys, tmp_pa
     rc, out, err = run_cli(capsys, "demo", "--workdir", tmp_path / "d", "--adafuse-checkpoint", tmp_path / "none.pt")
     one_line_error(rc, err, 2, "none.pt")
     assert not (tmp_path / "d").exists() and "exported" not in out
+
+
+@pytest.mark.slow
+def test_demo_refuses_a_non_adafuse_model_in_the_adafuse_slot(capsys, tmp_path, tiny_checkpoint):
+    rc, out, err = run_cli(capsys, "demo", "--workdir", tmp_path / "d", "--checkpoint", tiny_checkpoint,
+                           "--adafuse-checkpoint", tiny_checkpoint, "--videos-per-class", "1")
+    one_line_error(rc, err, 2, "not an AdaFuse model")
+    assert "all clips          B'=" in out  # the ATFR half ran
