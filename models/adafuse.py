@@ -98,8 +98,9 @@ class GatedResNet(nn.Module):
     def __init__(self, depth: int, ada: dict[str, Any], dropout: float):
         super().__init__()
         bottleneck, counts = BLOCKS[depth]
-        self.conv1 = nn.Conv2d(3, 64, 7, stride=2, padding=3, bias=False)
-        self.bn1 = nn.BatchNorm2d(64)
+        width = int(ada.get("base_width", 64))  # 64: the official ResNets; thinner for the demo model
+        self.conv1 = nn.Conv2d(3, width, 7, stride=2, padding=3, bias=False)
+        self.bn1 = nn.BatchNorm2d(width)
         shared = None
         if ada["shared_policy_net"]:
             self.gate_fc0s = nn.ModuleDict()
@@ -107,9 +108,9 @@ class GatedResNet(nn.Module):
             shared = SharedPolicyFCs(self.gate_fc0s, self.gate_fc1s, ada)
         self.relu = nn.ReLU()
         self.maxpool = nn.MaxPool2d(3, stride=2, padding=1)
-        inplanes, offset = 64, 0
+        inplanes, offset = width, 0
         for stage, n in enumerate(counts):
-            planes = 64 * 2 ** stage
+            planes = width * 2 ** stage
             blocks = nn.ModuleList()
             for k in range(n):
                 gated = stage_gated(ada, stage, offset + k if ada["enabled_layers"] else offset)

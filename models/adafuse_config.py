@@ -46,6 +46,9 @@ DEFAULTS: dict[str, Any] = {
     "enabled_layers": [],
     "enable_from": 0,
     "disable_from": 4,
+    # Not an official flag: the stem's width (stages: 1x, 2x, 4x, 8x it). 64 builds the official
+    # ResNets; the built-in AdaFuse demo model (atfr/demo/train_adafuse.py) is thinner.
+    "base_width": 64,
 }
 
 # Official flags that change the network and that we do not build: (flag, default it must keep).
@@ -241,11 +244,13 @@ def from_compact(c: dict[str, Any], source: str = "config") -> dict[str, Any]:
         raise ATFRError(f"{source}: only gate_history models (keep/reuse/skip) are supported")
     for key in ("shift", "gate_bn_between_fcs", "gate_relu_between_fcs", "shared_policy_net"):
         ada[key] = bool(ada[key])
-    for key in ("shift_div", "hidden_quota", "gate_hidden_dim", "enable_from", "disable_from"):
+    for key in ("shift_div", "hidden_quota", "gate_hidden_dim", "enable_from", "disable_from", "base_width"):
         ada[key] = int(ada[key])
     ada["relative_hidden_size"] = float(ada["relative_hidden_size"])
     if ada["shift_div"] < 1:
         raise ATFRError(f"{source}: adafuse.shift_div must be >= 1")
+    if not 1 <= ada["base_width"] <= 1024:
+        raise ATFRError(f"{source}: adafuse.base_width must be in 1..1024")
     frames = int(c.get("num_frames", 8))
     crop = int(c.get("crop_size", 224))
     classes = int(c.get("num_classes", 200))

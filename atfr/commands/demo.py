@@ -1,7 +1,10 @@
 """atfr demo: export the built-in demo model and run it on generated demo videos (ONNX Runtime).
 
 What it shows: few temporal bins (B') on still clips, many on fast motion, the GFLOPs that saves
-against the static model, and per-clip predictions with latency.
+against the static model, and per-clip predictions with latency. Then the built-in AdaFuse-TSN
+demo model on the same videos and clips (atfr/demo/adafuse_demo.py): per class its skip/reuse/keep
+fractions and the Eq. 5 GFLOPs it saves against its static TSN twin; and both models' held-out
+accuracy as recorded in their checkpoints when they were trained.
 """
 
 from __future__ import annotations
@@ -18,6 +21,45 @@ from atfr.errors import ATFRError
 
 def builtin_checkpoint() -> Path:
     return Path(str(resources.files("atfr").joinpath("assets/demo_atfr.pt")))
+
+
+def builtin_adafuse_checkpoint() -> Path:
+    return Path(str(resources.files("atfr").joinpath("assets/demo_adafuse.pt")))
+
+
+HELDOUT_NAME = "heldout.json"  # beside each export: the checkpoint's recorded held-out statistics
+
+
+def _export_once(ckpt: Path, export_dir: Path, name: str, force: bool) -> None:
+    """Export ``ckpt`` unless ``export_dir`` holds an export; record its held-out statistics beside it
+    (the checkpoint's meta needs torch to read, the reused export does not)."""
+    from atfr.runtime.manifest import MANIFEST_NAME
+
+    t0 = time.perf_counter()
+    if not force and (export_dir / MANIFEST_NAME).exists():
+        print(f"reusing the export in {export_dir} (pass --force to redo it)")
+        return
+    from atfr.export.exporter import ExportOptions, export_model  # torch: only when exporting
+    from atfr.fileio import write_json_atomic
+    from atfr.models.checkpoint import load_checkpoint
+
+    lm = load_checkpoint(ckpt)
+    lm.meta.setdefault("source", str(ckpt))
+    export_model(lm, export_dir, ExportOptions(force=force, name=name))
+    keys = ("heldout_accuracy", "heldout_split", "heldout_clips_per_class", "per_class", "seed", "command")
+    write_json_atomic(export_dir.parent / f"{export_dir.name}.{HELDOUT_NAME}",
+                      {k: lm.meta[k] for k in keys if k in lm.meta})
+    print(f"exported {ckpt.name} -> {export_dir} ({time.perf_counter() - t0:.1f} s)")
+
+
+def _heldout(export_dir: Path) -> dict:
+    import json
+
+    p = export_dir.parent / f"{export_dir.name}.{HELDOUT_NAME}"
+    try:
+        return json.loads(p.read_text())
+    except (OSError, ValueError):
+        return {}
 
 
 def next_command(export_dir: Path, video: Path, work: Path) -> str:
@@ -42,13 +84,16 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--backend", default="onnxruntime", choices=["onnxruntime", "tensorrt", "auto"])
     p.add_argument("--videos-per-class", type=int, default=3,
                    help="demo videos per class (default 3: one clip's B' varies, a class mean is telling)")
+    p.add_argument("--adafuse-checkpoint", metavar="PT",
+                   help="AdaFuse demo checkpoint shown after the ATFR model (default: the built-in one)")
+    p.add_argument("--no-adafuse", action="store_true", help="show the ATFR model only")
     p.add_argument("--force", action="store_true", help="re-export and regenerate the videos")
 
 
 def run(args: argparse.Namespace) -> int:
     from atfr.runtime.streaming.runner import RunOptions, StreamRunner
     from atfr.demo.synth import CLASSES, write_demo_videos
-    from atfr.runtime.manifest import MANIFEST_NAME, load_manifest
+    from atfr.runtime.manifest import load_manifest
     from atfr.runtime.pipeline import Pipeline
     from atfr.runtime.video.sources import FrameStream, open_reader
 
@@ -59,20 +104,13 @@ def run(args: argparse.Namespace) -> int:
     ckpt = Path(args.checkpoint) if args.checkpoint else builtin_checkpoint()
     if not ckpt.exists():
         raise ATFRError(f"demo model {ckpt} is missing; train it with 'atfr train-demo -o {ckpt}'")
+    if not args.no_adafuse:
+        _adafuse_checkpoint(args)  # a missing one fails before the ATFR half runs
     work = Path(args.workdir)
     check_output_dir(work)
     export_dir, video_dir = work / "export", work / "videos"
     t0 = time.perf_counter()
-    if args.force or not (export_dir / MANIFEST_NAME).exists():
-        from atfr.export.exporter import ExportOptions, export_model  # torch: only when exporting
-        from atfr.models.checkpoint import load_checkpoint
-
-        lm = load_checkpoint(ckpt)
-        lm.meta.setdefault("source", str(ckpt))
-        export_model(lm, export_dir, ExportOptions(force=args.force, name="demo_atfr"))
-        print(f"exported {ckpt.name} -> {export_dir} ({time.perf_counter() - t0:.1f} s)")
-    else:
-        print(f"reusing the export in {export_dir} (pass --force to redo it)")
+    _export_once(ckpt, export_dir, "demo_atfr", args.force)
     m = load_manifest(export_dir, check=True)
     frames = 2 * m.input.num_frames * m.input.sampling_rate
     videos = sorted(video_dir.glob("*.avi")) + sorted(video_dir.glob("*.mp4"))
@@ -107,5 +145,54 @@ def run(args: argparse.Namespace) -> int:
     for name, vals in per_class.items():
         print(_class_row(name, vals, static))
     print(_class_row("all clips", [v for vals in per_class.values() for v in vals], static))
+    if not args.no_adafuse:
+        _adafuse_part(args, work, videos)
+    print(f"\nheld-out accuracy (recorded at training): {_accuracy_text(_heldout(export_dir))} ATFR"
+          + ("" if args.no_adafuse else f", {_accuracy_text(_heldout(work / 'export_adafuse'))} AdaFuse"))
     print(f"done in {time.perf_counter() - t0:.1f} s. Try: {next_command(export_dir, videos[0], work)}")
     return 0
+
+
+def _accuracy_text(h: dict) -> str:
+    if "heldout_accuracy" not in h:
+        return "-"
+    n = h.get("heldout_clips_per_class")
+    return f"{100 * h['heldout_accuracy']:.1f}%" + (f" ({n} clips per class)" if n else "")
+
+
+def _adafuse_checkpoint(args: argparse.Namespace) -> Path:
+    ckpt = Path(args.adafuse_checkpoint) if args.adafuse_checkpoint else builtin_adafuse_checkpoint()
+    if not ckpt.exists():
+        raise ATFRError(f"AdaFuse demo model {ckpt} is missing; train it with "
+                        f"'atfr train-demo --family adafuse -o {ckpt}' (or pass --no-adafuse)")
+    return ckpt
+
+
+def _adafuse_part(args: argparse.Namespace, work: Path, videos: list[Path]) -> None:
+    """The AdaFuse demo model on the same videos and clips: per-class policy fractions and savings."""
+    from atfr.demo.adafuse_demo import class_row, video_clips
+    from atfr.runtime.adafuse_clip import AdaFuseClipRunner, is_adafuse_export
+
+    ckpt = _adafuse_checkpoint(args)
+    export_dir = work / "export_adafuse"
+    print()
+    _export_once(ckpt, export_dir, "demo_adafuse", args.force)
+    if not is_adafuse_export(export_dir):
+        raise ATFRError(f"{export_dir} does not hold an AdaFuse export ({ckpt} is not an AdaFuse model?); "
+                        "pass an AdaFuse checkpoint with --adafuse-checkpoint and --force, or --no-adafuse")
+    runner = AdaFuseClipRunner.load(export_dir, "onnxruntime")
+    m = runner.manifest
+    static = float(m.raw["gflops"]["static_official"])
+    print(f"model {m.name}: AdaFuse-{m.raw['adafuse']['variant']}-R{m.raw['adafuse']['depth']}, "
+          f"{m.input.num_frames} frames (every {m.input.sampling_rate}) x {m.input.crop_size}px, "
+          f"{len(m.raw['adafuse']['policy_blocks'])} gated blocks, static TSN {static:.4f} GFLOPs/clip "
+          "(official convention)")
+    per_class: dict[str, list] = {}
+    for path in videos:
+        name = path.stem.rsplit("_", 1)[0]
+        per_class.setdefault(name, []).extend(video_clips(runner, path, name))
+    print("per class: mean skip/reuse/keep fractions (all gated blocks, frames, channels), Eq. 5 GFLOPs per "
+          "clip, GFLOPs saved against the static TSN, top-1 hits")
+    for name, clips in per_class.items():
+        print(class_row(name, clips, static))
+    print(class_row("all clips", [c for cl in per_class.values() for c in cl], static))

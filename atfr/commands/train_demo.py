@@ -1,4 +1,5 @@
-"""``atfr train-demo``: train the built-in demo model on generated videos (CPU, a few minutes)."""
+"""``atfr train-demo``: train a built-in demo model on generated videos (CPU, a few minutes):
+the ATFR model (default) or, with ``--family adafuse``, the AdaFuse-TSN model."""
 
 from __future__ import annotations
 
@@ -13,6 +14,8 @@ from atfr.fileio import check_writable
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("-o", "--output", required=True, metavar="OUT.pt",
                    help="checkpoint to write (our self-describing format)")
+    p.add_argument("--family", choices=["atfr", "adafuse"], default="atfr",
+                   help="which demo model: atfr (3DResNet-18 + SGS, default) or adafuse (AdaFuse-TSN-R18)")
     p.add_argument("--seed", type=int, default=0, help="seed of the weights, batch order and data (default 0)")
     p.add_argument("--epochs", type=int, default=None,
                    help="epochs, each on freshly generated clips (default: the demo recipe)")
@@ -49,6 +52,8 @@ def run(args: argparse.Namespace) -> int:
         if v is not None and v < 1:
             raise ATFRError(f"--{name.replace('_', '-')} must be >= 1, got {v}")
 
+    if args.family == "adafuse":
+        return _run_adafuse(args, out)
     from atfr.demo import synth
     from atfr.demo.train import RECIPE, train_demo
     from atfr.models.checkpoint import save_checkpoint
@@ -95,4 +100,32 @@ def run(args: argparse.Namespace) -> int:
     size = p.stat().st_size
     print(f"wrote {p} ({size / 1e6:.2f} MB): held-out accuracy {res.meta['heldout_accuracy']:.4f}, "
           f"mean B' {res.meta['mean_bprime']:.2f}")
+    return 0
+
+
+ATFR_ONLY = ("kernel", "warmup_epochs", "final_kernel", "final_epochs", "sgs_lr_scale")
+
+
+def _run_adafuse(args: argparse.Namespace, out: Path) -> int:
+    given = [f"--{k.replace('_', '-')}" for k in ATFR_ONLY if getattr(args, k) is not None]
+    if given:
+        raise ATFRError(f"{', '.join(given)}: ATFR options; the AdaFuse demo model has no SGS layer")
+    from atfr.demo import synth
+    from atfr.demo.train_adafuse import RECIPE, train_adafuse_demo
+    from atfr.models.checkpoint import save_checkpoint
+
+    kw = dict(RECIPE)
+    cmd = ["atfr", "train-demo", "--family", "adafuse", "-o", str(out), "--seed", str(args.seed),
+           "--threads", str(args.threads)]
+    for name, key in (("epochs", "epochs"), ("train_per_class", "n_train_per_class"),
+                      ("heldout_per_class", "n_val_per_class")):
+        if getattr(args, name) is not None:
+            kw[key] = getattr(args, name)
+            cmd += [f"--{name.replace('_', '-')}", str(getattr(args, name))]
+    res = train_adafuse_demo(seed=args.seed, threads=args.threads, command=" ".join(shlex.quote(c) for c in cmd), **kw)
+    p = save_checkpoint(out, res.model, res.cfg, list(synth.CLASSES), res.meta, force=args.force)
+    f = res.meta["fractions"]
+    print(f"wrote {p} ({p.stat().st_size / 1e6:.2f} MB): held-out accuracy {res.meta['heldout_accuracy']:.4f}, "
+          f"skip/reuse/keep {f['skip']:.3f}/{f['reuse']:.3f}/{f['keep']:.3f}, GFLOPs saved vs TSN "
+          f"{res.meta['gflops_saved_vs_static']:.1%}")
     return 0
