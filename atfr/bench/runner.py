@@ -500,69 +500,12 @@ def _stats(res: dict[str, Timings], name: str) -> dict[str, float] | None:
     return res[name].stats() if name in res else None
 
 
-def build_report(o: BenchOptions, m: Manifest, pipe: Pipeline, env: dict[str, Any], warnings: list[str],
-                 res: dict[str, Timings], xs: list[int], e2e_bp: list[list[int]], static_info: dict[str, Any] | None,
-                 spipe: Pipeline | None, torch_info: dict[str, Any] | None, torch_model: Any,
-                 overhead: dict[str, Any] | None, sampler: envmod.TegrastatsSampler, wall_s: float,
-                 extra: dict[str, Any] | None = None) -> dict[str, Any]:
-    extra = extra or {}
-    n = o.batch
-    frames = m.input.num_frames
-    front = _stats(res, "atfr.front")
-    sgs = _stats(res, "atfr.sgs")
-    e2e = _stats(res, "atfr.e2e")
-    assert front is not None and e2e is not None
-    sgs_med = sgs["median"] if sgs else 0.0
-    gfl = gflops_table(m, xs, torch_model)
-
-    static_clip = None
-    if static_info is not None:
-        s_e2e = _stats(res, "static.e2e")
-        s_front, s_back = _stats(res, "static.front"), _stats(res, "static.back")
-        # Per clip, the same way as the ATFR curve (sum of stage medians), so ratios compare like
-        # with like; end-to-end vs end-to-end is in ratios['static_e2e / atfr_e2e'].
-        graph = getattr(spipe, "graph", "split")
-        split_ms = (s_front["median"] + s_back["median"]) / n
-        static_info.update({"front": s_front, "back": s_back, "end_to_end": s_e2e, "graph": graph,
-                            "clip_ms": s_e2e["median"] / n if graph == "model" else split_ms,
-                            "clip_ms_definition": ("end-to-end median / batch (model.onnx: what the runtime runs "
-                                                   "for a static export)" if graph == "model"
-                                                   else "(front + back medians) / batch"),
-                            "split_clip_ms": split_ms,
-                            "throughput": throughput(s_e2e["mean"], n, frames)})
-        sg = (spipe.manifest.gflops or {}) if spipe else {}
-        static_info["gflops"] = sg.get("total")
-        if gfl.get("static") is None and sg.get("total") is not None:
-            gfl["static"] = float(sg["total"])
-        static_clip = static_info["clip_ms"]
-    static_gflops = gfl.get("static")
-
-    curve = []
-    for x in xs:
-        back = _stats(res, f"atfr.back@{x}")
-        assert back is not None
-        clip = (front["median"] + sgs_med + back["median"]) / n
-        g = gfl["per_bprime"].get(str(x))
-        curve.append({"bprime": x, "bprime_per_layer": per_layer_bprime(m, x), "back": back, "clip_ms": clip,
-                      "gflops": g, "gflops_per_s": (g / (clip / 1000.0)) if g is not None and clip > 0 else None,
-                      "speedup_vs_static": (static_clip / clip) if static_clip else None,
-                      "gflops_ratio_vs_static": (g / static_gflops) if g is not None and static_gflops else None})
-    fit = None
-    steps = None
-    if len(m.sgs) > 1 and curve:
-        steps = back_steps(m, curve)
-        warnings.append("two SGS pathways: back latency is a step function of the slow pathway's B' - see "
-                        "'back_steps' (per step) instead of one linear fit")
-    elif len(xs) >= 2:
-        fit = linear_fit([c["bprime"] for c in curve], [c["back"]["median"] for c in curve])
-        fit["y"] = "back latency per call (median, ms)"
-
-    # -- B' distribution --
+def _distribution(pipe: Pipeline, videos: Any, curve: list[dict[str, Any]], xs: list[int], frames: int,
+                  static_clip: float | None, gfl: dict[str, Any]) -> dict[str, Any] | None:
+    """B' over real clips (``--videos``) and the latency and GFLOPs it makes expected, interpolated
+    on the measured curve."""
     dist = None
-    try:
-        d = bprime_distribution(pipe, o.videos)
-    except ATFRError:
-        raise
+    d = bprime_distribution(pipe, videos)
     if d and curve:
         cx = np.array([c["bprime"] for c in curve], float)
         cy = np.array([c["clip_ms"] for c in curve], float)
@@ -583,7 +526,16 @@ def build_report(o: BenchOptions, m: Manifest, pipe: Pipeline, env: dict[str, An
             probs = {b: c / dist["n"] for b, c in d["counts"].items()}
             dist["expected_gflops"] = float(sum(p * np.interp(b, gxs, gys) for b, p in probs.items()))
 
-    # -- ratios (>1: ATFR faster) --
+    return dist
+
+
+def _ratios(o: BenchOptions, res: dict[str, Timings], m: Manifest, e2e: dict[str, Any], sgs: dict[str, Any] | None,
+            curve: list[dict[str, Any]], fit: dict[str, Any] | None, static_info: dict[str, Any] | None,
+            static_clip: float | None, static_gflops: float | None, torch_info: dict[str, Any] | None,
+            warnings: list[str]) -> tuple[dict[str, Any], dict[str, Any] | None]:
+    """The report's ratios (>1: ATFR faster) and the precision-speed block; fills ``torch_info``'s
+    layout choice and adds the precision warnings."""
+    n = o.batch
     ratios: dict[str, Any] = {}
     if static_info:
         ratios["static_e2e / atfr_e2e"] = static_info["end_to_end"]["median"] / e2e["median"]
@@ -641,6 +593,11 @@ def build_report(o: BenchOptions, m: Manifest, pipe: Pipeline, env: dict[str, An
     ratios = {k: (float(v) if isinstance(v, (int, float)) and not isinstance(v, bool) else v)
               for k, v in ratios.items() if v is not None}
 
+    return ratios, precision_speed
+
+
+def _load_section(extra: dict[str, Any], env: dict[str, Any], warnings: list[str]) -> dict[str, Any]:
+    """Whether the machine was loaded while timing (and a warning saying so)."""
     la0, la1 = extra.get("load_average_before"), extra.get("load_average_after")
     cores = (env.get("cpu") or {}).get("usable_cores") or os.cpu_count() or 1
     loaded = bool((la0 and la0[0] > 0.5 * cores) or (la1 and la1[0] > 0.5 * cores))
@@ -650,6 +607,76 @@ def build_report(o: BenchOptions, m: Manifest, pipe: Pipeline, env: dict[str, An
         fmt = lambda la: f"{la[0]:.2f}" if la else "?"  # noqa: E731
         warnings.append(f"the machine was loaded (1-min load average {fmt(la0)} before, {fmt(la1)} after, on {cores} "
                         f"cores): ratios measured side by side hold, absolute ms do not")
+
+    return load
+
+
+def build_report(o: BenchOptions, m: Manifest, pipe: Pipeline, env: dict[str, Any], warnings: list[str],
+                 res: dict[str, Timings], xs: list[int], e2e_bp: list[list[int]], static_info: dict[str, Any] | None,
+                 spipe: Pipeline | None, torch_info: dict[str, Any] | None, torch_model: Any,
+                 overhead: dict[str, Any] | None, sampler: envmod.TegrastatsSampler, wall_s: float,
+                 extra: dict[str, Any] | None = None) -> dict[str, Any]:
+    extra = extra or {}
+    n = o.batch
+    frames = m.input.num_frames
+    front = _stats(res, "atfr.front")
+    sgs = _stats(res, "atfr.sgs")
+    e2e = _stats(res, "atfr.e2e")
+    assert front is not None and e2e is not None
+    sgs_med = sgs["median"] if sgs else 0.0
+    gfl = gflops_table(m, xs, torch_model)
+
+    static_clip = None
+    if static_info is not None:
+        s_e2e = _stats(res, "static.e2e")
+        s_front, s_back = _stats(res, "static.front"), _stats(res, "static.back")
+        # Per clip, the same way as the ATFR curve (sum of stage medians), so ratios compare like
+        # with like; end-to-end vs end-to-end is in ratios['static_e2e / atfr_e2e'].
+        graph = getattr(spipe, "graph", "split")
+        split_ms = (s_front["median"] + s_back["median"]) / n
+        static_info.update({"front": s_front, "back": s_back, "end_to_end": s_e2e, "graph": graph,
+                            "clip_ms": s_e2e["median"] / n if graph == "model" else split_ms,
+                            "clip_ms_definition": ("end-to-end median / batch (model.onnx: what the runtime runs "
+                                                   "for a static export)" if graph == "model"
+                                                   else "(front + back medians) / batch"),
+                            "split_clip_ms": split_ms,
+                            "throughput": throughput(s_e2e["mean"], n, frames)})
+        sg = (spipe.manifest.gflops or {}) if spipe else {}
+        static_info["gflops"] = sg.get("total")
+        if gfl.get("static") is None and sg.get("total") is not None:
+            gfl["static"] = float(sg["total"])
+        static_clip = static_info["clip_ms"]
+    static_gflops = gfl.get("static")
+
+    curve = []
+    for x in xs:
+        back = _stats(res, f"atfr.back@{x}")
+        assert back is not None
+        clip = (front["median"] + sgs_med + back["median"]) / n
+        g = gfl["per_bprime"].get(str(x))
+        curve.append({"bprime": x, "bprime_per_layer": per_layer_bprime(m, x), "back": back, "clip_ms": clip,
+                      "gflops": g, "gflops_per_s": (g / (clip / 1000.0)) if g is not None and clip > 0 else None,
+                      "speedup_vs_static": (static_clip / clip) if static_clip else None,
+                      "gflops_ratio_vs_static": (g / static_gflops) if g is not None and static_gflops else None})
+    fit = None
+    steps = None
+    if len(m.sgs) > 1 and curve:
+        steps = back_steps(m, curve)
+        warnings.append("two SGS pathways: back latency is a step function of the slow pathway's B' - see "
+                        "'back_steps' (per step) instead of one linear fit")
+    elif len(xs) >= 2:
+        fit = linear_fit([c["bprime"] for c in curve], [c["back"]["median"] for c in curve])
+        fit["y"] = "back latency per call (median, ms)"
+
+    dist = _distribution(pipe, o.videos, curve, xs, frames, static_clip, gfl)
+
+    ratios, precision_speed = _ratios(o, res, m, e2e, sgs, curve, fit, static_info, static_clip, static_gflops,
+                                      torch_info, warnings)
+    dflt = _stats(res, "atfr.e2e@default_threads")
+    sdflt = _stats(res, "static.e2e@default_threads")
+    mono = _stats(res, "atfr.model")
+
+    load = _load_section(extra, env, warnings)
 
     trt = None
     if pipe.backend == "tensorrt":
