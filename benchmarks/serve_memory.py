@@ -19,7 +19,6 @@ import argparse
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -29,17 +28,9 @@ from pathlib import Path
 
 import numpy as np
 
+from triton_load import free_ports  # this folder (sys.path[0] when run as a script)
+
 ROOT = Path(__file__).resolve().parents[1]
-
-
-def free_ports(n: int) -> list[int]:
-    socks = [socket.socket() for _ in range(n)]
-    for s in socks:
-        s.bind(("127.0.0.1", 0))
-    ports = [s.getsockname()[1] for s in socks]
-    for s in socks:
-        s.close()
-    return ports
 
 
 def tree(root: int) -> dict[int, tuple[str, dict[str, int]]]:
