@@ -1,7 +1,7 @@
-"""``atfr export`` of an AdaFuse model: the clip graph ``model.onnx``, for AdaFuse-TSN the online
-per-frame graphs ``online.onnx`` (dense masks, models/adafuse_online.py) and
-``online_gathered.onnx`` (batch 1, gathered convolutions, models/adafuse_gathered.py), and the
-``atfr.json`` manifest.
+"""``atfr export`` of an AdaFuse model: the clip graph ``model.onnx``, the online per-frame graphs
+``online.onnx`` (dense masks, models/adafuse_online.py) and ``online_gathered.onnx`` (batch 1,
+gathered convolutions, models/adafuse_gathered.py), and the ``atfr.json`` manifest. AdaFuse-TSM's
+online graphs run ``online_delay`` frames behind their input (models/adafuse_online_tsm.py).
 
 The graph takes ``clip0`` [N,3,T,S,S] (normalised, as every export) and gives ``logits`` [N,K]
 (the mean of the frame logits) and ``policy{i}`` [N,T,C_i] int32 for each gated block i in network
@@ -32,6 +32,7 @@ from atfr.models.adafuse import AdaFuseTSN
 from atfr.models.adafuse_flops import AdaFuseCounter, static_report
 from atfr.models.adafuse_gathered import AdaFuseOnlineGathered
 from atfr.models.adafuse_online import AdaFuseOnline
+from atfr.models.adafuse_online_tsm import AdaFuseOnlineTSM
 from atfr.models.checkpoint import LoadedModel
 from atfr.runtime.manifest import FORMAT, MANIFEST_NAME, VERSION, load_manifest, write_manifest
 
@@ -55,8 +56,8 @@ class ClipGraph(torch.nn.Module):
 POLICY_OPS = {"GlobalMaxPool"}
 
 
-def _check_ops(g: onnx.ModelProto, what: str = "model.onnx") -> None:
-    bad = sorted({n.op_type for n in g.graph.node if n.op_type not in TRT103_OPS | POLICY_OPS})
+def _check_ops(g: onnx.ModelProto, what: str = "model.onnx", more: set[str] = frozenset()) -> None:
+    bad = sorted({n.op_type for n in g.graph.node if n.op_type not in TRT103_OPS | POLICY_OPS | more})
     if bad:
         raise ATFRError(f"export: {what} uses ops outside the TensorRT 10.3 parser set: {', '.join(bad)}")
     try:
@@ -65,45 +66,44 @@ def _check_ops(g: onnx.ModelProto, what: str = "model.onnx") -> None:
         raise ATFRError(f"export: {what} fails onnx.checker ({str(e).splitlines()[0]})") from None
 
 
-def _online_graph(model: AdaFuseTSN, size: int, opset: int) -> tuple[onnx.ModelProto, list[dict[str, Any]]]:
-    """``frame`` [N,3,S,S] + state (per gated block ``pool{i}`` [N,C_in], ``conv1_{i}`` [N,C,H,W])
-    -> ``logits`` [N,K], ``policy{i}`` [N,C] int32, ``pool{i}_next``, ``conv1_{i}_next``."""
-    online = AdaFuseOnline(model).eval()
-    shapes = online.state_shapes(size)
-    g = len(shapes) // 2
-    ins = ["frame"] + [n for n, _ in shapes]
-    outs = ["logits"] + [f"policy{i}" for i in range(g)] + [f"{n}_next" for n, _ in shapes]
-    frame = torch.randn((1, 3, size, size), generator=torch.Generator().manual_seed(1))
-    state = [torch.rand((1, *s), generator=torch.Generator().manual_seed(2 + k)) for k, (_, s) in enumerate(shapes)]
-    graph = _onnx_export(OnlineGraph(online, g), (frame, *state), ins, outs, {n: {0: "N"} for n in ins + outs}, opset)
-    _check_ops(graph, "online.onnx")
-    return graph, [{"name": n, "shape": list(s)} for n, s in shapes]
-
-
 # The gathered graph's data-dependent channel selection: NonZero (indices of the chosen channels)
 # and ScatterElements (the kept channels back into the conv1 state), both in the TensorRT 10.3
 # ONNX parser's operator list; Conv then takes gathered (non-constant) weights.
 GATHER_OPS = {"NonZero", "ScatterElements"}
 
 
-def _gathered_graph(model: AdaFuseTSN, size: int, opset: int) -> tuple[onnx.ModelProto, list[dict[str, Any]]]:
-    """Batch-1 online graph with gathered convolutions (models/adafuse_gathered.py): ``frame`` + per
-    gated block ``pool{i}``, ``xin{i}``, ``conv1_{i}``, ``act{i}`` (int32) -> ``logits``,
-    ``policy{i}``, and each state input again with ``_next``."""
-    online = AdaFuseOnlineGathered(model).eval()
-    shapes = online.state_shapes(size)
-    g = len(shapes) // 4
-    ins = ["frame"] + [n for n, _, _ in shapes]
-    outs = ["logits"] + [f"policy{i}" for i in range(g)] + [f"{n}_next" for n, _, _ in shapes]
+def _online_module(model: AdaFuseTSN, gathered: bool, size: int):
+    """The online module and its state [(name, shape, dtype)]: AdaFuse-TSN's (models/adafuse_online.py,
+    adafuse_gathered.py) or AdaFuse-TSM's, ``delay`` frames behind (models/adafuse_online_tsm.py)."""
+    if model.ada["shift"]:
+        tsm = AdaFuseOnlineTSM(model, gathered).eval()
+        return tsm, tsm.state_shapes(size), tsm.delay
+    if gathered:
+        online = AdaFuseOnlineGathered(model).eval()
+        return online, online.state_shapes(size), 0
+    dense = AdaFuseOnline(model).eval()
+    return dense, [(n, s, torch.float32) for n, s in dense.state_shapes(size)], 0
+
+
+def _online_graph(model: AdaFuseTSN, size: int, opset: int, gathered: bool) -> tuple[onnx.ModelProto, list[dict[str, Any]]]:
+    """``frame`` [N,3,S,S] (+ ``valid`` [N] for TSM) + state -> ``logits`` [N,K], ``policy{i}`` [N,C]
+    int32 (+ ``frame_valid`` [N] for TSM) and each state input again with ``_next``. The dense graph
+    takes any batch N; the gathered one (``online_gathered.onnx``) batch 1: its channel selection
+    is per stream."""
+    online, shapes, delay = _online_module(model, gathered, size)
+    g = len(model.gated_blocks())
+    extra_in, extra_out = (["valid"], ["frame_valid"]) if delay else ([], [])
+    ins = ["frame"] + extra_in + [n for n, _, _ in shapes]
+    outs = ["logits"] + [f"policy{i}" for i in range(g)] + extra_out + [f"{n}_next" for n, _, _ in shapes]
     frame = torch.randn((1, 3, size, size), generator=torch.Generator().manual_seed(1))
     gen = torch.Generator().manual_seed(2)
     state = [torch.randint(0, 3, (1, *s), generator=gen, dtype=torch.int32) if d == torch.int32
              else torch.rand((1, *s), generator=gen) for _, s, d in shapes]
-    graph = _onnx_export(OnlineGraph(online, g), (frame, *state), ins, outs, None, opset)
-    bad = sorted({n.op_type for n in graph.graph.node if n.op_type not in TRT103_OPS | GATHER_OPS | POLICY_OPS})
-    if bad:
-        raise ATFRError(f"export: online_gathered.onnx uses ops outside the TensorRT 10.3 parser set: {', '.join(bad)}")
-    onnx.checker.check_model(graph)
+    valid = [torch.ones((1,))] if delay else []
+    dyn = None if gathered else {n: {0: "N"} for n in ins + outs}
+    graph = _onnx_export(OnlineGraph(online, g), (frame, *valid, *state), ins, outs, dyn, opset)
+    what = "online_gathered.onnx" if gathered else "online.onnx"
+    _check_ops(graph, what, GATHER_OPS if gathered else set())
     return graph, [{"name": n, "shape": list(s), "dtype": "int32" if d == torch.int32 else "float32"}
                    for n, s, d in shapes]
 
@@ -136,11 +136,8 @@ def export_adafuse(loaded: LoadedModel, outdir: str | Path, opts: ExportOptions)
     graph = _onnx_export(ClipGraph(model), (clip,), ["clip0"], names, dyn, int(opts.opset))
     _check_ops(graph)
     graphs = {"model": graph}
-    state: list[dict[str, Any]] = []
-    gathered_state: list[dict[str, Any]] = []
-    if not model.ada["shift"]:  # TSM's shift reads the next frame: no causal per-frame graph
-        graphs["online"], state = _online_graph(model, size, int(opts.opset))
-        graphs["online_gathered"], gathered_state = _gathered_graph(model, size, int(opts.opset))
+    graphs["online"], state = _online_graph(model, size, int(opts.opset), gathered=False)
+    graphs["online_gathered"], gathered_state = _online_graph(model, size, int(opts.opset), gathered=True)
     counter = AdaFuseCounter(model, size)
     with staged(out) as tmp:
         for k, g in graphs.items():
@@ -164,7 +161,9 @@ def export_adafuse(loaded: LoadedModel, outdir: str | Path, opts: ExportOptions)
             "adafuse": {"policy_blocks": blocks, "base_gflops_per_frame": counter.base_per_frame,
                         "block_conv_flops": [list(c) for c in counter.convs],
                         "variant": "TSM" if model.ada["shift"] else "TSN", "depth": model.depth,
-                        "online_state": state, "online_gathered_state": gathered_state},
+                        "online_state": state, "online_gathered_state": gathered_state,
+                        # frames the online graphs' output is behind their newest input (TSM: one per block)
+                        "online_delay": AdaFuseOnlineTSM(model).delay if model.ada["shift"] else 0},
             "gflops": static_report(model, frames, size),
             "source": {"checkpoint": str(Path(loaded.meta["source"]).resolve()) if loaded.meta.get("source") else None,
                        "format": loaded.source_format},

@@ -154,6 +154,10 @@ class ExportOptions:
 
 def _onnx_export(module: torch.nn.Module, args: tuple, input_names, output_names, dynamic_axes, opset) -> onnx.ModelProto:
     buf = io.BytesIO()
+    # The exporter traces in eval mode and then restores the wrapper's own mode, which a freshly
+    # made wrapper has as training: eval() first, so the model stays in eval for the next graph
+    # (and for any torch comparison after the export).
+    module.eval()
     with warnings.catch_warnings(), torch.no_grad():
         warnings.simplefilter("ignore")
         # The TorchScript exporter: its tracing keeps the dynamic T' of the back graph as shape

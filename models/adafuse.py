@@ -62,13 +62,19 @@ class GatedBlock(nn.Module):
             y = fuse(y, action, t)
         return self._tail(y, x, identity), action
 
-    def step(self, x: torch.Tensor, v_prev: torch.Tensor, y_prev: torch.Tensor):
-        """One frame of a gated TSN block (online): x [N,C,H,W] and the previous frame's pooled input
-        and conv1 output (after BN+ReLU) -> (output, action [N,C], pooled input, conv1 output)."""
+    def step(self, x: torch.Tensor, v_prev: torch.Tensor, y_prev: torch.Tensor,
+             identity: torch.Tensor | None = None):
+        """One frame of a gated block (online): x [N,C,H,W] (the conv1 input: shifted for TSM) and
+        the previous frame's pooled input and conv1 output (after BN+ReLU) -> (output, action [N,C],
+        pooled input, conv1 output). ``identity``: the unshifted input (TSM), else x."""
         y = self.relu(self.bn1(self.conv1(x)))
         v = self.policy_net.pooled(x)
         action = first_max3(self.policy_net.head(v_prev, v))
-        return self._tail(fuse_with(y, y_prev, action), x, x), action, v, y
+        return self._tail(fuse_with(y, y_prev, action), x, x if identity is None else identity), action, v, y
+
+    def plain(self, x: torch.Tensor, identity: torch.Tensor) -> torch.Tensor:
+        """One frame of an ungated block whose conv1 input x is already shifted (online TSM)."""
+        return self._tail(self.relu(self.bn1(self.conv1(x))), x, identity)
 
     def _tail(self, y: torch.Tensor, x: torch.Tensor, identity: torch.Tensor) -> torch.Tensor:
         y = self.bn2(self.conv2(y))

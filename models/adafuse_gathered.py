@@ -53,7 +53,8 @@ class GatheredStep(nn.Module):
         y = F.conv2d(x, self.w1.index_select(0, one), self.b1.index_select(0, one), c.stride, c.padding)
         return F.relu(y[:, :-1])
 
-    def forward(self, x, v_prev, x_prev, y_prev, a_prev):
+    def forward(self, x, v_prev, x_prev, y_prev, a_prev, identity=None):
+        """identity: the unshifted block input (online TSM; x is then the shifted one), else x."""
         b = self.block
         v = b.policy_net.pooled(x)
         a = first_max3(b.policy_net.head(v_prev, v))  # [1, C]
@@ -72,7 +73,8 @@ class GatheredStep(nn.Module):
         y = b.bn2(F.conv2d(z, w2, None, b.conv2.stride, b.conv2.padding))
         if b.bottleneck:
             y = b.bn3(b.conv3(b.relu(y)))
-        identity = b.downsample1(b.downsample0(x)) if b.downsample0 is not None else x
+        identity = b.downsample1(b.downsample0(x)) if b.downsample0 is not None else \
+            (x if identity is None else identity)
         out = b.relu(y + identity)
         # The new conv1 state: this frame's kept channels in place, zeros elsewhere.
         y_new = torch.zeros_like(y_prev).index_copy(1, k, y_k)

@@ -7,7 +7,8 @@ is, per gated block, the previous frame's pooled block input [N, C_in] and its c
 of a clip from a zero state it equals the clip model frame by frame (same policy, same frame
 logits up to summation order); the clip prediction is the mean of the frame logits (TSN_Gate).
 
-TSM's shift reads the next frame's channels, so AdaFuse-TSM has no causal per-frame form: refused.
+TSM's shift reads the next frame's channels, so AdaFuse-TSM's per-frame form runs one frame late
+per block: models/adafuse_online_tsm.py.
 """
 
 from __future__ import annotations
@@ -24,8 +25,8 @@ class AdaFuseOnline(nn.Module):
     def __init__(self, model: AdaFuseTSN):
         super().__init__()
         if model.ada["shift"]:
-            raise ATFRError("online graph: AdaFuse-TSM's shift reads the next frame (not causal); "
-                            "the online graph exists for AdaFuse-TSN models")
+            raise ATFRError("AdaFuseOnline: AdaFuse-TSM's shift reads the next frame; its online form is "
+                            "models/adafuse_online_tsm.AdaFuseOnlineTSM")
         self.model = model
 
     def state_shapes(self, size: int) -> list[tuple[str, tuple[int, ...]]]:

@@ -67,9 +67,12 @@ class AdaFuseClipRunner:
 class AdaFuseOnlineRunner:
     """``online.onnx`` frame by frame: each frame runs once, the state carries to the next one.
 
-    ``step`` takes one normalised frame [N,3,S,S] and returns its logits [N,K] and policy (per gated
-    block, [N,C]); ``reset`` zeroes the state (a new clip or stream). ``run_clip`` feeds a clip's
-    frames from a zero state: the prediction is the mean of the frame logits, as the clip graph."""
+    ``step`` takes one normalised frame [N,3,S,S] and returns the logits [N,K] and policy (per gated
+    block, [N,C]) of the graph's output frame; ``reset`` zeroes the state (a new clip or stream).
+    AdaFuse-TSM's graphs are ``delay`` frames behind (models/adafuse_online_tsm.py): ``advance``
+    also takes whether a frame exists (False: a flush step after the stream's last frame) and says
+    whether the output frame exists. ``run_clip`` feeds a clip's frames (and ``delay`` flush steps)
+    from a zero state: the prediction is the mean of the frame logits, as the clip graph."""
 
     GRAPHS = {"online": "online_state", "online_gathered": "online_gathered_state"}
 
@@ -79,6 +82,7 @@ class AdaFuseOnlineRunner:
         self.graph = graph
         ada = manifest.raw["adafuse"]
         self.blocks = list(ada["policy_blocks"])
+        self.delay = int(ada.get("online_delay", 0))
         self.state_spec = [(s["name"], tuple(int(v) for v in s["shape"]), s.get("dtype", "float32"))
                            for s in ada[self.GRAPHS[graph]]]
         self.state: dict[str, np.ndarray] = {}
@@ -92,7 +96,8 @@ class AdaFuseOnlineRunner:
             raise ATFRError(f"unknown online graph {graph!r} ({', '.join(cls.GRAPHS)})")
         m = load_manifest(outdir, check=True)
         if graph not in m.graphs:
-            raise ATFRError(f"{outdir}: this AdaFuse export has no {graph} graph (AdaFuse-TSM is not causal)")
+            raise ATFRError(f"{outdir}: this AdaFuse export has no {graph} graph (exported by an older "
+                            "atfr-deploy: export it again)")
         choice = ort_providers.choose(providers, m.root)
         return cls(m, ort_providers.make_runner(m.path(graph), threads, choice), graph)
 
@@ -103,17 +108,27 @@ class AdaFuseOnlineRunner:
         self.state = {n: (np.full((batch, *s), 2, np.int32) if d == "int32" else np.zeros((batch, *s), np.float32))
                       for n, s, d in self.state_spec}
 
-    def step(self, frame: np.ndarray) -> tuple[np.ndarray, list[np.ndarray]]:
+    def advance(self, frame: np.ndarray, exists: bool = True) -> tuple[np.ndarray, list[np.ndarray], bool]:
+        """One step -> (logits, policy, whether that output frame exists)."""
         if not self.state or next(iter(self.state.values())).shape[0] != frame.shape[0]:
             self.reset(frame.shape[0])
-        out = self.runner.run({"frame": np.ascontiguousarray(frame, dtype=np.float32), **self.state})
+        feeds = {"frame": np.ascontiguousarray(frame, dtype=np.float32), **self.state}
+        if self.delay:
+            feeds["valid"] = np.full((frame.shape[0],), 1.0 if exists else 0.0, np.float32)
+        out = self.runner.run(feeds)
         self.state = {n: out[f"{n}_next"] for n, _, _ in self.state_spec}
-        return out["logits"], [out[f"policy{i}"] for i in range(len(self.blocks))]
+        ok = bool(out["frame_valid"].min() > 0.5) if self.delay else exists
+        return out["logits"], [out[f"policy{i}"] for i in range(len(self.blocks))], ok
+
+    def step(self, frame: np.ndarray) -> tuple[np.ndarray, list[np.ndarray]]:
+        return self.advance(frame)[:2]
 
     def run_clip(self, clip: np.ndarray) -> tuple[np.ndarray, list[np.ndarray]]:
         """clip [N,3,T,S,S] -> (frame logits [N,T,K], policy per block [N,T,C])."""
         self.reset(clip.shape[0])
-        steps = [self.step(clip[:, :, t]) for t in range(clip.shape[2])]
+        t = clip.shape[2]
+        steps = [self.advance(clip[:, :, min(k, t - 1)], k < t) for k in range(t + self.delay)]
+        steps = [s for s in steps if s[2]]
         logits = np.stack([s[0] for s in steps], 1)
         return logits, [np.stack([s[1][i] for s in steps], 1) for i in range(len(self.blocks))]
 

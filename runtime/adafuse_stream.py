@@ -1,4 +1,4 @@
-"""``atfr run`` on an AdaFuse-TSN export: each frame through the online graph once. Torch-free.
+"""``atfr run`` on an AdaFuse export: each frame through the online graph once. Torch-free.
 
 A stream model for ``StreamRunner`` (runtime/streaming/models.py). The state (per gated block, the
 previous frame's pooled block input and conv1 output) is carried from frame to frame for the whole
@@ -10,6 +10,13 @@ frame t of the stream equals frame t of the clip model run over the whole stream
 from a zero state at its start (tests/test_adafuse_run.py). The first window is exactly the clip
 graph on its T frames; a later one differs from a clip started at its first frame only through that
 carried state. A source shorter than T gives one result, its last frame repeated up to T (padded).
+
+AdaFuse-TSM's online graph is ``delay`` frames behind its input (one per shifted block: TSM's shift
+reads the next frame; models/adafuse_online_tsm.py), so its window is the T frames that end ``delay``
+model frames before the newest one (``delay_frames`` in the jsonl), and the first result comes after
+T + delay frames. A source shorter than that is padded to T frames as above and then flushed (the
+graph runs ``delay`` more steps with no frame, as the clip graph's zero padding past the end): its
+one result is the clip graph's on the padded clip. A longer stream is not flushed at its end.
 
 Per result (jsonl and overlay): skip/reuse/keep fractions over every gated channel, of the result's
 frame and of the window (the mean over its T frames), and GFLOPs per frame as the online graph
@@ -60,6 +67,8 @@ class AdaFuseStream:
         self.base = float(ada["base_gflops_per_frame"])
         self.convs = [tuple(c) for c in ada["block_conv_flops"]]
         self.frames_in_window = int(self.manifest.input.num_frames)
+        self.delay = runner.delay
+        self.fed = 0  # frames of the stream through the graph since the (re)start
         self.stride = 1
         self.frames_run = 0  # frames through the graph, padding included
         self._window: collections.deque[_Frame] = collections.deque(maxlen=self.frames_in_window)
@@ -77,7 +86,7 @@ class AdaFuseStream:
 
     # -- the stream model interface (runtime/streaming/models.py) ----------------------------------
     def window_size(self, fps: float) -> int:
-        return self.frames_in_window
+        return self.frames_in_window + self.delay
 
     def new_window(self, size: int, stride: int, reduce: Callable | None, fps: float) -> FrameFeed:
         from atfr.runtime.video.sampling import clip_span
@@ -93,8 +102,12 @@ class AdaFuseStream:
     def infer(self, job: Job) -> StreamResult | None:
         if job.epoch != self._epoch:  # another resolution: a new stream
             self._restart(job.epoch)
-        repeat = self.frames_in_window - len(self._window) if job.padded else 1
-        for _ in range(max(1, repeat)):
+        if job.padded:  # the last frame again up to T frames, then the flush of a delayed graph
+            for _ in range(max(0, self.frames_in_window - self.fed)):
+                self._step(job.inputs[0])
+            for _ in range(self.delay):
+                self._step(job.inputs[0], exists=False)
+        else:
             self._step(job.inputs[0])
         due = len(self._window) == self.frames_in_window and (
             self._last_emit is None or job.frame_index - self._last_emit >= self.stride)
@@ -110,13 +123,17 @@ class AdaFuseStream:
         self._window.clear()
         self._prev = None
         self._last_emit = None
+        self.fed = 0
         self.runner.reset()
 
-    def _step(self, frame: np.ndarray) -> None:
+    def _step(self, frame: np.ndarray, exists: bool = True) -> None:
         if not np.isfinite(frame).all():
             raise ATFRError("the frame contains NaN or Inf values")
-        logits, policy = self.runner.step(frame)  # the state carries to the next frame
+        logits, policy, ok = self.runner.advance(frame, exists)  # the state carries to the next frame
         self.frames_run += 1
+        self.fed += int(exists)
+        if not ok:  # a delayed graph still filling: its output frame precedes the stream
+            return
         pol = [p[0] for p in policy]
         counts = np.bincount(np.concatenate([p.ravel() for p in pol]).astype(np.int64), minlength=3)[:3]
         self._window.append(_Frame(logits[0].astype(np.float32), counts,
@@ -133,6 +150,8 @@ class AdaFuseStream:
         event = {"window_frames": len(w),
                  "policy": {"frame": frame, "window": window},
                  "gflops_per_frame": {"frame": w[-1].gflops, "window": g_window, "dense": self.base}}
+        if self.delay:
+            event["delay_frames"] = self.delay
         pct = ["/".join(f"{round(100 * f[a])}" for a in ACTIONS) for f in (window, frame)]
         overlay = (f"skip/reuse/keep {pct[0]}% (frame {pct[1]}%)",
                    f"GFLOPs/frame {g_window:.3g} of {self.base:.3g} (-{100 * (1 - g_window / self.base):.0f}%)")

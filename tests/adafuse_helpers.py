@@ -60,11 +60,13 @@ TINY_ADAFUSE = {"arch": "adafuse", "depth": 18, "num_classes": 5, "num_frames": 
                 "adafuse": {"gate_bn_between_fcs": True, "gate_relu_between_fcs": True, "enabled_stages": [1, 3]}}
 
 
-def tiny_adafuse_model():
+def tiny_adafuse_model(shift: bool = False):
+    """The tiny AdaFuse-TSN, or with ``shift`` its AdaFuse-TSM twin (the same weights)."""
     from atfr.models.adafuse_config import from_compact
     from atfr.models.adafuse_weights import randomize
 
-    cfg = from_compact(TINY_ADAFUSE)
+    compact = {**TINY_ADAFUSE, "adafuse": {**TINY_ADAFUSE["adafuse"], "shift": shift}}
+    cfg = from_compact(compact)
     model = build_model(cfg).eval()
     randomize(model, 7)
     return model, cfg

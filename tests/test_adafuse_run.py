@@ -226,14 +226,14 @@ def test_adafuse_run_errors_are_one_line(tiny_adafuse_export, capsys, tmp_path):
     import shutil
 
     src = str(real_video("carphone"))
-    # an AdaFuse export without an online graph (as AdaFuse-TSM's: its shift reads the next frame)
+    # an AdaFuse export without an online graph (as AdaFuse-TSM's were before it had one)
     tsm = shutil.copytree(tiny_adafuse_export, tmp_path / "tsm")
     m = json.loads((tsm / "atfr.json").read_text())
     for g in ("online", "online_gathered"):
         del m["graphs"][g]
     del m["manifest_sha256"]
     (tsm / "atfr.json").write_text(json.dumps(m))
-    one_line_error(*run_cli(capsys, "run", tsm, "--source", src)[::2], match="has no online graph (AdaFuse-TSM")
+    one_line_error(*run_cli(capsys, "run", tsm, "--source", src)[::2], match="has no online graph (exported by an older")
     one_line_error(*run_cli(capsys, "run", tiny_adafuse_export, "--source", src, "--bins", "2")[::2],
                    match="is an AdaFuse export (no SGS layer, no bins")
     one_line_error(*run_cli(capsys, "run", tiny_adafuse_export, "--source", src, "--backend", "tensorrt")[::2],

@@ -144,6 +144,8 @@ def run(args: argparse.Namespace) -> int:
             what = (f"{pipeline.runner.graph}.onnx, onnxruntime" if adafuse else pipeline.backend)
             each = ("window = the last {} frames (each through the online graph once), a result"
                     if adafuse else "clip = {} frames").format(m.input.num_frames)
+            if adafuse and pipeline.delay:  # AdaFuse-TSM: the window ends this many frames back
+                each = each.replace(", a result", f", {pipeline.delay} frames behind the newest (TSM), a result")
             print(f"atfr run: {m.name} ({what}) on {reader.name} at {reader.fps:g} fps; "
                   f"{each} every {args.stride} frame(s)", file=sys.stderr)
             runner = StreamRunner(pipeline, stream, opts, events, on_frame,
