@@ -109,7 +109,10 @@ def adafuse_set(export: str | Path, clips: Sequence[np.ndarray], threads: int | 
             out.warnings.append(f"{export}: {graph}.onnx's policy differs from model.onnx's on the first clip "
                                 "(near-tie channels?): its counted GFLOPs are not the clip graph's")
         stream = AdaFuseOnlineRunner.load(export, providers, threads, graph)
-        cands += [Candidate(f"{prefix}.{graph}", cycling(whole.run_clip, clips), meta={"per": "clip", "graph": graph}),
+        # AdaFuse-TSM's graphs run ``delay`` frames behind: a clip is T steps plus ``delay`` flush steps.
+        flush = {"flush_steps": whole.delay} if whole.delay else {}
+        cands += [Candidate(f"{prefix}.{graph}", cycling(whole.run_clip, clips),
+                            meta={"per": "clip", "graph": graph, **flush}),
                   Candidate(f"{prefix}.{graph}.step", streaming_step(stream, clips),
                             meta={"per": "frame", "graph": graph})]
         out.graphs.append(graph)
@@ -126,8 +129,9 @@ def per_clip_and_frame(s: AdaFuseSet, res: dict[str, Timings]) -> dict[str, dict
             out[c.name] = {"per_frame": st, "per_clip": scale_stats(st, s.frames), "graph": c.meta["graph"],
                            "measured": "per frame (one step of a stream)"}
         else:
+            flush = c.meta.get("flush_steps", 0)
             out[c.name] = {"per_clip": st, "per_frame": scale_stats(st, 1.0 / s.frames), "graph": c.meta["graph"],
-                           "measured": "per clip (T frames)"}
+                           "measured": f"per clip (T frames{f' + {flush} flush steps' if flush else ''})"}
     return out
 
 
