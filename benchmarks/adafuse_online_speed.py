@@ -9,9 +9,12 @@ channel computed, then selected) and the gathered one (``online_gathered.onnx``:
 channels the policy needs, conv2 reads the non-skipped ones), plus the clip graph per clip (T frames
 at once). Reports median ms per frame, counted GFLOPs per frame (official convention: the dense
 network and Eq. 5 under the policy the frames got) and the realized/counted ratio of the savings.
+With ``--tsm`` the AdaFuse-TSM twin (the same flags with ``--shift``, the same weights) joins the
+rounds: its online graphs run one frame behind per block (models/adafuse_online_tsm.py) and carry
+each block's previous input, which is what the comparison with the TSN online graph prices.
 
     python benchmarks/adafuse_online_speed.py [--depth 18] [--size 224] [--frames 8] [--rounds 5]
-        [--threads N] [--work DIR]
+        [--threads N] [--work DIR] [--tsm]
 """
 
 from __future__ import annotations
@@ -38,6 +41,7 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--threads", type=int, default=None, help="ONNX Runtime intra-op threads (default: ORT's)")
     ap.add_argument("--work", type=Path, default=None)
+    ap.add_argument("--tsm", action="store_true", help="also time the AdaFuse-TSM twin's online graphs")
     a = ap.parse_args()
 
     from atfr.export.exporter import ExportOptions, export_model
@@ -57,14 +61,22 @@ def main() -> None:
     export_model(LoadedModel(model, cfg, [], "atfr", {"source": str(out)}), out, ExportOptions(force=True))
     print(f"exported {out} in {time.perf_counter() - t0:.1f} s")
 
-    dense = AdaFuseOnlineRunner.load(out, threads=a.threads, graph="online")
-    gathered = AdaFuseOnlineRunner.load(out, threads=a.threads, graph="online_gathered")
+    runners = {"online dense": AdaFuseOnlineRunner.load(out, threads=a.threads, graph="online"),
+               "online gathered": AdaFuseOnlineRunner.load(out, threads=a.threads, graph="online_gathered")}
+    if a.tsm:
+        tsm_cfg = from_official_text(ZZ_TSN.format(depth=a.depth, frames=a.frames, size=a.size) + " --shift")
+        tsm = build_model(tsm_cfg).eval()
+        tsm.load_state_dict(model.state_dict())
+        tsm_out = work / f"adafuse_tsm_r{a.depth}_{a.size}"
+        export_model(LoadedModel(tsm, tsm_cfg, [], "atfr", {"source": str(tsm_out)}), tsm_out, ExportOptions(force=True))
+        runners["TSM online dense"] = AdaFuseOnlineRunner.load(tsm_out, threads=a.threads, graph="online")
+        runners["TSM online gathered"] = AdaFuseOnlineRunner.load(tsm_out, threads=a.threads, graph="online_gathered")
     clip_graph = AdaFuseClipRunner.load(out, threads=a.threads)
     x = torch.randn((1, 3, a.frames, a.size, a.size), generator=torch.Generator().manual_seed(0)).numpy()
-    times: dict[str, list[float]] = {"online dense": [], "online gathered": [], "clip graph (per frame)": []}
+    times: dict[str, list[float]] = {k: [] for k in runners} | {"clip graph (per frame)": []}
     policy = None
     for _ in range(a.rounds):
-        for name, runner in (("online dense", dense), ("online gathered", gathered)):
+        for name, runner in runners.items():
             runner.reset(1)
             for t in range(a.frames):
                 s = time.perf_counter()
