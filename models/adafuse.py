@@ -182,5 +182,36 @@ class AdaFuseTSN(VideoNet):
         return self.run(xs[0]).logits
 
 
+@dataclass
+class BlockShapes:
+    """Per-frame shapes [C,H,W] at one input size: every block's input, and every gated block's
+    conv1 input and output (what the online graphs keep as state)."""
+
+    block_in: list[tuple[int, ...]]
+    conv1_in: list[tuple[int, ...]]
+    conv1_out: list[tuple[int, ...]]
+
+
+def block_shapes(cfg: dict[str, Any], size: int) -> BlockShapes:
+    """One pass of a weightless twin on the meta device (no memory, no compute) with hooks."""
+    with torch.device("meta"):
+        twin = AdaFuseTSN(cfg).eval()
+    got = BlockShapes([], [], [])
+    hooks = [b.register_forward_pre_hook(lambda m, a: got.block_in.append(tuple(a[0].shape[1:])))
+             for _, b in twin.base_model.blocks()]
+
+    def conv1_seen(m: nn.Module, i: tuple, o: torch.Tensor) -> None:  # None: a hook's result replaces o
+        got.conv1_in.append(tuple(i[0].shape[1:]))
+        got.conv1_out.append(tuple(o.shape[1:]))
+    hooks += [b.conv1.register_forward_hook(conv1_seen) for _, b in twin.gated_blocks()]
+    try:
+        with torch.no_grad():
+            twin.run(torch.zeros((1, 3, 1, size, size), device="meta"))
+    finally:
+        for h in hooks:
+            h.remove()
+    return got
+
+
 def all_keep(policy: list[torch.Tensor]) -> bool:
     return all(bool((p == KEEP).all()) for p in policy)

@@ -22,7 +22,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .adafuse import AdaFuseTSN, GatedBlock
+from .adafuse import AdaFuseTSN, GatedBlock, block_shapes
 from .adafuse_blocks import KEEP, REUSE, first_max3
 from .adafuse_online import AdaFuseOnline
 
@@ -92,28 +92,14 @@ class AdaFuseOnlineGathered(nn.Module):
 
     def state_shapes(self, size: int) -> list[tuple[str, tuple[int, ...], torch.dtype]]:
         dense = dict(AdaFuseOnline(self.model).state_shapes(size))
-        hw_in = self._input_sizes(size)
+        conv1_in = block_shapes(self.model.cfg, size).conv1_in
         out = []
         for i, (_, b) in enumerate(self.model.gated_blocks()):
             out += [(f"pool{i}", dense[f"pool{i}"], torch.float32),
-                    (f"xin{i}", (b.conv1.in_channels, *hw_in[i]), torch.float32),
+                    (f"xin{i}", conv1_in[i], torch.float32),
                     (f"conv1_{i}", dense[f"conv1_{i}"], torch.float32),
                     (f"act{i}", (b.conv1.out_channels,), torch.int32)]
         return out
-
-    def _input_sizes(self, size: int) -> list[tuple[int, int]]:
-        with torch.device("meta"):
-            twin = AdaFuseTSN(self.model.cfg).eval()
-        hw: list[tuple[int, int]] = []
-        hooks = [b.conv1.register_forward_hook(lambda m, i, o: hw.append(tuple(i[0].shape[2:])))
-                 for _, b in twin.gated_blocks()]
-        try:
-            with torch.no_grad():
-                twin.run(torch.zeros((1, 3, 1, size, size), device="meta"))
-        finally:
-            for h in hooks:
-                h.remove()
-        return hw
 
     def zero_state(self, size: int) -> list[torch.Tensor]:
         """Before the first frame: zeros, with the policy state 'all kept' so that a channel

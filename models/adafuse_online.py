@@ -18,7 +18,7 @@ import torch.nn as nn
 
 from atfr.errors import ATFRError
 
-from .adafuse import AdaFuseTSN
+from .adafuse import AdaFuseTSN, block_shapes
 
 
 class AdaFuseOnline(nn.Module):
@@ -31,24 +31,11 @@ class AdaFuseOnline(nn.Module):
 
     def state_shapes(self, size: int) -> list[tuple[str, tuple[int, ...]]]:
         """(name, shape without the batch) of every state tensor, in input order."""
-        with torch.device("meta"):
-            twin = AdaFuseOnline(AdaFuseTSN(self.model.cfg)).eval()
-        shapes: list[tuple[str, tuple[int, ...]]] = []
-        for i, (_, b) in enumerate(twin.model.gated_blocks()):
-            cin = b.conv1.in_channels
-            shapes.append((f"pool{i}", (cin,)))
-            shapes.append((f"conv1_{i}", (b.conv1.out_channels, 0, 0)))
-        # conv1 output sizes: one meta pass with empty-size placeholders replaced as found.
-        hw: list[tuple[int, int]] = []
-        hooks = [b.conv1.register_forward_hook(lambda m, i, o: hw.append(tuple(o.shape[2:])))
-                 for _, b in twin.model.gated_blocks()]
-        try:
-            with torch.no_grad():
-                twin.model.run(torch.zeros((1, 3, 1, size, size), device="meta"))
-        finally:
-            for h in hooks:
-                h.remove()
-        return [(n, s if not n.startswith("conv1_") else (s[0], *hw[int(n[6:])])) for n, s in shapes]
+        shapes = block_shapes(self.model.cfg, size)
+        out: list[tuple[str, tuple[int, ...]]] = []
+        for i, (cin, y) in enumerate(zip(shapes.conv1_in, shapes.conv1_out)):
+            out += [(f"pool{i}", (cin[0],)), (f"conv1_{i}", y)]
+        return out
 
     def zero_state(self, batch: int, size: int) -> list[torch.Tensor]:
         return [torch.zeros((batch, *s)) for _, s in self.state_shapes(size)]

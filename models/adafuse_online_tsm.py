@@ -30,7 +30,7 @@ from __future__ import annotations
 import torch
 import torch.nn as nn
 
-from .adafuse import AdaFuseTSN
+from .adafuse import AdaFuseTSN, block_shapes
 from .adafuse_blocks import KEEP
 from .adafuse_gathered import GatheredStep
 
@@ -48,27 +48,10 @@ class AdaFuseOnlineTSM(nn.Module):
         self.names = [n for n, _, _ in self.state_shapes(224)]  # the names do not depend on the size
 
     # -- state ------------------------------------------------------------------------------------
-    def _sizes(self, size: int) -> tuple[list[tuple[int, ...]], list[tuple[int, ...]]]:
-        """Per block its input [C,H,W]; per gated block its conv1 output [C,H,W] (one meta pass)."""
-        with torch.device("meta"):
-            twin = AdaFuseTSN(self.model.cfg).eval()
-        ins: list[tuple[int, ...]] = []
-        outs: list[tuple[int, ...]] = []
-        hooks = [b.register_forward_pre_hook(lambda m, a: ins.append(tuple(a[0].shape[1:])))
-                 for _, b in twin.base_model.blocks()]
-        hooks += [b.conv1.register_forward_hook(lambda m, i, o: outs.append(tuple(o.shape[1:])))
-                  for _, b in twin.gated_blocks()]
-        try:
-            with torch.no_grad():
-                twin.run(torch.zeros((1, 3, 1, size, size), device="meta"))
-        finally:
-            for h in hooks:
-                h.remove()
-        return ins, outs
-
     def state_shapes(self, size: int) -> list[tuple[str, tuple[int, ...], torch.dtype]]:
         """(name, shape without the batch, dtype) of every state tensor, in input order."""
-        ins, outs = self._sizes(size)
+        shapes = block_shapes(self.model.cfg, size)
+        ins, outs = shapes.block_in, shapes.conv1_out
         f32, i32 = torch.float32, torch.int32
         spec = [("valid_reg", (self.delay + 1,), f32)]
         blocks = [b for _, b in self.model.base_model.blocks()]
