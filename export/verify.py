@@ -144,16 +144,25 @@ def format_report(rep: BackendReport) -> str:
     name = f"{rep.backend}/{rep.provider}" if rep.provider else rep.backend
     lines = [f"[{name}] clips {rep.clips}: B' agree {rep.bprime_agree}/{rep.clips}, "
              f"top-1 agree {rep.top1_agree}/{rep.clips} -> {'PASS' if rep.ok else 'FAIL'}"]
-    for s in rep.stats.values():
-        lim = f"rel <= {s.limit:g}" if s.kind == "rel" else f"abs <= {s.limit:g}"
-        lines.append(f"  {s.name:28s} max abs {s.max_abs:.3e}  max rel {s.max_rel:.3e}  ({lim}) "
-                     f"{'ok' if s.ok else 'FAIL'}")
+    lines += format_stats(rep.stats.values())
     for mm in rep.bprime_mismatches[:5]:
         lines.append(f"  B' mismatch on clip {mm['clip']}: torch {mm['torch']} vs {mm['backend']}")
     return "\n".join(lines)
 
 
+def format_stats(stats) -> list[str]:
+    """One line per compared stage: max errors against its limit (also the AdaFuse report's)."""
+    lines = []
+    for s in stats:
+        lim = f"rel <= {s.limit:g}" if s.kind == "rel" else f"abs <= {s.limit:g}"
+        lines.append(f"  {s.name:28s} max abs {s.max_abs:.3e}  max rel {s.max_rel:.3e}  ({lim}) "
+                     f"{'ok' if s.ok else 'FAIL'}")
+    return lines
+
+
 def require_match(lm: LoadedModel, manifest: Manifest) -> None:
+    if getattr(lm.model, "family", None) == "adafuse":
+        raise ATFRError(f"the checkpoint is an AdaFuse model; {manifest.root} is an ATFR export")
     want = manifest.num_classes
     got = int(lm.cfg["MODEL"]["NUM_CLASSES"])
     if want != got or lm.model.num_pathways != manifest.num_pathways:
