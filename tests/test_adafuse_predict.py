@@ -163,8 +163,8 @@ def test_predict_cli_json_csv_text_and_skips(capsys, tiny_adafuse_export, videos
     assert rc == 0, err
     f = rec["policy_fractions"]
     assert out.strip() == (f"{videos['land']}: {rec['top1']['label']} ({format_prob(rec['top1']['score'])})  policy skip "
-                           f"{f['skip']:.1%} reuse {f['reuse']:.1%} keep {f['keep']:.1%}, GFLOPs "
-                           f"{rec['gflops']['eq5']:.2f} (Eq. 5; official {rec['gflops']['official']:.2f})")
+                           f"{f['skip']:.1%} reuse {f['reuse']:.1%} keep {f['keep']:.1%}, GFLOPs/clip "
+                           f"{rec['gflops']['eq5']:.3g} (Eq. 5; official {rec['gflops']['official']:.3g})")
 
 
 def test_predict_errors_are_one_line(capsys, tiny_adafuse_export, videos, tmp_path):

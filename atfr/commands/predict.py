@@ -218,10 +218,10 @@ def _text_line(v: Any, r: VideoPrediction, label: Any) -> str:
 
     top = r.top(5)
     line = f"{v}: {label(top[0])} ({format_prob(r.scores[top[0]])})"
-    if r.adafuse:  # as atfr infer prints it, means over the views
+    if r.adafuse:  # as atfr infer prints it, means over the views (GFLOPs to 3 digits: the demo counts 0.0764)
         f, g = r.policy_fractions, r.gflops
         return (line + f"  policy skip {f['skip']:.1%} reuse {f['reuse']:.1%} keep {f['keep']:.1%}, "
-                f"GFLOPs {g['eq5']:.2f} (Eq. 5; official {g['official']:.2f})")
+                f"GFLOPs/clip {g['eq5']:.3g} (Eq. 5; official {g['official']:.3g})")
     bp = " ".join(f"{b:.1f}" for b in r.mean_bprime)
     return line + (f"  mean B' {bp}" if bp else "")
 
