@@ -40,7 +40,7 @@ from atfr.runtime.adafuse_clip import AdaFuseClipRunner, AdaFuseOnlineRunner
 from atfr.runtime.manifest import Manifest
 from atfr.runtime.pipeline import softmax
 
-from .verify import StageStat, _update, format_stats
+from .verify import StageStat, update_stat, format_stats
 
 U32 = 2.0 ** -24  # fp32 unit roundoff
 LAMBDA = 8.0  # Higham–Mary confidence parameter
@@ -179,8 +179,8 @@ def verify_clip_graph(runner: AdaFuseClipRunner, clips: list[np.ndarray], refs: 
         res, extra = runner.infer(clip)
         if not _policy_check(rep, k, extra["policy"], ref, runner.blocks, bounds):
             continue
-        _update(rep, "clip.logits", ref.logits, res.logits.astype(np.float64), bounds.logits_atol, "abs")
-        _update(rep, "clip.probs", softmax(ref.logits), res.probs.astype(np.float64), bounds.probs_atol, "abs")
+        update_stat(rep, "clip.logits", ref.logits, res.logits.astype(np.float64), bounds.logits_atol, "abs")
+        update_stat(rep, "clip.probs", softmax(ref.logits), res.probs.astype(np.float64), bounds.probs_atol, "abs")
         _top1_check(rep, k, ref.logits, res.logits, bounds)
     return rep
 
@@ -194,8 +194,8 @@ def verify_online_graph(runner: AdaFuseOnlineRunner, clips: list[np.ndarray], re
         if not _policy_check(rep, k, [p[0] for p in policy], ref, runner.blocks, bounds):
             continue
         fl = frame_logits[0].astype(np.float64)
-        _update(rep, "frame.logits", ref.frame_logits, fl, bounds.logits_atol, "abs")
-        _update(rep, "clip.logits (frame mean)", ref.logits, fl.mean(0), bounds.logits_atol, "abs")
+        update_stat(rep, "frame.logits", ref.frame_logits, fl, bounds.logits_atol, "abs")
+        update_stat(rep, "clip.logits (frame mean)", ref.logits, fl.mean(0), bounds.logits_atol, "abs")
         _top1_check(rep, k, ref.logits, fl.mean(0), bounds)
     return rep
 

@@ -18,6 +18,7 @@ import pytest
 import torch
 
 from adafuse_helpers import tiny_adafuse_model as _build_tiny
+from atfr.display import format_prob
 from cli_helpers import one_line_error, run_cli
 from tolerances import NetShape, magnitude, prob_atol
 
@@ -91,7 +92,8 @@ def torch_views(video, temporal: int, spatial: int):
             with torch.no_grad():
                 res = model.run(_transform(clip, s, spec)[None].contiguous())
             policy = [p[0].numpy().astype(np.int64) for p in res.policy]
-            out.append((res.logits[0].numpy(), clip_report(policy, counter.base_per_frame, counter.convs, spec.num_frames)))
+            out.append((res.logits[0].numpy(),
+                        clip_report(policy, counter.base_per_frame, counter.convs, spec.num_frames)))
     return out, model
 
 
@@ -157,13 +159,11 @@ def test_predict_cli_json_csv_text_and_skips(capsys, tiny_adafuse_export, videos
         assert float(row[a]) == pytest.approx(rec["policy_fractions"][a], abs=1e-6)
     assert float(row["gflops_eq5"]) == pytest.approx(rec["gflops"]["eq5"], abs=1e-6)
     assert float(row["gflops_official"]) == pytest.approx(rec["gflops"]["official"], abs=1e-6)
-    from atfr.display import format_prob
-
     rc, out, err = run_cli(capsys, "predict", tiny_adafuse_export, videos["land"], "--views", "2x3")
     assert rc == 0, err
     f = rec["policy_fractions"]
-    assert out.strip() == (f"{videos['land']}: {rec['top1']['label']} ({format_prob(rec['top1']['score'])})  policy skip "
-                           f"{f['skip']:.1%} reuse {f['reuse']:.1%} keep {f['keep']:.1%}, GFLOPs/clip "
+    assert out.strip() == (f"{videos['land']}: {rec['top1']['label']} ({format_prob(rec['top1']['score'])})  "
+                           f"policy skip {f['skip']:.1%} reuse {f['reuse']:.1%} keep {f['keep']:.1%}, GFLOPs/clip "
                            f"{rec['gflops']['eq5']:.3g} (Eq. 5; official {rec['gflops']['official']:.3g})")
 
 

@@ -153,7 +153,8 @@ def test_near_tie_rule_hand_derived():
     assert not _policy_check(rep, 2, [np.array([[0, 2], [1, 1]])], ref, ["b"], bounds)  # 1e-7 and 0.4
     assert rep.policy_agree == 1
     assert [(n["clip"], n["blocks"][0]["entries"]) for n in rep.near_ties] == [(1, 1)]
-    assert [(m["clip"], m["blocks"][0]["entries"], m["blocks"][0]["max_margin"]) for m in rep.mismatches] == [(2, 2, 0.4)]
+    assert [(m["clip"], m["blocks"][0]["entries"], m["blocks"][0]["max_margin"])
+            for m in rep.mismatches] == [(2, 2, 0.4)]
     rep2 = AdaFuseGraphReport("model", clips=2)
     _top1_check(rep2, 0, np.array([1.0, 1.0 - 1.5e-4]), np.array([0.99995, 1.0]), bounds)  # gap 1.5e-4 <= 2e-4
     _top1_check(rep2, 1, np.array([1.0, 0.9]), np.array([0.9, 1.0]), bounds)  # gap 0.1

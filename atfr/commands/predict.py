@@ -161,7 +161,8 @@ def predict_video(pipeline: Any, pre: Any, path: str | Path, temporal: int, spat
         return [clip_indices(n, spec, fps, k, temporal) for k in range(temporal)]
 
     def infer(k: int, frames: list[np.ndarray]) -> list[tuple[np.ndarray, tuple[int, ...], Any]]:
-        return [(r.probs, tuple(int(b) for b in r.bprime), ada) for r, ada in _infer_views(pipeline, pre.inputs(frames, sp))]
+        return [(r.probs, tuple(int(b) for b in r.bprime), ada)
+                for r, ada in _infer_views(pipeline, pre.inputs(frames, sp))]
 
     views, n, fps = decode_clips(path, plan, infer, fallback_fps=spec.target_fps,
                                  on_truncated=lambda _n, reported: short.append(reported))

@@ -1,4 +1,5 @@
-"""atfr verify OUTDIR: PyTorch reference vs each available backend, stage by stage."""
+"""atfr verify OUTDIR: PyTorch reference vs each available backend, stage by stage (an AdaFuse
+export: its clip and online graphs, export/adafuse_verify.py)."""
 
 from __future__ import annotations
 
