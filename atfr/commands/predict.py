@@ -13,6 +13,8 @@ every input was predicted. In a folder, every entry named like a video counts: a
 folder or a named pipe called ``x.mp4`` is a failure with its reason, as is a file that cannot be
 read ("permission denied"). A file that ends before the frame count its container reports (cut or
 corrupt) is predicted on the frames there are, with a ``warning:`` line, as ``atfr run`` does.
+An AdaFuse export runs through its clip graph (runtime/adafuse_clip.py), the same way, and each
+video also gets the skip/reuse/keep fractions and GFLOPs of its views (``atfr infer --json``'s keys).
 Torch-free.
 """
 
@@ -112,7 +114,8 @@ class VideoPrediction:
     @property
     def policy_fractions(self) -> dict[str, float]:
         """AdaFuse: skip/reuse/keep fractions over every view's policy entries (views are equal-sized)."""
-        return {a: float(np.mean([v["policy_fractions"][a] for v in self.adafuse])) for a in ("skip", "reuse", "keep")}
+        return {a: float(np.mean([v["policy_fractions"][a] for v in self.adafuse]))
+                for a in ("skip", "reuse", "keep")}
 
     @property
     def gflops(self) -> dict[str, float]:
