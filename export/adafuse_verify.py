@@ -108,7 +108,9 @@ class AdaFuseGraphReport:
 
     @property
     def ok(self) -> bool:
-        return self.clips > 0 and not self.mismatches and all(s.ok for s in self.stats.values())
+        """No mismatch, every output within its bound, and at least one clip compared in full
+        (near ties alone verify nothing)."""
+        return self.policy_agree > 0 and not self.mismatches and all(s.ok for s in self.stats.values())
 
     def to_json(self) -> dict[str, Any]:
         return {"family": "adafuse", "graph": self.graph, "backend": self.backend, "provider": self.provider,
@@ -241,6 +243,8 @@ def format_adafuse_report(rep: AdaFuseGraphReport) -> str:
         lines.append(f"  mismatch on clip {mm['clip']}: {_describe(mm)}")
     for nt in rep.near_ties[:5]:
         lines.append(f"  near tie on clip {nt['clip']} (not compared further): {_describe(nt)}")
+    if rep.clips and not rep.policy_agree and not rep.mismatches:
+        lines.append("  no clip compared in full (near ties only): add clips with --clips N or --input")
     return "\n".join(lines)
 
 

@@ -159,7 +159,8 @@ def test_near_tie_rule_hand_derived():
     _top1_check(rep2, 0, np.array([1.0, 1.0 - 1.5e-4]), np.array([0.99995, 1.0]), bounds)  # gap 1.5e-4 <= 2e-4
     _top1_check(rep2, 1, np.array([1.0, 0.9]), np.array([0.9, 1.0]), bounds)  # gap 0.1
     assert [n["clip"] for n in rep2.near_ties] == [0] and [m["clip"] for m in rep2.mismatches] == [1]
-    assert not rep2.ok and AdaFuseGraphReport("model", clips=1, near_ties=[{}]).ok
+    assert not rep2.ok and AdaFuseGraphReport("model", clips=2, policy_agree=1, near_ties=[{}]).ok
+    assert not AdaFuseGraphReport("model", clips=1, near_ties=[{}]).ok  # nothing compared in full
 
 
 def test_verify_errors_are_one_line(capsys, tiny_adafuse_export, ckpt, tiny_checkpoint, tiny_export):
