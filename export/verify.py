@@ -81,7 +81,8 @@ def _compare(a: np.ndarray, b: np.ndarray) -> tuple[float, float]:
     return float(r.max_absdiff), float(r.max_absdiff) / scale
 
 
-def _update(rep: BackendReport, name: str, ref: np.ndarray, got: np.ndarray, limit: float, kind: str) -> None:
+def update_stat(rep: Any, name: str, ref: np.ndarray, got: np.ndarray, limit: float, kind: str) -> None:
+    """Fold one comparison into ``rep.stats`` (BackendReport, or export/adafuse_verify.py's report)."""
     ab, rel = _compare(ref, got)
     st = rep.stats.setdefault(name, StageStat(name, limit=limit, kind=kind))
     st.max_abs = max(st.max_abs, ab)
@@ -111,9 +112,9 @@ def verify_backend(lm: LoadedModel, pl: Pipeline, clips: list[list[np.ndarray]],
         fo = pl.run_front(pl.check_inputs(clip))
         for p in range(m.num_pathways):
             if f"feat{p}" in fo:
-                _update(rep, f"front.feat{p}", feats[p].numpy(), fo[f"feat{p}"], tol.stage_rtol, "rel")
+                update_stat(rep, f"front.feat{p}", feats[p].numpy(), fo[f"feat{p}"], tol.stage_rtol, "rel")
             if p in layers and f"dist{p}" in fo:
-                _update(rep, f"front.dist{p}", dists[p].numpy(), fo[f"dist{p}"], tol.stage_rtol, "rel")
+                update_stat(rep, f"front.dist{p}", dists[p].numpy(), fo[f"dist{p}"], tol.stage_rtol, "rel")
         (feeds, bp), = pl.run_sgs(fo)
         want = tuple(int(v) for v in ref_bp[0].tolist())
         if tuple(bp) == want:
@@ -131,11 +132,11 @@ def verify_backend(lm: LoadedModel, pl: Pipeline, clips: list[list[np.ndarray]],
                 ref_in[f"feat{p}"] = feats[p].numpy()
         with torch.inference_mode():
             ref_back = model.back([torch.from_numpy(ref_in[m.back_input_name(p)]) for p in range(m.num_pathways)])
-        _update(rep, "back(same input).logits", ref_back.numpy(), pl.run_back(ref_in), tol.back_atol, "abs")
+        update_stat(rep, "back(same input).logits", ref_back.numpy(), pl.run_back(ref_in), tol.back_atol, "abs")
         res = pl.infer(clip)[0]
-        _update(rep, "end_to_end.logits", ref_logits[0].numpy(), res.logits, tol.logits_atol, "abs")
+        update_stat(rep, "end_to_end.logits", ref_logits[0].numpy(), res.logits, tol.logits_atol, "abs")
         ref_probs = torch.softmax(ref_logits[0], 0).numpy()
-        _update(rep, "end_to_end.probs", ref_probs, res.probs, tol.probs_atol, "abs")
+        update_stat(rep, "end_to_end.probs", ref_probs, res.probs, tol.probs_atol, "abs")
         rep.top1_agree += int(int(np.argmax(ref_probs)) == res.top(1)[0])
     return rep
 
@@ -144,16 +145,25 @@ def format_report(rep: BackendReport) -> str:
     name = f"{rep.backend}/{rep.provider}" if rep.provider else rep.backend
     lines = [f"[{name}] clips {rep.clips}: B' agree {rep.bprime_agree}/{rep.clips}, "
              f"top-1 agree {rep.top1_agree}/{rep.clips} -> {'PASS' if rep.ok else 'FAIL'}"]
-    for s in rep.stats.values():
-        lim = f"rel <= {s.limit:g}" if s.kind == "rel" else f"abs <= {s.limit:g}"
-        lines.append(f"  {s.name:28s} max abs {s.max_abs:.3e}  max rel {s.max_rel:.3e}  ({lim}) "
-                     f"{'ok' if s.ok else 'FAIL'}")
+    lines += format_stats(rep.stats.values())
     for mm in rep.bprime_mismatches[:5]:
         lines.append(f"  B' mismatch on clip {mm['clip']}: torch {mm['torch']} vs {mm['backend']}")
     return "\n".join(lines)
 
 
+def format_stats(stats) -> list[str]:
+    """One line per compared stage: max errors against its limit (also the AdaFuse report's)."""
+    lines = []
+    for s in stats:
+        lim = f"rel <= {s.limit:g}" if s.kind == "rel" else f"abs <= {s.limit:g}"
+        lines.append(f"  {s.name:28s} max abs {s.max_abs:.3e}  max rel {s.max_rel:.3e}  ({lim}) "
+                     f"{'ok' if s.ok else 'FAIL'}")
+    return lines
+
+
 def require_match(lm: LoadedModel, manifest: Manifest) -> None:
+    if getattr(lm.model, "family", None) == "adafuse":
+        raise ATFRError(f"the checkpoint is an AdaFuse model; {manifest.root} is an ATFR export")
     want = manifest.num_classes
     got = int(lm.cfg["MODEL"]["NUM_CLASSES"])
     if want != got or lm.model.num_pathways != manifest.num_pathways:

@@ -51,17 +51,28 @@ class AdaFuseClipRunner:
         want = self.manifest.clip_shapes(1)[0]
         if clip.shape != want:
             raise ATFRError(f"clip shape {tuple(clip.shape)} does not match the export {tuple(want)}")
-        x = np.ascontiguousarray(clip, dtype=np.float32)
+        return self.infer_batch(clip)[0]
+
+    def infer_batch(self, clips: np.ndarray) -> list[tuple[ClipResult, dict[str, Any]]]:
+        """Clips [V,3,T,S,S] in one run (``atfr predict``: the spatial views of a temporal view);
+        each keeps its own policy (the graph's batch rows are independent)."""
+        want = self.manifest.clip_shapes(int(clips.shape[0]) if clips.ndim == 5 else 1)[0]
+        if clips.shape != want or not clips.shape[0]:
+            raise ATFRError(f"clip shape {tuple(clips.shape)} does not match the export {tuple(want)}")
+        x = np.ascontiguousarray(clips, dtype=np.float32)
         if not np.isfinite(x).all():
             raise ATFRError("the clip contains NaN or Inf values")
         out = self.runner.run({"clip0": x})
-        lg = out["logits"][0].astype(np.float32)
-        if not np.isfinite(lg).all():
-            raise ATFRError("the model produced NaN/Inf logits for this clip")
-        policy = [out[f"policy{i}"][0] for i in range(len(self.blocks))]
-        extra = clip_report(policy, self.base_per_frame, self.convs, int(x.shape[2]))
-        extra["policy_blocks"] = self.blocks
-        return ClipResult(lg, softmax(lg), ()), extra
+        results = []
+        for n in range(x.shape[0]):
+            lg = out["logits"][n].astype(np.float32)
+            if not np.isfinite(lg).all():
+                raise ATFRError("the model produced NaN/Inf logits for this clip")
+            policy = [out[f"policy{i}"][n] for i in range(len(self.blocks))]
+            extra = clip_report(policy, self.base_per_frame, self.convs, int(x.shape[2]))
+            extra["policy_blocks"] = self.blocks
+            results.append((ClipResult(lg, softmax(lg), ()), extra))
+        return results
 
 
 class AdaFuseOnlineRunner:
@@ -134,9 +145,10 @@ class AdaFuseOnlineRunner:
 
 
 # Commands that run an export through ATFR's split pipeline. For AdaFuse exports only 'atfr infer'
-# (clip graph), 'atfr run' (online graph, runtime/adafuse_stream.py) and 'atfr bench'
-# (atfr/bench/adafuse_run.py) exist so far; these refuse them with one line.
-NOT_FOR_ADAFUSE = ("predict", "verify", "calibrate", "build", "serve", "triton-repo")
+# (clip graph), 'atfr predict' (clip graph), 'atfr verify' (export/adafuse_verify.py), 'atfr run'
+# (online graph, runtime/adafuse_stream.py) and 'atfr bench' (atfr/bench/adafuse_run.py) exist so
+# far; these refuse them with one line.
+NOT_FOR_ADAFUSE = ("calibrate", "build", "serve", "triton-repo")
 
 
 def refuse_adafuse_export(command: str, args: Any) -> None:

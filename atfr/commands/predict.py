@@ -13,6 +13,8 @@ every input was predicted. In a folder, every entry named like a video counts: a
 folder or a named pipe called ``x.mp4`` is a failure with its reason, as is a file that cannot be
 read ("permission denied"). A file that ends before the frame count its container reports (cut or
 corrupt) is predicted on the frames there are, with a ``warning:`` line, as ``atfr run`` does.
+An AdaFuse export runs through its clip graph (runtime/adafuse_clip.py), the same way, and each
+video also gets the skip/reuse/keep fractions and GFLOPs of its views (``atfr infer --json``'s keys).
 Torch-free.
 """
 
@@ -96,6 +98,7 @@ class VideoPrediction:
     prob_sum: np.ndarray  # [K] sum of the views' softmax probabilities
     bprime: list[tuple[int, ...]] = field(default_factory=list)  # per view, per SGS layer
     reported_frames: int | None = None  # the container's frame count, when decoding fell short of it
+    adafuse: list[dict[str, Any]] = field(default_factory=list)  # AdaFuse: per view, policy_fractions + gflops
 
     @property
     def scores(self) -> np.ndarray:
@@ -108,20 +111,47 @@ class VideoPrediction:
     def mean_bprime(self) -> list[float]:
         return [float(v) for v in np.mean(np.asarray(self.bprime, np.float64), 0)] if self.bprime and self.bprime[0] else []
 
+    @property
+    def policy_fractions(self) -> dict[str, float]:
+        """AdaFuse: skip/reuse/keep fractions over every view's policy entries (views are equal-sized)."""
+        return {a: float(np.mean([v["policy_fractions"][a] for v in self.adafuse]))
+                for a in ("skip", "reuse", "keep")}
+
+    @property
+    def gflops(self) -> dict[str, float]:
+        """AdaFuse: GFLOPs per clip (one view), the mean over the views, keys as ``atfr infer --json``."""
+        return {k: float(np.mean([v["gflops"][k] for v in self.adafuse])) for k in self.adafuse[0]["gflops"]}
+
     def to_json(self, labels: Any) -> dict[str, Any]:
         top = self.top(5)
         sc = self.scores
-        return {"video": self.video, "frames": self.frames, "fps": self.fps, "views": self.views,
-                "top1": {"index": top[0], "label": labels(top[0]), "score": float(sc[top[0]])},
-                "top5": [{"index": i, "label": labels(i), "score": float(sc[i])} for i in top],
-                "mean_bprime": self.mean_bprime, "bprime": [list(b) for b in self.bprime],
-                "prob_sum": [float(v) for v in self.prob_sum]}
+        out = {"video": self.video, "frames": self.frames, "fps": self.fps, "views": self.views,
+               "top1": {"index": top[0], "label": labels(top[0]), "score": float(sc[top[0]])},
+               "top5": [{"index": i, "label": labels(i), "score": float(sc[i])} for i in top],
+               "mean_bprime": self.mean_bprime, "bprime": [list(b) for b in self.bprime],
+               "prob_sum": [float(v) for v in self.prob_sum]}
+        if self.adafuse:
+            out.update(policy_fractions=self.policy_fractions, gflops=self.gflops,
+                       view_policy_fractions=[v["policy_fractions"] for v in self.adafuse],
+                       view_gflops=[v["gflops"] for v in self.adafuse])
+        return out
+
+
+def _infer_views(runner: Any, inputs: list[np.ndarray]) -> list[tuple[Any, dict[str, Any] | None]]:
+    """One temporal view's spatial views -> (result, AdaFuse fields or None) per view."""
+    from atfr.runtime.adafuse_clip import AdaFuseClipRunner
+
+    if isinstance(runner, AdaFuseClipRunner):  # the clip graph: logits + policy per view
+        return [(r, {"policy_fractions": e["policy_fractions"], "gflops": e["gflops"]})
+                for r, e in runner.infer_batch(inputs[0])]
+    return [(r, None) for r in runner.infer(inputs)]
 
 
 def predict_video(pipeline: Any, pre: Any, path: str | Path, temporal: int, spatial: int) -> VideoPrediction:
     """The official multi-view protocol on one video: decoded once, each temporal view inferred as
     soon as its frames are in (``runtime.video.sources.decode_clips``), so only the full-resolution
-    frames of the views around the decode position are held, never the whole video."""
+    frames of the views around the decode position are held, never the whole video. ``pipeline``:
+    an ATFR Pipeline or an AdaFuse AdaFuseClipRunner (its clip graph)."""
     from atfr.runtime.video.sampling import clip_indices
     from atfr.runtime.video.sources import check_video_file, decode_clips
 
@@ -133,40 +163,76 @@ def predict_video(pipeline: Any, pre: Any, path: str | Path, temporal: int, spat
     def plan(n: int, fps: float) -> list[np.ndarray]:
         return [clip_indices(n, spec, fps, k, temporal) for k in range(temporal)]
 
-    def infer(k: int, frames: list[np.ndarray]) -> list[tuple[np.ndarray, tuple[int, ...]]]:
-        return [(r.probs, tuple(int(b) for b in r.bprime)) for r in pipeline.infer(pre.inputs(frames, sp))]
+    def infer(k: int, frames: list[np.ndarray]) -> list[tuple[np.ndarray, tuple[int, ...], Any]]:
+        return [(r.probs, tuple(int(b) for b in r.bprime), ada)
+                for r, ada in _infer_views(pipeline, pre.inputs(frames, sp))]
 
     views, n, fps = decode_clips(path, plan, infer, fallback_fps=spec.target_fps,
                                  on_truncated=lambda _n, reported: short.append(reported))
     prob_sum = np.zeros(pipeline.manifest.num_classes, np.float64)
     bps: list[tuple[int, ...]] = []
+    ada: list[dict[str, Any]] = []
     for view in views:
-        for probs, bp in view:
+        for probs, bp, extra in view:
             prob_sum += probs
             bps.append(bp)
+            if extra is not None:
+                ada.append(extra)
     return VideoPrediction(str(path), n, float(fps), temporal * len(sp), prob_sum, bps,
-                           reported_frames=short[0] if short else None)
+                           reported_frames=short[0] if short else None, adafuse=ada)
 
 
-def _csv_text(rows: list[VideoPrediction], labels: Any, layer_names: list[str]) -> str:
+ADAFUSE_CSV = ["skip", "reuse", "keep", "gflops_eq5", "gflops_official"]  # means over the views
+
+
+def _csv_text(rows: list[VideoPrediction], labels: Any, layer_names: list[str], adafuse: bool = False) -> str:
     buf = io.StringIO()
     w = csv.writer(buf)
-    w.writerow(["video", "top1_label", "top1_score", "top5"] + [f"mean_bprime_{n}" for n in layer_names])
+    w.writerow(["video", "top1_label", "top1_score", "top5"] + [f"mean_bprime_{n}" for n in layer_names]
+               + (ADAFUSE_CSV if adafuse else []))
     for r in rows:
         top = r.top(5)
         sc = r.scores
         mb = r.mean_bprime
+        ada = []
+        if adafuse:
+            f, g = r.policy_fractions, r.gflops
+            ada = [f"{f['skip']:.6f}", f"{f['reuse']:.6f}", f"{f['keep']:.6f}", f"{g['eq5']:.6f}",
+                   f"{g['official']:.6f}"]
         w.writerow([r.video, labels(top[0]), f"{sc[top[0]]:.6f}",
                     ";".join(f"{labels(i)}:{sc[i]:.6f}" for i in top)]
-                   + [f"{mb[i]:.3f}" if i < len(mb) else "" for i in range(len(layer_names))])
+                   + [f"{mb[i]:.3f}" if i < len(mb) else "" for i in range(len(layer_names))] + ada)
     return buf.getvalue()
 
 
-def run(args: argparse.Namespace) -> int:
+def _load(args: argparse.Namespace) -> Any:
+    """The export's runner: ATFR's Pipeline, or an AdaFuse export's clip graph."""
+    from atfr.runtime.adafuse_clip import AdaFuseClipRunner, is_adafuse_export
+    from atfr.runtime.pipeline import Pipeline
+
+    if is_adafuse_export(args.outdir):
+        if args.bins is not None:
+            raise ATFRError("--bins applies to ATFR exports (SGS); this is an AdaFuse export")
+        return AdaFuseClipRunner.load(args.outdir, args.backend, args.providers)
+    return Pipeline.load(args.outdir, args.backend, providers=args.providers, bins=args.bins)
+
+
+def _text_line(v: Any, r: VideoPrediction, label: Any) -> str:
     from atfr.display import format_prob
+
+    top = r.top(5)
+    line = f"{v}: {label(top[0])} ({format_prob(r.scores[top[0]])})"
+    if r.adafuse:  # as atfr infer prints it, means over the views (GFLOPs to 3 digits: the demo counts 0.0764)
+        f, g = r.policy_fractions, r.gflops
+        return (line + f"  policy skip {f['skip']:.1%} reuse {f['reuse']:.1%} keep {f['keep']:.1%}, "
+                f"GFLOPs/clip {g['eq5']:.3g} (Eq. 5; official {g['official']:.3g})")
+    bp = " ".join(f"{b:.1f}" for b in r.mean_bprime)
+    return line + (f"  mean B' {bp}" if bp else "")
+
+
+def run(args: argparse.Namespace) -> int:
     from atfr.fileio import check_writable, write_text_atomic
     from atfr.progress import progress
-    from atfr.runtime.pipeline import Pipeline
     from atfr.runtime.video.capture import truncation_detail
     from atfr.runtime.video.preprocess import Preprocessor
 
@@ -174,7 +240,7 @@ def run(args: argparse.Namespace) -> int:
     if args.csv:
         check_writable(args.csv, args.force)  # before any work: exists without --force, unwritable folder
     videos, batch = collect_videos(args.input)
-    pipeline = Pipeline.load(args.outdir, args.backend, providers=args.providers, bins=args.bins)
+    pipeline = _load(args)
     m = pipeline.manifest
     pre = Preprocessor(m.input)
     results: list[VideoPrediction] = []
@@ -196,12 +262,10 @@ def run(args: argparse.Namespace) -> int:
             if args.json:
                 bar.write(json.dumps(r.to_json(m.label)), file=sys.stdout)
             else:
-                top = r.top(5)
-                bp = " ".join(f"{b:.1f}" for b in r.mean_bprime)
-                bar.write(f"{v}: {m.label(top[0])} ({format_prob(r.scores[top[0]])})"
-                          + (f"  mean B' {bp}" if bp else ""), file=sys.stdout)
+                bar.write(_text_line(v, r, m.label), file=sys.stdout)
     if args.csv and results:
-        write_text_atomic(args.csv, _csv_text(results, m.label, [f"{s.spec.name}" for s in m.sgs]))
+        write_text_atomic(args.csv, _csv_text(results, m.label, [f"{s.spec.name}" for s in m.sgs],
+                                              adafuse=bool(results[0].adafuse)))
     if not args.json and batch and results:
         print(f"{len(results)} video(s) predicted with {temporal}x{spatial} views"
               + (f", {len(failures)} failed" if failures else "")

@@ -1,4 +1,5 @@
-"""atfr verify OUTDIR: PyTorch reference vs each available backend, stage by stage."""
+"""atfr verify OUTDIR: PyTorch reference vs each available backend, stage by stage (an AdaFuse
+export: its clip and online graphs, export/adafuse_verify.py)."""
 
 from __future__ import annotations
 
@@ -19,7 +20,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--backend", default="all", help="onnxruntime, tensorrt, or all available")
     add_providers_argument(p)
     p.add_argument("--sgs", default="numpy", choices=["numpy", "fallback"], help="SGS step for onnxruntime")
-    p.add_argument("--logits-atol", type=float, default=5e-3)
+    p.add_argument("--logits-atol", type=float,
+                   help="end-to-end logits bound (ATFR default 5e-3; AdaFuse: derived from the network's depth "
+                        "and longest reduction)")
     p.add_argument("--back-atol", type=float, default=1e-4)
     p.add_argument("--plugin", help="TensorRT: SGS plugin library (explicit path)")
     p.add_argument("--engine-dir", help="TensorRT: folder with front.engine/back.engine (default OUTDIR)")
@@ -48,15 +51,15 @@ def run(args: argparse.Namespace) -> int:
     check_range("--clips", args.clips, 0, None)
     check_range("--data-clips", args.data_clips, 1, None)
     m = load_manifest(args.outdir, check=True)
+    if m.raw.get("family") == "adafuse":
+        return _adafuse(args, m)
     if args.precision:
         if args.bins is not None:
             raise ATFRError("--bins applies to the parity check, not to --precision reports")
         return _precision_report(args, m)
     ckpt = args.checkpoint
-    if not ckpt:  # the recorded path is provenance: an export folder never makes atfr open a file outside it
-        rec = (m.raw.get("source") or {}).get("checkpoint")
-        raise ATFRError("no reference checkpoint: pass --checkpoint CKPT"
-                        + (f" (the export was made from {rec})" if isinstance(rec, str) and rec else ""))
+    if not ckpt:
+        raise _no_checkpoint(m)
     lm = load_checkpoint(ckpt, args.config)
     require_match(lm, m)
     if args.bins is not None:
@@ -75,7 +78,8 @@ def run(args: argparse.Namespace) -> int:
             print("tensorrt: not installed here, skipped")
     else:
         backends = [b.strip() for b in args.backend.split(",") if b.strip()]
-    tol = Tolerances(back_atol=args.back_atol, logits_atol=args.logits_atol)
+    tol = Tolerances(back_atol=args.back_atol,
+                     logits_atol=Tolerances.logits_atol if args.logits_atol is None else args.logits_atol)
     reports = []
     for b in backends:
         trt_opts = ({"plugin": args.plugin, "engine_dir": args.engine_dir} if b == "tensorrt"
@@ -90,6 +94,47 @@ def run(args: argparse.Namespace) -> int:
     bad = [r.backend for r in reports if not r.ok]
     if bad:
         raise VerificationError(f"verification failed for: {', '.join(bad)}")
+    return 0
+
+
+def _no_checkpoint(m) -> ATFRError:
+    """The recorded path is provenance: an export folder never makes atfr open a file outside it."""
+    rec = (m.raw.get("source") or {}).get("checkpoint")
+    return ATFRError("no reference checkpoint: pass --checkpoint CKPT"
+                     + (f" (the export was made from {rec})" if isinstance(rec, str) and rec else ""))
+
+
+def _adafuse(args: argparse.Namespace, m) -> int:
+    """An AdaFuse export: clip graph and online graph(s) against torch (export/adafuse_verify.py)."""
+    from atfr.export.adafuse_verify import format_adafuse_report, require_adafuse_match, verify_adafuse
+    from atfr.export.verify import verification_clips
+    from atfr.models.checkpoint import load_checkpoint
+    from atfr.runtime.video.clips import frames_to_inputs, load_clip_npy
+
+    for flag, given in (("--precision", args.precision), ("--bins", args.bins is not None),
+                        ("--plugin", args.plugin), ("--engine-dir", args.engine_dir),
+                        ("--sgs", args.sgs != "numpy")):
+        if given:
+            raise ATFRError(f"{flag} applies to ATFR exports; {m.root} is an AdaFuse export (fp32 ONNX graphs, "
+                            "no SGS layer, no TensorRT engines yet)")
+    if args.backend not in ("all", "onnxruntime"):
+        raise ATFRError(f"--backend {args.backend}: AdaFuse exports are verified on onnxruntime (TensorRT engines "
+                        "for them are not built yet)")
+    if not args.checkpoint:
+        raise _no_checkpoint(m)
+    lm = load_checkpoint(args.checkpoint, args.config)
+    require_adafuse_match(lm, m, args.checkpoint)
+    extra = [frames_to_inputs(load_clip_npy(p), m.input, p) for p in args.input]
+    clips = [c[0] for c in verification_clips(lm, m, args.clips, extra)]
+    reports, bounds = verify_adafuse(lm, args.outdir, clips, args.providers, args.logits_atol)
+    if args.json:
+        print(json.dumps([r.to_json() for r in reports], indent=2))
+    else:
+        for r in reports:
+            print(format_adafuse_report(r))
+    bad = [r.graph for r in reports if not r.ok]
+    if bad:
+        raise VerificationError(f"verification failed for: {', '.join(g + '.onnx' for g in bad)}")
     return 0
 
 
