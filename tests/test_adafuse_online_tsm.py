@@ -194,3 +194,21 @@ def test_short_source_is_padded_then_flushed(tsm, tmp_path, n):
     fl = _long_clip(model, clip, stream.manifest.input)
     assert stream.frames_run == max(n, 4) + 8
     np.testing.assert_allclose(seen[0][1].logits, fl[-4:].mean(0), rtol=0, atol=_rtol(model) * magnitude(fl))
+
+
+def test_verify_checks_the_tsm_online_graphs(tsm, tmp_path, capsys):
+    """atfr verify on the TSM export: the clip graph and both delayed online graphs (flushed
+    after each clip) against the torch model, each PASS with every policy equal."""
+    from atfr.models.checkpoint import save_checkpoint
+    from cli_helpers import run_cli
+
+    model, out = tsm
+    ckpt = save_checkpoint(tmp_path / "tsm.pt", model, model.cfg, [f"class{i}" for i in range(5)])
+    rc, text, err = run_cli(capsys, "verify", out, "--checkpoint", ckpt, "--clips", "0", "--json")
+    assert rc == 0, err
+    reps = json.loads(text)
+    assert [r["graph"] for r in reps] == ["model", "online", "online_gathered"]
+    for r in reps:
+        if r["near_ties"]:
+            pytest.skip(f"a near-tie policy entry or top-1 flipped on this CPU: {r['near_ties'][0]}")
+        assert r["ok"] and r["clips"] == r["policy_agree"] == r["top1_agree"] == 4, r
