@@ -110,6 +110,7 @@ def test_export_has_tsm_online_graphs_equal_to_the_clip_graph(tsm):
     import onnx
 
     model, out = tsm
+    assert not model.training  # the export leaves the model in eval mode (torch references below)
     m = json.loads((out / "atfr.json").read_text())
     assert m["adafuse"]["variant"] == "TSM" and m["adafuse"]["online_delay"] == 8
     g = onnx.load(str(out / "online.onnx"))
