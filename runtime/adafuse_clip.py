@@ -31,9 +31,17 @@ def is_adafuse_export(path: str | Path) -> bool:
 def graph_runner(m: Manifest, graph: str, backend: str, providers: str | None,
                  threads: int | None) -> tuple[Any, str]:
     """One graph's runner (``run(feeds) -> dict``) and the backend's name: ONNX Runtime on
-    ``<graph>.onnx``, or TensorRT on ``<graph>.engine`` (loaded through backends.GRAPH_LOADERS)."""
+    ``<graph>.onnx``, or TensorRT on ``<graph>.engine`` (loaded through backends.GRAPH_LOADERS).
+
+    'auto' takes TensorRT where it imports and the export holds the engine ('atfr build' names it
+    ``<graph>.engine``), else ONNX Runtime: an AdaFuse export runs without engines, and callers
+    that leave the backend to 'auto' (benchmarks, tests) keep working on a machine with TensorRT."""
     if providers and backend == "auto":
         backend = "onnxruntime"
+    if backend == "auto":
+        backend = resolve_backend(backend)
+        if backend == "tensorrt" and not (m.root / f"{graph}.engine").is_file():
+            backend = "onnxruntime"
     backend = resolve_backend(backend)
     loader = graph_loader(backend)
     if loader is not None:
@@ -58,8 +66,8 @@ class AdaFuseClipRunner:
     @classmethod
     def load(cls, outdir: str | Path, backend: str = "auto", providers: str | None = None,
              threads: int | None = None) -> "AdaFuseClipRunner":
-        """backend: onnxruntime (model.onnx), tensorrt (model.engine from 'atfr build'), auto (as
-        for ATFR exports: TensorRT where it imports, ONNX Runtime where --providers is given)."""
+        """backend: onnxruntime (model.onnx), tensorrt (model.engine from 'atfr build') or auto
+        (see :func:`graph_runner`)."""
         m = load_manifest(outdir, check=True)
         runner, name = graph_runner(m, "model", backend, providers, threads)
         r = cls(m, runner)

@@ -245,6 +245,9 @@ def test_profile_shapes_from_the_manifest(tiny_adafuse_export):
 
     m = load_manifest(tiny_adafuse_export)
     assert graphs_to_build(m.graphs) == ["model", "online", "online_gathered"]
+    assert graphs_to_build(["model", "front"]) == ["model"]  # AdaFuse-TSM: the clip graph only
+    with pytest.raises(ATFRError, match="no 'model' graph"):
+        graphs_to_build(["online"])
     assert profile_shapes(m.graphs["model"].inputs, 4) == {"clip0": ((1, 3, 4, 32, 32),) * 2 + ((4, 3, 4, 32, 32),)}
     online = profile_shapes(m.graphs["online"].inputs, 2)
     assert list(online) == [t.name for t in m.graphs["online"].inputs] and len(online) == 9
@@ -321,7 +324,10 @@ def test_clip_and_online_runners_on_engines_equal_onnxruntime(export, trt_here, 
     from atfr.runtime.adafuse_stream import AdaFuseStream
     from atfr.runtime.tensorrt.backend import TrtEngineRunner
 
+    # auto: TensorRT imports here (the fake), but without engines the export runs on ONNX Runtime
+    assert AdaFuseClipRunner.load(export).backend == "onnxruntime"
     assert run_cli(capsys, "build", export, "--quiet", "--max-batch", "2")[0] == 0
+    assert AdaFuseClipRunner.load(export).backend == "tensorrt"  # auto, now that model.engine exists
     trt_clip = AdaFuseClipRunner.load(export, "tensorrt")
     assert isinstance(trt_clip.runner, TrtEngineRunner) and trt_clip.backend == "tensorrt"
     ort_clip = AdaFuseClipRunner.load(export, "onnxruntime")

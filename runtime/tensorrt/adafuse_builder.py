@@ -51,6 +51,8 @@ def build_adafuse_engines(outdir: str | os.PathLike, opts: BuildOptions, progres
     plan = precision_plan(version, opts.precision, opts.tf32)
     for w in plan.warnings:
         print(f"WARNING ⚠️ {w}", file=sys.stderr)
+    if report:
+        report(f"building {m.name}: {describe(plan)}; {', '.join(g + '.onnx' for g in graphs)}")
     logger = make_logger(trt, verbose)
     if hasattr(trt, "init_libnvinfer_plugins"):
         trt.init_libnvinfer_plugins(logger, "")
@@ -74,7 +76,7 @@ def build_adafuse_engines(outdir: str | os.PathLike, opts: BuildOptions, progres
         onnx_path = m.path(g)
         policy = [t.name for t in m.graphs[g].outputs if t.name.startswith("policy")]
         if report:
-            report(f"[{g}] parsing {onnx_path.name} and building: {describe(plan)} ...")
+            report(f"[{g}] parsing {onnx_path.name} and building (1 profile) ...")
         t0 = time.perf_counter()
         built = _build_one(trt, logger, onnx_path, [shapes[g]], plan, opts.workspace_mb, cache_bytes, report,
                            _policy_selection(policy), cache_source=opts.timing_cache)
