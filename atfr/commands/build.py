@@ -13,7 +13,8 @@ import sys
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("outdir", help="export folder (from 'atfr export')")
+    p.add_argument("outdir", help="export folder (from 'atfr export'); an AdaFuse export gets one engine per graph "
+                                  "(fp32, or fp16 with the policy heads in fp32; no int8)")
     p.add_argument("--precision", default="fp32", choices=["fp32", "fp16", "int8"],
                    help="fp32; fp16 (builder flag on TensorRT < 10.12, fp16 graphs on >= 10.12/11.x); "
                         "int8 (Q/DQ graphs from 'atfr calibrate' only)")
