@@ -236,3 +236,22 @@ def test_adafuse_mistakes_are_caught(binding_surfaces: Surfaces, rel: str, old: 
     for key in TRT_KEYS:
         lines = check_trt(binding_surfaces, key, src).lines()
         assert any(f"{rel}:{line}:" in ln and word in ln and ln.startswith(f"TensorRT {key}") for ln in lines), lines
+
+
+@pytest.mark.parametrize("key", TRT_KEYS)
+def test_adafuse_fp16_plan_fits_each_version(binding_surfaces: Surfaces, key: str) -> None:
+    """The AdaFuse fp16 plan pins (ILayer.precision, set_output_type) and asks for BuilderFlag names only
+    where the version has them; where it has not (11.x), fp16 is refused before any TensorRT call."""
+    from atfr.errors import ATFRError
+    from atfr.runtime.tensorrt.adafuse_plan import precision_plan
+
+    s = binding_surfaces.trt(key)["trt"]
+    has_pins = s.member("ILayer", "precision") is not None and s.member("ILayer", "set_output_type") is not None
+    try:
+        plan = precision_plan(s.version, "fp16")
+    except ATFRError as e:
+        assert not has_pins and "build --precision fp32" in str(e), (key, str(e))
+        return
+    assert plan.pin_fp32 and has_pins, key
+    assert all(s.member("BuilderFlag", f) is not None for f in plan.builder_flags), plan.builder_flags
+    assert not precision_plan(s.version, "fp32").pin_fp32
