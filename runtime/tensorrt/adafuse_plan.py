@@ -125,9 +125,11 @@ def policy_head_layers(layers: Sequence[LayerInfo], policy_outputs: Iterable[str
     outputs are integers; a Reshape's shape read from a feature map must not pull the backbone in).
 
     Why fp32: the policy is the first maximum of log(softmax(gate_fc1(...))) over 3 actions per
-    channel. In fp16 (11-bit mantissa) log-probabilities are rounded to steps of 2^-10 times their magnitude,
-    so actions closer than that (~1e-3 for log-probabilities in [-2, -1)) become exact ties, which the first-maximum rule resolves to the
-    lower index: skip over reuse over keep, a different policy than fp32 would give."""
+    channel. fp16 keeps 11 significant bits: log-probabilities in [-2, -1) are rounded to steps of
+    2^-10 (~1e-3), so actions closer than that can become exact ties, which the first-maximum rule
+    resolves to the lower index (skip over reuse over keep): another policy than fp32 gives. The
+    fp16 backbone still feeds the head, so this removes the head's own flips, not all of them
+    (benchmarks/adafuse_fp16_policy.py)."""
     producer: dict[str, int] = {}
     for i, ly in enumerate(layers):
         for o in ly[2]:
