@@ -12,6 +12,7 @@ from __future__ import annotations
 import datetime as _dt
 import os
 import platform
+import re
 import sys
 import time
 from pathlib import Path
@@ -74,7 +75,7 @@ def build_adafuse_engines(outdir: str | os.PathLike, opts: BuildOptions, progres
     cache_rejected = False
     for g in graphs:
         onnx_path = m.path(g)
-        policy = [t.name for t in m.graphs[g].outputs if t.name.startswith("policy")]
+        policy = [t.name for t in m.graphs[g].outputs if re.fullmatch(r"policy\d+", t.name)]
         if report:
             report(f"[{g}] parsing {onnx_path.name} and building (1 profile) ...")
         t0 = time.perf_counter()
