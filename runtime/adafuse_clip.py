@@ -15,6 +15,7 @@ import numpy as np
 from atfr.errors import ATFRError
 
 from . import ort_providers
+from .backends import graph_loader, resolve_backend
 from .adafuse_gflops import clip_report
 from .manifest import Manifest, load_manifest
 from .pipeline import ClipResult, softmax
@@ -27,7 +28,33 @@ def is_adafuse_export(path: str | Path) -> bool:
         return False
 
 
+def graph_runner(m: Manifest, graph: str, backend: str, providers: str | None,
+                 threads: int | None) -> tuple[Any, str]:
+    """One graph's runner (``run(feeds) -> dict``) and the backend's name: ONNX Runtime on
+    ``<graph>.onnx``, or TensorRT on ``<graph>.engine`` (loaded through backends.GRAPH_LOADERS).
+
+    'auto' takes TensorRT where it imports and the export holds the engine ('atfr build' names it
+    ``<graph>.engine``), else ONNX Runtime: an AdaFuse export runs without engines, and callers
+    that leave the backend to 'auto' (benchmarks, tests) keep working on a machine with TensorRT."""
+    if providers and backend == "auto":
+        backend = "onnxruntime"
+    if backend == "auto":
+        backend = resolve_backend(backend)
+        if backend == "tensorrt" and not (m.root / f"{graph}.engine").is_file():
+            backend = "onnxruntime"
+    backend = resolve_backend(backend)
+    loader = graph_loader(backend)
+    if loader is not None:
+        if providers and providers != "cpu":
+            raise ATFRError(f"--providers {providers} applies to --backend onnxruntime, not {backend}")
+        return loader(m, graph), backend
+    choice = ort_providers.choose(providers, m.root)
+    return ort_providers.make_runner(m.path(graph), threads, choice), "onnxruntime"
+
+
 class AdaFuseClipRunner:
+    backend = "onnxruntime"  # set by load
+
     def __init__(self, manifest: Manifest, runner: Any):
         self.manifest = manifest
         self.runner = runner
@@ -39,12 +66,13 @@ class AdaFuseClipRunner:
     @classmethod
     def load(cls, outdir: str | Path, backend: str = "auto", providers: str | None = None,
              threads: int | None = None) -> "AdaFuseClipRunner":
-        if backend not in ("auto", "onnxruntime"):
-            raise ATFRError(f"{outdir}: AdaFuse exports run on --backend onnxruntime (TensorRT engines for "
-                            "them are not built yet)")
+        """backend: onnxruntime (model.onnx), tensorrt (model.engine from 'atfr build') or auto
+        (see :func:`graph_runner`)."""
         m = load_manifest(outdir, check=True)
-        choice = ort_providers.choose(providers, m.root)
-        return cls(m, ort_providers.make_runner(m.path("model"), threads, choice))
+        runner, name = graph_runner(m, "model", backend, providers, threads)
+        r = cls(m, runner)
+        r.backend = name
+        return r
 
     def infer(self, clip: np.ndarray) -> tuple[ClipResult, dict[str, Any]]:
         """One clip [1,3,T,S,S] -> its result and the AdaFuse JSON fields."""
@@ -86,6 +114,7 @@ class AdaFuseOnlineRunner:
     from a zero state: the prediction is the mean of the frame logits, as the clip graph."""
 
     GRAPHS = {"online": "online_state", "online_gathered": "online_gathered_state"}
+    backend = "onnxruntime"  # set by load
 
     def __init__(self, manifest: Manifest, runner: Any, graph: str = "online"):
         self.manifest = manifest
@@ -100,17 +129,19 @@ class AdaFuseOnlineRunner:
 
     @classmethod
     def load(cls, outdir: str | Path, providers: str | None = None, threads: int | None = None,
-             graph: str = "online") -> "AdaFuseOnlineRunner":
+             graph: str = "online", backend: str = "onnxruntime") -> "AdaFuseOnlineRunner":
         """graph: 'online' (dense masks, any batch) or 'online_gathered' (batch 1, computes only the
-        channels the policy needs)."""
+        channels the policy needs). backend: onnxruntime, tensorrt (``<graph>.engine``) or auto."""
         if graph not in cls.GRAPHS:
             raise ATFRError(f"unknown online graph {graph!r} ({', '.join(cls.GRAPHS)})")
         m = load_manifest(outdir, check=True)
         if graph not in m.graphs:
             raise ATFRError(f"{outdir}: this AdaFuse export has no {graph} graph (exported by an older "
                             "atfr-deploy: export it again)")
-        choice = ort_providers.choose(providers, m.root)
-        return cls(m, ort_providers.make_runner(m.path(graph), threads, choice), graph)
+        runner, name = graph_runner(m, graph, backend, providers, threads)
+        r = cls(m, runner, graph)
+        r.backend = name
+        return r
 
     def reset(self, batch: int = 1) -> None:
         """Zeros; the gathered graph's policy state starts 'all kept' (models/adafuse_gathered.py)."""
@@ -146,9 +177,9 @@ class AdaFuseOnlineRunner:
 
 # Commands that run an export through ATFR's split pipeline. For AdaFuse exports only 'atfr infer'
 # (clip graph), 'atfr predict' (clip graph), 'atfr verify' (export/adafuse_verify.py), 'atfr run'
-# (online graph, runtime/adafuse_stream.py) and 'atfr bench' (atfr/bench/adafuse_run.py) exist so
-# far; these refuse them with one line.
-NOT_FOR_ADAFUSE = ("calibrate", "build", "serve", "triton-repo")
+# (online graph, runtime/adafuse_stream.py), 'atfr bench' (atfr/bench/adafuse_run.py) and 'atfr build'
+# (runtime/tensorrt/adafuse_builder.py) exist so far; these refuse them with one line.
+NOT_FOR_ADAFUSE = ("calibrate", "serve", "triton-repo")
 
 
 def refuse_adafuse_export(command: str, args: Any) -> None:

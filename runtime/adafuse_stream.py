@@ -79,10 +79,8 @@ class AdaFuseStream:
     @classmethod
     def load(cls, outdir: str | Path, backend: str = "auto", providers: str | None = None,
              graph: str = "online") -> "AdaFuseStream":
-        if backend not in ("auto", "onnxruntime"):
-            raise ATFRError(f"{outdir}: AdaFuse exports run on --backend onnxruntime (TensorRT engines for "
-                            "them are not built yet)")
-        return cls(AdaFuseOnlineRunner.load(outdir, providers, graph=graph))
+        """backend: onnxruntime (``<graph>.onnx``), tensorrt (``<graph>.engine`` from 'atfr build') or auto."""
+        return cls(AdaFuseOnlineRunner.load(outdir, providers, graph=graph, backend=backend))
 
     # -- the stream model interface (runtime/streaming/models.py) ----------------------------------
     def window_size(self, fps: float) -> int:

@@ -110,6 +110,22 @@ def pipeline_loader(name: str) -> Callable[..., Any] | None:
     return getattr(importlib.import_module(module), func)
 
 
+# Backends that load one graph's runner (``f(manifest, graph) -> runner``; AdaFuse exports: one
+# engine per graph, ``<graph>.engine``), imported on first use as PIPELINE_LOADERS.
+GRAPH_LOADERS: dict[str, str] = {
+    "tensorrt": "atfr.runtime.tensorrt.adafuse_backend:load_adafuse_engine",
+}
+
+
+def graph_loader(name: str) -> Callable[..., Any] | None:
+    """The registered ``f(manifest, graph) -> runner`` for ``name``; None for onnxruntime."""
+    target = GRAPH_LOADERS.get(name)
+    if target is None:
+        return None
+    module, _, func = target.partition(":")
+    return getattr(importlib.import_module(module), func)
+
+
 def resolve_backend(name: str) -> str:
     """'auto' picks TensorRT where it imports, else ONNX Runtime."""
     if name == "auto":

@@ -237,7 +237,7 @@ def test_adafuse_run_errors_are_one_line(tiny_adafuse_export, capsys, tmp_path):
     one_line_error(*run_cli(capsys, "run", tiny_adafuse_export, "--source", src, "--bins", "2")[::2],
                    match="is an AdaFuse export (no SGS layer, no bins")
     one_line_error(*run_cli(capsys, "run", tiny_adafuse_export, "--source", src, "--backend", "tensorrt")[::2],
-                   match="onnxruntime")
+                   match="online.engine is missing: build the engines with 'atfr build")
     one_line_error(*run_cli(capsys, "run", tiny_adafuse_export, "--source", src, "--latency-budget", "50")[::2],
                    match="--latency-budget: ")
 

@@ -209,3 +209,49 @@ def test_renamed_cuda_call_is_caught(binding_surfaces: Surfaces) -> None:
     for key in CUDA_KEYS:
         lines = tc.Checker(binding_surfaces.cuda(key), key).check_files(tc.source_files(), src).lines()
         assert any(f"runtime/tensorrt/cuda.py:{line}:" in ln and "cudaStreamSync" in ln for ln in lines), lines
+
+
+# -- 8. AdaFuse engines (runtime/tensorrt/adafuse_*.py, builder.network_layers) ---------------------------
+
+def test_adafuse_engine_code_is_checked(binding_surfaces: Surfaces) -> None:
+    """The AdaFuse builder and loader are walked on every version: the layer type and input ranks the
+    policy-head pins read, the runtime and engine calls of the loader."""
+    files = {str(p.relative_to(ROOT)) for p in tc.source_files()}
+    assert {"runtime/tensorrt/adafuse_builder.py", "runtime/tensorrt/adafuse_backend.py"} <= files
+    for key in TRT_KEYS:
+        r = check_trt(binding_surfaces, key)
+        assert not r.problems, "\n".join(r.lines())
+        want = {"ILayer.type", "ILayer.get_input", "ITensor.shape", "ITensor.name", "INetworkDefinition.get_layer",
+                "trt.Runtime", "trt.init_libnvinfer_plugins"}
+        assert want <= r.seen, (key, sorted(want - r.seen))
+
+
+@pytest.mark.parametrize("rel, old, new, word", [
+    ("runtime/tensorrt/adafuse_backend.py", "runtime = trt.Runtime(logger)", "runtime = trt.Runtim(logger)", "Runtim"),
+    ("runtime/tensorrt/builder.py", "str(ly.type)", "str(ly.kind)", "kind"),
+    ("runtime/tensorrt/builder.py", "ranks.append(len(t.shape))", "ranks.append(len(t.dims))", "dims"),
+])
+def test_adafuse_mistakes_are_caught(binding_surfaces: Surfaces, rel: str, old: str, new: str, word: str) -> None:
+    src, line = _perturbed(rel, old, new)
+    for key in TRT_KEYS:
+        lines = check_trt(binding_surfaces, key, src).lines()
+        assert any(f"{rel}:{line}:" in ln and word in ln and ln.startswith(f"TensorRT {key}") for ln in lines), lines
+
+
+@pytest.mark.parametrize("key", TRT_KEYS)
+def test_adafuse_fp16_plan_fits_each_version(binding_surfaces: Surfaces, key: str) -> None:
+    """The AdaFuse fp16 plan pins (ILayer.precision, set_output_type) and asks for BuilderFlag names only
+    where the version has them; where it has not (11.x), fp16 is refused before any TensorRT call."""
+    from atfr.errors import ATFRError
+    from atfr.runtime.tensorrt.adafuse_plan import precision_plan
+
+    s = binding_surfaces.trt(key)["trt"]
+    has_pins = s.member("ILayer", "precision") is not None and s.member("ILayer", "set_output_type") is not None
+    try:
+        plan = precision_plan(s.version, "fp16")
+    except ATFRError as e:
+        assert not has_pins and "build --precision fp32" in str(e), (key, str(e))
+        return
+    assert plan.pin_fp32 and has_pins, key
+    assert all(s.member("BuilderFlag", f) is not None for f in plan.builder_flags), plan.builder_flags
+    assert not precision_plan(s.version, "fp32").pin_fp32

@@ -86,6 +86,15 @@ def trt_fakes(version: str) -> list[tuple[str, Any, str]]:
     # the engine-runner fakes are version-neutral: checked against every version
     out += [("_fake_trt", tb._fake_trt(), ""), ("_FakeEngine", tb._FakeEngine, "ICudaEngine"),
             ("_FakeContext", tb._FakeContext, "IExecutionContext")]
+    # the AdaFuse tests' network over the exported ONNX graph, and its runtime (tests/test_adafuse_trt.py)
+    import test_adafuse_trt as ta
+
+    fa = ta._fake_trt(version, {})
+    out += [("test_adafuse_trt._fake_trt", fa, ""), ("test_adafuse_trt Builder", fa.Builder, "Builder"),
+            ("_OnnxNetwork", ta._OnnxNetwork, "INetworkDefinition"), ("_OnnxParser", ta._OnnxParser, "OnnxParser"),
+            ("_FakeTensor", ta._FakeTensor, "ITensor"), ("_OrtRuntime", ta._OrtRuntime, "Runtime")]
+    if version.startswith("10"):  # ILayer.precision / set_output_type: weakly typed 10.x only
+        out.append(("_FakeLayer", ta._FakeLayer, "ILayer"))
     return out
 
 

@@ -293,3 +293,27 @@ def test_build_prechecks_on_tensorrt_11(binding_stubs, tiny_export, tmp_path) ->
     assert "cudaErrorNoDevice" in last and "cuda-python 13.0.3 on a driver for CUDA 13.0" in last, last
     assert "fp32 on TensorRT 11.4.0: strongly typed, no precision flags" in p.stderr, p.stderr
     assert list(tmp_path.iterdir()) == []
+
+
+# -- AdaFuse exports --------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("trt_key,cuda,driver,precision,plan", [
+    ("10.3", "cuda-12.6", 12060, "fp16", "fp16 on TensorRT 10.3.0: weakly typed, FP16+OBEY_PRECISION_CONSTRAINTS, "
+                                         "TF32 off, policy head pinned to fp32"),
+    ("11.4", "cuda-13.0", 13000, "fp32", "fp32 on TensorRT 11.4.0: strongly typed, no precision flags, TF32 off"),
+])
+def test_adafuse_build_prechecks_with_real_bindings(binding_stubs, tiny_adafuse_export, tmp_path, trt_key, cuda,
+                                                    driver, precision, plan) -> None:
+    """atfr build on an AdaFuse export: the real module's version picks the plan (named on stderr), the
+    logger and plugins are initialised, and the first CUDA call (no device) ends it: one line, exit 4,
+    nothing written. fp16 on TensorRT 11 is refused before that (exit 2)."""
+    need(trt_key, cuda)
+    p = run(binding_stubs, CLI, trt_key, cuda, driver, "build", str(tiny_adafuse_export), "--precision", precision,
+            "--engine-dir", str(tmp_path))
+    assert "cudaErrorNoDevice" in _one_line(p), p.stderr
+    assert f"building tiny_adafuse: {plan}; model.onnx, online.onnx, online_gathered.onnx" in p.stderr, p.stderr
+    if trt_key == "11.4":
+        p = run(binding_stubs, CLI, trt_key, cuda, driver, "build", str(tiny_adafuse_export), "--precision", "fp16",
+                "--engine-dir", str(tmp_path))
+        assert "AdaFuse exports have none: build --precision fp32" in _one_line(p, 2), p.stderr
+    assert list(tmp_path.iterdir()) == []

@@ -475,15 +475,17 @@ def test_tf32_flag_missing_or_ignored():
 
 
 def test_pin_fp32_fake_network():
-    from atfr.runtime.tensorrt.builder import _pin_fp32
+    from atfr.runtime.tensorrt.builder import _pin_fp32, sgs_fp32_selection
 
     f32, f16, i32 = "float32", "float16", "int32"
 
     class T:
         def __init__(self, name, dtype=f32):
-            self.name, self.dtype = name, dtype
+            self.name, self.dtype, self.shape = name, dtype, (1, 4, 8, 8, 8)
 
     class L:
+        type = "LayerType.CONVOLUTION"
+
         def __init__(self, name, ins, outs):
             self.name, self._in, self._out = name, [T(x) for x in ins], [T(*o) if isinstance(o, tuple) else T(o) for o in outs]
             self.num_inputs, self.num_outputs = len(ins), len(outs)
@@ -502,13 +504,13 @@ def test_pin_fp32_fake_network():
               L("SGS_0", ["feat0", "dist0"], ["sgs0", ("bprime0", i32)])]
     net = types.SimpleNamespace(num_layers=3, get_layer=lambda i: layers[i])
     trt = types.SimpleNamespace(float32=f32, float16=f16)
-    assert _pin_fp32(trt, net, ["feat0"], ["dist0"]) == 2
+    assert _pin_fp32(trt, net, sgs_fp32_selection(["feat0"], ["dist0"])) == 2
     assert layers[0].precision is None
     assert layers[1].precision == f32 and layers[1].out_types == {0: f32}
     assert layers[2].precision is None and layers[2].out_types == {0: f32}  # int32 size tensor left alone
     # the export's fp16 policy patterns (manifest fp32_layers_by_graph) pin more layers: the feature block
     layers[0].precision, layers[1].precision = None, None
-    assert _pin_fp32(trt, net, ["feat0"], ["dist0"], [r"conv", r"no\(such"]) == 3
+    assert _pin_fp32(trt, net, sgs_fp32_selection(["feat0"], ["dist0"], [r"conv", r"no\(such"])) == 3
     assert layers[0].precision == f32
     assert tc.layers_matching(["/pathway0_res1/Add", "/pathway0_res1/Add_1", "x"], [r"/pathway0_res1/Add", "["]) == {
         "/pathway0_res1/Add"}

@@ -1,4 +1,5 @@
-"""atfr build OUTDIR: TensorRT engines (front.engine, back.engine + JSON sidecars) from an export.
+"""atfr build OUTDIR: TensorRT engines (front.engine, back.engine + JSON sidecars) from an export;
+from an AdaFuse export one engine per graph (model.engine, online.engine, online_gathered.engine).
 
 Options are validated (with warnings) before tensorrt is imported, so a wrong combination is
 reported the same way on a machine without TensorRT. Written against the TensorRT 10.3-11.x
@@ -12,7 +13,8 @@ import sys
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("outdir", help="export folder (from 'atfr export')")
+    p.add_argument("outdir", help="export folder (from 'atfr export'); an AdaFuse export gets one engine per graph "
+                                  "(fp32, or fp16 with the policy heads in fp32; no int8)")
     p.add_argument("--precision", default="fp32", choices=["fp32", "fp16", "int8"],
                    help="fp32; fp16 (builder flag on TensorRT < 10.12, fp16 graphs on >= 10.12/11.x); "
                         "int8 (Q/DQ graphs from 'atfr calibrate' only)")
@@ -45,6 +47,8 @@ def run(args: argparse.Namespace) -> int:
     from atfr.runtime.tensorrt.compat import BuildOptions, validate_build_options
 
     m = load_manifest(args.outdir, check=True)
+    if m.raw.get("family") == "adafuse":
+        return _run_adafuse(args)
     opts = validate_build_options(
         BuildOptions(precision=args.precision, sgs=args.sgs, plugin_path=args.plugin, workspace_mb=args.workspace,
                      timing_cache=args.timing_cache, profiles=args.profiles, opt_bprime=args.opt,
@@ -59,5 +63,27 @@ def run(args: argparse.Namespace) -> int:
     written = build_engines(args.outdir, opts=opts, progress=not args.quiet, engine_dir=args.engine_dir,
                             plugin_variant_=args.plugin_variant, verbose=args.verbose)
     for p in written:
+        print(p)
+    return 0
+
+
+def _run_adafuse(args: argparse.Namespace) -> int:
+    """AdaFuse: one engine per graph (model, online, online_gathered); see atfr.runtime.tensorrt.adafuse_plan."""
+    from atfr.fileio import check_output_dir
+    from atfr.runtime.tensorrt.adafuse_plan import validate_options
+    from atfr.runtime.tensorrt.compat import BuildOptions
+
+    opts = validate_options(BuildOptions(precision=args.precision, plugin_path=args.plugin,
+                                         workspace_mb=args.workspace, timing_cache=args.timing_cache,
+                                         profiles=args.profiles, opt_bprime=args.opt, max_batch=args.max_batch,
+                                         force=args.force, tf32=args.tf32))
+    for w in opts.warnings:
+        print(w, file=sys.stderr)
+    check_output_dir(args.engine_dir or args.outdir)
+
+    from atfr.runtime.tensorrt.adafuse_builder import build_adafuse_engines  # imports tensorrt lazily
+
+    for p in build_adafuse_engines(args.outdir, opts, progress=not args.quiet, engine_dir=args.engine_dir,
+                                   verbose=args.verbose):
         print(p)
     return 0

@@ -50,7 +50,7 @@ def run(args: argparse.Namespace) -> int:
                 raise ATFRError("--bins applies to ATFR exports (SGS); this is an AdaFuse export")
             ar = AdaFuseClipRunner.load(src, args.backend, args.providers)
             result, extra = ar.infer(frames_to_inputs(frames, ar.manifest.input, args.input)[0])
-            labels, backend = ar.manifest.labels, "onnxruntime"
+            labels, backend = ar.manifest.labels, ar.backend
         else:
             pl = Pipeline.load(src, backend=args.backend, providers=args.providers, bins=args.bins)
             inputs = frames_to_inputs(frames, pl.manifest.input, args.input)

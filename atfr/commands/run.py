@@ -141,7 +141,8 @@ def run(args: argparse.Namespace) -> int:
             on_frame = _frame_sink(writer, show) if (writer or show) else None
             opts = RunOptions(stride=args.stride, topk=args.topk, duration=args.duration, lossless=offline,
                               latency_budget_ms=args.latency_budget)
-            what = (f"{pipeline.runner.graph}.onnx, onnxruntime" if adafuse else pipeline.backend)
+            what = (f"{pipeline.runner.graph}.{'engine' if pipeline.runner.backend == 'tensorrt' else 'onnx'}, "
+                    f"{pipeline.runner.backend}" if adafuse else pipeline.backend)
             each = ("window = the last {} frames (each through the online graph once), a result"
                     if adafuse else "clip = {} frames").format(m.input.num_frames)
             if adafuse and pipeline.delay:  # AdaFuse-TSM: the window ends this many frames back

@@ -94,16 +94,39 @@ def _parse_onnx(trt: Any, builder: Any, logger: Any, onnx_path: Path, strongly_t
     return network, parser
 
 
-def _pin_fp32(trt: Any, network: Any, feat: list[str], dist: list[str], patterns: Sequence[str] = ()) -> int:
-    """Weakly typed fp16: keep SGS and the embedding/distance branch in fp32 (precision constraints),
-    plus the layers named by ``patterns`` (the export's fp16 policy, e.g. the feature block)."""
+def network_layers(network: Any) -> list[tuple[str, list[str], list[str], str, list[int]]]:
+    """(name, input tensor names, output tensor names, layer type name, input ranks) per layer, in
+    network order: what the fp32 selections (compat.fp32_layers, adafuse_plan.policy_head_layers) read."""
     layers = []
     for i in range(network.num_layers):
         ly = network.get_layer(i)
-        ins = [ly.get_input(j).name for j in range(ly.num_inputs) if ly.get_input(j) is not None]
+        ins: list[str] = []
+        ranks: list[int] = []
+        for j in range(ly.num_inputs):
+            t = ly.get_input(j)
+            if t is not None:  # an optional input left out
+                ins.append(t.name)
+                ranks.append(len(t.shape))
         outs = [ly.get_output(k).name for k in range(ly.num_outputs)]
-        layers.append((ly.name, ins, outs))
-    keep = fp32_layers(layers, feat, dist) | layers_matching([name for name, _, _ in layers], patterns)
+        layers.append((ly.name, ins, outs, str(ly.type).split(".")[-1], ranks))
+    return layers
+
+
+def sgs_fp32_selection(feat: list[str], dist: list[str], patterns: Sequence[str] = ()) -> Callable[[list], set[str]]:
+    """Weakly typed fp16 of an ATFR front: SGS and the embedding/distance branch, plus the layers
+    named by ``patterns`` (the export's fp16 policy, e.g. the feature block)."""
+    def select(layers: list) -> set[str]:
+        return (fp32_layers([ly[:3] for ly in layers], feat, dist)
+                | layers_matching([ly[0] for ly in layers], patterns))
+
+    return select
+
+
+def _pin_fp32(trt: Any, network: Any, select: Callable[[list], set[str]]) -> int:
+    """Weakly typed fp16: keep the layers ``select`` names (from :func:`network_layers`) in fp32
+    (precision constraints). Only the 10.x weakly typed plans get here (TensorRT 11 has no
+    ILayer.precision)."""
+    keep = select(network_layers(network))
     floats = (trt.float32, trt.float16)
     n = 0
     for i in range(network.num_layers):
@@ -231,14 +254,14 @@ def resolve_profiles(m: Manifest, profiles: str | None, opt_bprime: int | None) 
 
 def _build_one(trt: Any, logger: Any, onnx_path: Path, shapes: list[dict[str, tuple]], plan: PrecisionPlan,
                workspace_mb: int | None, cache_bytes: bytes | None, progress: Callable[[str], None] | None,
-               pin: tuple[list[str], list[str], list[str]] | None, cache_source: str | None = None) -> BuiltEngine:
+               pin: Callable[[list], set[str]] | None, cache_source: str | None = None) -> BuiltEngine:
     builder = trt.Builder(logger)
     network, _parser = _parse_onnx(trt, builder, logger, onnx_path, plan.strongly_typed)
     config = builder.create_builder_config()
     if workspace_mb:
         config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, int(workspace_mb) << 20)
     tf32 = _set_flags(trt, config, plan)
-    pinned = _pin_fp32(trt, network, *pin) if (plan.pin_fp32 and pin and (pin[0] or pin[1] or pin[2])) else 0
+    pinned = _pin_fp32(trt, network, pin) if (plan.pin_fp32 and pin is not None) else 0
     for shp in shapes:
         prof = builder.create_optimization_profile()
         for name, (mn, op, mx) in shp.items():
@@ -325,9 +348,11 @@ def build_engines(outdir: str | os.PathLike, precision: str = "fp32", sgs: str =
     # Layers the export's fp16 policy keeps fp32 beyond SGS (e.g. the feature block), per graph.
     fp32_patterns = (m.raw.get("precision") or {}).get("fp32_layers_by_graph") or {}
     sgs_dist = [f"dist{l.pathway}" for l in m.sgs]
+    front_fp32 = list(fp32_patterns.get(plans["front"].graph, []))
+    front_pin = sgs_fp32_selection(sgs_feat, sgs_dist, front_fp32) if (sgs_feat or sgs_dist or front_fp32) else None
     jobs = [
-        ("front", plans["front"].graph, [front_profile_shapes(m, opts.max_batch)],
-         (sgs_feat, sgs_dist, list(fp32_patterns.get(plans["front"].graph, []))), plugin_meta if front_has_sgs else None),
+        ("front", plans["front"].graph, [front_profile_shapes(m, opts.max_batch)], front_pin,
+         plugin_meta if front_has_sgs else None),
         ("back", plans["back"].graph, back_profile_shapes(m, t_profiles, opts.max_batch), None, None),
     ]
     written: list[Path] = []
