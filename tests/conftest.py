@@ -125,3 +125,17 @@ def tiny_adafuse_export(tmp_path_factory) -> Path:
     export_model(LoadedModel(model, cfg, [f"class{i}" for i in range(5)], "atfr", {"note": "test model"}), out,
                  ExportOptions(name="tiny_adafuse"))
     return out
+
+
+@pytest.fixture(scope="session")
+def tiny_adafuse_tsm_export(tmp_path_factory) -> Path:
+    """Its AdaFuse-TSM twin (the same weights, ``shift`` on): clip graph and the delayed online graphs."""
+    from adafuse_helpers import tiny_adafuse_model
+    from atfr.export.exporter import ExportOptions, export_model
+    from atfr.models.checkpoint import LoadedModel
+
+    model, cfg = tiny_adafuse_model(shift=True)
+    out = tmp_path_factory.mktemp("tiny_adafuse_tsm") / "export"
+    export_model(LoadedModel(model, cfg, [f"class{i}" for i in range(5)], "atfr", {"note": "test model"}), out,
+                 ExportOptions(name="tiny_tsm"))
+    return out

@@ -24,21 +24,10 @@ def _rtol(model: torch.nn.Module) -> float:
 
 
 @pytest.fixture(scope="module")
-def tsm():
+def tsm(tiny_adafuse_tsm_export):
     """The tiny AdaFuse-TSM (R18: 8 shifted blocks, gated blocks in stages 1 and 3) and its export."""
-    from atfr.export.exporter import ExportOptions, export_model
-    from atfr.models.checkpoint import LoadedModel
-
-    model, cfg = tiny_adafuse_model(shift=True)
-    out = export_model(LoadedModel(model, cfg, [f"class{i}" for i in range(5)], "atfr", {"note": "test"}),
-                       _tmp("tsm") / "export", ExportOptions(name="tiny_tsm"))
-    return model, out
-
-
-def _tmp(name: str):
-    import tempfile
-    from pathlib import Path
-    return Path(tempfile.mkdtemp(prefix=f"atfr_{name}_"))
+    model, _ = tiny_adafuse_model(shift=True)
+    return model, tiny_adafuse_tsm_export
 
 
 def test_torch_online_dense_and_gathered_equal_the_clip_model():
@@ -110,7 +99,6 @@ def test_export_has_tsm_online_graphs_equal_to_the_clip_graph(tsm):
     import onnx
 
     model, out = tsm
-    assert not model.training  # the export leaves the model in eval mode (torch references below)
     m = json.loads((out / "atfr.json").read_text())
     assert m["adafuse"]["variant"] == "TSM" and m["adafuse"]["online_delay"] == 8
     g = onnx.load(str(out / "online.onnx"))
@@ -213,3 +201,22 @@ def test_verify_checks_the_tsm_online_graphs(tsm, tmp_path, capsys):
         if r["near_ties"]:
             pytest.skip(f"a near-tie policy entry or top-1 flipped on this CPU: {r['near_ties'][0]}")
         assert r["ok"] and r["clips"] == r["policy_agree"] == r["top1_agree"] == 4, r
+
+
+def test_onnx_export_leaves_the_model_in_eval_mode():
+    """A fresh wrapper module is in training mode; torch.onnx.export restores that mode after
+    tracing, which put the wrapped model (BatchNorm) in training mode for everything after the
+    export (found when torch references computed after an export disagreed)."""
+    from atfr.export.exporter import _onnx_export
+
+    class Wrapper(torch.nn.Module):
+        def __init__(self, inner):
+            super().__init__()
+            self.inner = inner
+
+        def forward(self, x):
+            return self.inner(x)
+
+    inner = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 1), torch.nn.BatchNorm2d(4)).eval()
+    _onnx_export(Wrapper(inner), (torch.zeros(1, 3, 2, 2),), ["x"], ["y"], None, 17)
+    assert not inner.training and not inner[1].training

@@ -170,5 +170,6 @@ def test_predict_cli_json_csv_text_and_skips(capsys, tiny_adafuse_export, videos
 def test_predict_errors_are_one_line(capsys, tiny_adafuse_export, videos, tmp_path):
     exp, v = tiny_adafuse_export, videos["short"]
     one_line_error(*run_cli(capsys, "predict", exp, v, "--bins", "2")[::2], match="--bins")
-    one_line_error(*run_cli(capsys, "predict", exp, v, "--backend", "tensorrt")[::2], match="onnxruntime")
+    # --backend tensorrt runs model.engine (atfr build); without one, the line says how to build it
+    one_line_error(*run_cli(capsys, "predict", exp, v, "--backend", "tensorrt")[::2], match="model.engine is missing")
     one_line_error(*run_cli(capsys, "predict", exp, tmp_path / "none.mp4")[::2], expect_rc=5, match="no such file")

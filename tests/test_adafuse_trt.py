@@ -433,3 +433,20 @@ def test_real_engines_match_onnxruntime(export, precision):
         assert agree >= min_agree, (graph, agree)
         if precision == "fp32" and agree == 1.0:
             np.testing.assert_allclose(lg, lg0, rtol=0, atol=rtol * magnitude(lg0))
+
+
+def test_tsm_online_engines_equal_onnxruntime(tiny_adafuse_tsm_export, trt_here, capsys, tmp_path):
+    """AdaFuse-TSM: its delayed online graphs (inputs ``valid`` and ``valid_reg`` besides the frame)
+    build like TSN's and, run through TrtEngineRunner, give ONNX Runtime's frames after the flush."""
+    from atfr.runtime.adafuse_clip import AdaFuseOnlineRunner
+
+    export = Path(shutil.copytree(tiny_adafuse_tsm_export, tmp_path / "tsm"))
+    assert run_cli(capsys, "build", export, "--quiet", "--max-batch", "2")[0] == 0
+    x = _clip(AdaFuseOnlineRunner.load(export).manifest)
+    for graph in ("online", "online_gathered"):
+        on = AdaFuseOnlineRunner.load(export, graph=graph, backend="tensorrt")
+        assert on.delay == 8 and {"valid", "valid_reg"} <= set(on.runner.input_names)
+        (lg, pol), (lg0, pol0) = on.run_clip(x), AdaFuseOnlineRunner.load(export, graph=graph).run_clip(x)
+        assert lg.shape == lg0.shape == (1, 4, 5)
+        np.testing.assert_array_equal(lg, lg0)
+        assert all((p == q).all() for p, q in zip(pol, pol0))
