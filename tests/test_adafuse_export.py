@@ -191,7 +191,7 @@ def test_r50_exports_match_official_refs(tmp_path, name):
 
 @pytest.mark.slow  # shares the export above
 @pytest.mark.parametrize("argv", [["predict", "x.mp4"], ["verify"],
-                                  ["calibrate"], ["build"], ["serve"], ["triton-repo", "-o", "repo"]],
+                                  ["calibrate"], ["build"]],
                          ids=lambda a: a[0])
 def test_commands_without_adafuse_support_refuse_in_one_line(capsys, exported, argv):
     d, _ = exported
