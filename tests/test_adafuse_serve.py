@@ -11,6 +11,7 @@ import subprocess
 import sys
 import time
 import urllib.request
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import pytest
@@ -29,6 +30,11 @@ def answers(client, model: str, name: str, x: np.ndarray) -> dict[str, np.ndarra
     return {n: r.as_numpy(n) for n in NAMES}
 
 
+def counter(metrics_port: int, name: str, model: str) -> int:
+    text = urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/metrics", timeout=5).read().decode()
+    return int(sum(float(ln.split()[-1]) for ln in text.splitlines() if ln.startswith(f'{name}{{model="{model}"')))
+
+
 def clips_of(export, frames: np.ndarray) -> np.ndarray:
     from atfr.runtime.manifest import load_manifest
     from atfr.runtime.video.preprocess import Preprocessor
@@ -40,7 +46,8 @@ def clips_of(export, frames: np.ndarray) -> np.ndarray:
 @pytest.mark.slow  # a server start, ~10 s
 def test_atfr_serve_adafuse_batch_matches_atfr_infer(tiny_adafuse_export, stub_env, refs):
     frames, ref, atol = refs
-    server = start_serve(tiny_adafuse_export, stub_env, "--max-batch", "4")
+    # a 0.3 s batcher delay: two requests sent together are merged into one batch
+    server = start_serve(tiny_adafuse_export, stub_env, "--max-batch", "4", "--queue-delay-us", "300000")
     try:
         url = server["http"]
         c = http.InferenceServerClient(url)
@@ -48,7 +55,21 @@ def test_atfr_serve_adafuse_batch_matches_atfr_infer(tiny_adafuse_export, stub_e
             meta = c.get_model_metadata("tiny_adafuse")
             assert [o["name"] for o in meta["outputs"]] == NAMES  # no bprime
             assert_matches(answers(c, "tiny_adafuse_frames", "frames", frames), ref, atol)
-            assert_matches(answers(c, "tiny_adafuse", "clip0", clips_of(tiny_adafuse_export, frames)), ref, atol)
+            clips = clips_of(tiny_adafuse_export, frames)
+            assert_matches(answers(c, "tiny_adafuse", "clip0", clips), ref, atol)
+
+            def one(i: int) -> dict[str, np.ndarray]:  # one clip per request, from two clients at once
+                cc = http.InferenceServerClient(url)
+                try:
+                    return answers(cc, "tiny_adafuse", "clip0", clips[i:i + 1])
+                finally:
+                    cc.close()
+            with ThreadPoolExecutor(2) as ex:
+                got = list(ex.map(one, range(2)))
+            assert_matches({n: np.concatenate([g[n] for g in got]) for n in NAMES}, ref, atol)
+            # the two requests ran as one batch: 3 requests (2 clips, 1, 1) in 2 executions
+            assert counter(server["metrics"], "nv_inference_request_success", "tiny_adafuse") == 3
+            assert counter(server["metrics"], "nv_inference_exec_count", "tiny_adafuse") == 2
         finally:
             c.close()
         nan = np.zeros((1, 3, 4, 32, 32), np.float32)

@@ -11,6 +11,7 @@ from many requests together is exact: every clip keeps its own B'.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
@@ -56,7 +57,8 @@ def response_spec(m: Manifest, topk: int) -> list[tuple[str, str, list[int]]]:
     return head + [("bprime", "int32", [len(m.sgs) if m.sgs else -1])] + tail
 
 
-def load_pipeline(export: Any, backend: str = "onnxruntime", threads: int | None = None) -> Any:
+def load_pipeline(export: str | Path, backend: str = "onnxruntime",
+                  threads: int | None = None) -> Pipeline | AdaFusePipeline:
     """The pipeline ``ClipService`` serves: ATFR's ``Pipeline``, or for an AdaFuse export its clip
     graph (``AdaFusePipeline``, ONNX Runtime only)."""
     if is_adafuse_export(export):
@@ -78,7 +80,7 @@ def gflops_per_bprime(m: Manifest) -> dict[tuple[int, ...], tuple[float, float]]
 class ClipService:
     """Validates requests, pre-processes frames, runs the pipeline, shapes the responses."""
 
-    def __init__(self, pipeline: Pipeline, topk: int = 5, limits: ServeLimits | None = None):
+    def __init__(self, pipeline: Pipeline | AdaFusePipeline, topk: int = 5, limits: ServeLimits | None = None):
         """pipeline: a ``Pipeline`` or anything with its ``manifest``, ``check_inputs`` and ``infer``
         (``AdaFusePipeline``)."""
         self.pipeline = pipeline
