@@ -16,8 +16,7 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 import pytest
 
-from test_serve import (ROOT, free_ports, infer, one_line_body, raw_infer, start_serve, stop_serve,  # noqa: F401
-                        stub_env)
+from test_serve import ROOT, free_ports, infer, one_line_body, raw_infer, start_serve, stop_serve
 from test_adafuse_serving import assert_matches, refs  # noqa: F401 - a fixture
 
 http = pytest.importorskip("tritonclient.http")
