@@ -7,6 +7,7 @@ counts that turn a policy into GFLOPs (runtime/adafuse_gflops.py).
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +24,7 @@ from .pipeline import ClipResult, softmax
 
 def is_adafuse_export(path: str | Path) -> bool:
     try:
-        return load_manifest(path).raw.get("family") == "adafuse"
+        return is_adafuse_manifest(load_manifest(path))
     except ATFRError:
         return False
 
@@ -79,28 +80,45 @@ class AdaFuseClipRunner:
         want = self.manifest.clip_shapes(1)[0]
         if clip.shape != want:
             raise ATFRError(f"clip shape {tuple(clip.shape)} does not match the export {tuple(want)}")
-        return self.infer_batch(clip)[0]
+        res = self.infer_batch(clip)[0]
+        return res, res.report
 
-    def infer_batch(self, clips: np.ndarray) -> list[tuple[ClipResult, dict[str, Any]]]:
-        """Clips [V,3,T,S,S] in one run (``atfr predict``: the spatial views of a temporal view);
-        each keeps its own policy (the graph's batch rows are independent)."""
+    def infer_batch(self, clips: np.ndarray) -> list["AdaFuseClipResult"]:
+        """N clips [N,3,T,S,S] in one run of the clip graph (any N; each clip gets its own policy:
+        the graph's batch rows are independent). ``atfr predict``: the spatial views of a temporal
+        view; ``atfr serve``: a request's clips."""
         want = self.manifest.clip_shapes(int(clips.shape[0]) if clips.ndim == 5 else 1)[0]
         if clips.shape != want or not clips.shape[0]:
             raise ATFRError(f"clip shape {tuple(clips.shape)} does not match the export {tuple(want)}")
         x = np.ascontiguousarray(clips, dtype=np.float32)
         if not np.isfinite(x).all():
             raise ATFRError("the clip contains NaN or Inf values")
-        out = self.runner.run({"clip0": x})
-        results = []
-        for n in range(x.shape[0]):
-            lg = out["logits"][n].astype(np.float32)
-            if not np.isfinite(lg).all():
-                raise ATFRError("the model produced NaN/Inf logits for this clip")
-            policy = [out[f"policy{i}"][n] for i in range(len(self.blocks))]
-            extra = clip_report(policy, self.base_per_frame, self.convs, int(x.shape[2]))
-            extra["policy_blocks"] = self.blocks
-            results.append((ClipResult(lg, softmax(lg), ()), extra))
-        return results
+        return self.results(self.runner.run({"clip0": x}), int(x.shape[2]))
+
+    def results(self, out: dict[str, np.ndarray], frames: int) -> list["AdaFuseClipResult"]:
+        """The clip graph's outputs for N clips (``logits``, ``policy{i}``) -> per clip its result
+        with the fields ``atfr infer --json`` adds (runtime/adafuse_gflops.py ``clip_report``)."""
+        logits = np.asarray(out["logits"], np.float32)
+        if not np.isfinite(logits).all():
+            raise ATFRError("the model produced NaN/Inf logits for this clip")
+        res = []
+        for n, lg in enumerate(logits):
+            policy = [np.asarray(out[f"policy{i}"][n]) for i in range(len(self.blocks))]
+            report = clip_report(policy, self.base_per_frame, self.convs, frames)
+            report["policy_blocks"] = self.blocks
+            res.append(AdaFuseClipResult(lg, softmax(lg), (), report=report))
+        return res
+
+
+@dataclass
+class AdaFuseClipResult(ClipResult):
+    """A clip's result with its AdaFuse fields (``clip_report``: policy, fractions, GFLOPs)."""
+
+    report: dict[str, Any] = field(default_factory=dict)
+
+
+def is_adafuse_manifest(m: Manifest) -> bool:
+    return m.raw.get("family") == "adafuse"
 
 
 class AdaFuseOnlineRunner:
@@ -175,11 +193,12 @@ class AdaFuseOnlineRunner:
         return logits, [np.stack([s[1][i] for s in steps], 1) for i in range(len(self.blocks))]
 
 
-# Commands that run an export through ATFR's split pipeline. For AdaFuse exports only 'atfr infer'
-# (clip graph), 'atfr predict' (clip graph), 'atfr verify' (export/adafuse_verify.py), 'atfr run'
-# (online graph, runtime/adafuse_stream.py), 'atfr bench' (atfr/bench/adafuse_run.py) and 'atfr build'
-# (runtime/tensorrt/adafuse_builder.py) exist so far; these refuse them with one line.
-NOT_FOR_ADAFUSE = ("calibrate", "serve", "triton-repo")
+# Commands that run an export through ATFR's split pipeline. For AdaFuse exports 'atfr infer',
+# 'atfr predict' (clip graph), 'atfr verify' (export/adafuse_verify.py), 'atfr run' (online graph,
+# runtime/adafuse_stream.py), 'atfr bench' (atfr/bench/adafuse_run.py), 'atfr build'
+# (runtime/tensorrt/adafuse_builder.py), 'atfr serve' and 'atfr triton-repo' (runtime/serving/adafuse_*.py)
+# exist; this one refuses them with one line (INT8 calibration writes Q/DQ graphs for ATFR exports only).
+NOT_FOR_ADAFUSE = ("calibrate",)
 
 
 def refuse_adafuse_export(command: str, args: Any) -> None:

@@ -38,6 +38,24 @@ def softmax(x: np.ndarray, axis: int = -1) -> np.ndarray:
     return e / e.sum(axis=axis, keepdims=True)
 
 
+def check_clip_inputs(m: Manifest, clips: list[np.ndarray]) -> list[np.ndarray]:
+    """Clips per pathway [N,3,T_p,S,S] of the export's shape, finite; contiguous float32 copies.
+    (Every clip-graph runner of an export checks its inputs here: ATFR's Pipeline, AdaFuse served.)"""
+    if len(clips) != m.num_pathways:
+        raise ATFRError(f"expected {m.num_pathways} input pathway(s), got {len(clips)}")
+    n = clips[0].shape[0] if clips[0].ndim == 5 else -1
+    out = []
+    for p, (x, want) in enumerate(zip(clips, m.clip_shapes(max(n, 1)))):
+        if x.ndim != 5 or tuple(x.shape[1:]) != tuple(want[1:]) or x.shape[0] != n:
+            raise ATFRError(f"pathway {p}: clip shape {tuple(x.shape)} does not match the export "
+                            f"[N,{','.join(map(str, want[1:]))}]")
+        x = np.ascontiguousarray(x, dtype=np.float32)
+        if not np.isfinite(x).all():
+            raise ATFRError(f"pathway {p}: the clip contains NaN or Inf values")
+        out.append(x)
+    return out
+
+
 @dataclass
 class ClipResult:
     logits: np.ndarray  # [K]
@@ -212,20 +230,7 @@ class Pipeline:
 
     # -- input checks --------------------------------------------------------------------------
     def check_inputs(self, clips: list[np.ndarray]) -> list[np.ndarray]:
-        m = self.manifest
-        if len(clips) != m.num_pathways:
-            raise ATFRError(f"expected {m.num_pathways} input pathway(s), got {len(clips)}")
-        n = clips[0].shape[0] if clips[0].ndim == 5 else -1
-        out = []
-        for p, (x, want) in enumerate(zip(clips, m.clip_shapes(max(n, 1)))):
-            if x.ndim != 5 or tuple(x.shape[1:]) != tuple(want[1:]) or x.shape[0] != n:
-                raise ATFRError(f"pathway {p}: clip shape {tuple(x.shape)} does not match the export "
-                                f"[N,{','.join(map(str, want[1:]))}]")
-            x = np.ascontiguousarray(x, dtype=np.float32)
-            if not np.isfinite(x).all():
-                raise ATFRError(f"pathway {p}: the clip contains NaN or Inf values")
-            out.append(x)
-        return out
+        return check_clip_inputs(self.manifest, clips)
 
     # -- stages (timed by benchmarks) ----------------------------------------------------------
     def run_front(self, clips: list[np.ndarray]) -> dict[str, np.ndarray]:

@@ -139,3 +139,20 @@ def tiny_adafuse_tsm_export(tmp_path_factory) -> Path:
     export_model(LoadedModel(model, cfg, [f"class{i}" for i in range(5)], "atfr", {"note": "test model"}), out,
                  ExportOptions(name="tiny_tsm"))
     return out
+
+
+@pytest.fixture(scope="session")
+def stub_env(tmp_path_factory) -> Path | None:
+    """The Triton Python-backend stub's environment (tests/test_serve.py, tests/test_adafuse_serve.py):
+    None: this interpreter already suits the stub (numpy < 2); else an overlay env's prefix."""
+    if os.environ.get("ATFR_TRITON_PYTHON_ENV"):
+        return Path(os.environ["ATFR_TRITON_PYTHON_ENV"])
+    if int(np.__version__.split(".")[0]) < 2:
+        return None
+    from atfr.errors import DependencyError
+    from atfr.runtime.serving.triton_env import make_overlay_env
+
+    try:
+        return make_overlay_env(tmp_path_factory.mktemp("triton_stub_env") / "env")
+    except DependencyError as e:
+        pytest.skip(f"no numpy<2 environment for Triton's Python backend stub: {e}")

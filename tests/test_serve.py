@@ -40,20 +40,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 # -- environment for the server's Python-backend stub -----------------------------------------
 
-@pytest.fixture(scope="session")
-def stub_env(tmp_path_factory) -> Path | None:
-    """None: this interpreter already suits the stub (numpy < 2); else an overlay env's prefix."""
-    if os.environ.get("ATFR_TRITON_PYTHON_ENV"):
-        return Path(os.environ["ATFR_TRITON_PYTHON_ENV"])
-    if int(np.__version__.split(".")[0]) < 2:
-        return None
-    from atfr.errors import DependencyError
-    from atfr.runtime.serving.triton_env import make_overlay_env
-
-    try:
-        return make_overlay_env(tmp_path_factory.mktemp("triton_stub_env") / "env")
-    except DependencyError as e:
-        pytest.skip(f"no numpy<2 environment for Triton's Python backend stub: {e}")
+# stub_env (the environment for the server's Python-backend stub): tests/conftest.py
 
 
 def _python(env: Path | None) -> str:

@@ -142,8 +142,8 @@ def _infer_views(runner: Any, inputs: list[np.ndarray]) -> list[tuple[Any, dict[
     from atfr.runtime.adafuse_clip import AdaFuseClipRunner
 
     if isinstance(runner, AdaFuseClipRunner):  # the clip graph: logits + policy per view
-        return [(r, {"policy_fractions": e["policy_fractions"], "gflops": e["gflops"]})
-                for r, e in runner.infer_batch(inputs[0])]
+        return [(r, {"policy_fractions": r.report["policy_fractions"], "gflops": r.report["gflops"]})
+                for r in runner.infer_batch(inputs[0])]
     return [(r, None) for r in runner.infer(inputs)]
 
 

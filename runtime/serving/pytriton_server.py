@@ -9,6 +9,8 @@ Both answer ``probs``/``logits`` [K], ``bprime`` [L] (one per SGS layer), ``topk
 ``topk_label`` [k]. The callable receives every request of a dynamic batch, validates each one,
 and runs all their clips through one ``Pipeline.infer``: the front batched, the back once per
 group of equal B' (exact per clip). One pipeline per model instance (``--instances``).
+An AdaFuse export serves the same two models (``service.response_spec``): its clip graph runs the
+whole batch at once, and ``policy_fractions`` [3] and ``gflops`` [2] replace ``bprime``.
 
 PyTriton 0.7 reports an error per batch, not per request: a malformed request (NaN values) that
 the batcher merged with good ones fails them too; shape and dtype errors never merge (the
@@ -31,10 +33,9 @@ import numpy as np
 
 from atfr.errors import ATFRError
 
-from atfr.runtime.pipeline import Pipeline
 from atfr.runtime.serving.answers import one_line_proxy, refusal
 from atfr.runtime.serving.stop import StopBudget, child_named, drain_and_end, server_session
-from atfr.runtime.serving.service import ClipService, ServeLimits, clip_input_names
+from atfr.runtime.serving.service import ClipService, ServeLimits, clip_input_names, load_pipeline, response_spec
 from atfr.runtime.serving.triton_env import check_stub_numpy, server_env
 
 
@@ -92,12 +93,8 @@ def _tensors(service: ClipService) -> tuple[list[Any], list[Any], list[Any]]:
     clips = [Tensor(name=f"clip{p}", dtype=np.float32, shape=tuple(s[1:]))
              for p, s in enumerate(m.clip_shapes(1))]
     frames = [Tensor(name="frames", dtype=np.uint8, shape=(m.input.num_frames, -1, -1, 3))]
-    nl = max(1, len(m.sgs))
-    outs = [Tensor(name="probs", dtype=np.float32, shape=(m.num_classes,)),
-            Tensor(name="logits", dtype=np.float32, shape=(m.num_classes,)),
-            Tensor(name="bprime", dtype=np.int32, shape=(nl if m.sgs else -1,)),
-            Tensor(name="topk_index", dtype=np.int32, shape=(service.topk,)),
-            Tensor(name="topk_label", dtype=bytes, shape=(service.topk,))]
+    dtypes = {"float32": np.float32, "int32": np.int32, "bytes": bytes}
+    outs = [Tensor(name=n, dtype=dtypes[t], shape=tuple(shape)) for n, t, shape in response_spec(m, service.topk)]
     return clips, frames, outs
 
 
@@ -123,7 +120,7 @@ def serve(export: str | Path, opt: ServeOptions, ready: Callable[[dict[str, Any]
         raise ATFRError("--instances, --max-batch and --max-request-mib must be >= 1, --queue-delay-us >= 0")
     limits = ServeLimits(max_clips=opt.max_batch, max_request_mib=opt.max_request_mib)
     budget = StopBudget()
-    services = [ClipService(Pipeline.load(export, backend=opt.backend, threads=opt.threads), opt.topk, limits)
+    services = [ClipService(load_pipeline(export, opt.backend, opt.threads), opt.topk, limits)
                 for _ in range(opt.instances)]
     m = services[0].m
     name = opt.model_name or m.name

@@ -11,17 +11,20 @@ from many requests together is exact: every clip keeps its own B'.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
 
 from atfr.errors import ATFRError
 
+from atfr.runtime.adafuse_clip import is_adafuse_export, is_adafuse_manifest
 from atfr.runtime.manifest import Manifest
 from atfr.runtime.pipeline import ClipResult, Pipeline
+from atfr.runtime.serving.adafuse_pipeline import ADAFUSE_OUTPUTS, AdaFusePipeline, adafuse_outputs
 from atfr.runtime.video.preprocess import Preprocessor
 
-OUTPUT_NAMES = ("probs", "logits", "bprime", "topk_index", "topk_label")
+OUTPUT_NAMES = ("probs", "logits", "bprime", "topk_index", "topk_label")  # ATFR exports (response_spec)
 
 
 @dataclass(frozen=True)
@@ -42,6 +45,27 @@ def clip_input_names(m: Manifest) -> list[str]:
     return [f"clip{p}" for p in range(m.num_pathways)]
 
 
+def response_spec(m: Manifest, topk: int) -> list[tuple[str, str, list[int]]]:
+    """The response tensors (name, dtype, shape without the batch axis) of a served export, for
+    ``atfr serve`` and ``atfr triton-repo`` alike. ATFR: ``bprime`` (one per SGS layer; empty for a
+    static export). AdaFuse: no ``bprime``, ``policy_fractions`` and ``gflops`` instead."""
+    k = max(1, min(int(topk), m.num_classes))
+    head = [("probs", "float32", [m.num_classes]), ("logits", "float32", [m.num_classes])]
+    tail = [("topk_index", "int32", [k]), ("topk_label", "bytes", [k])]
+    if is_adafuse_manifest(m):
+        return head + tail + ADAFUSE_OUTPUTS
+    return head + [("bprime", "int32", [len(m.sgs) if m.sgs else -1])] + tail
+
+
+def load_pipeline(export: str | Path, backend: str = "onnxruntime",
+                  threads: int | None = None) -> Pipeline | AdaFusePipeline:
+    """The pipeline ``ClipService`` serves: ATFR's ``Pipeline``, or for an AdaFuse export its clip
+    graph (``AdaFusePipeline``, ONNX Runtime only)."""
+    if is_adafuse_export(export):
+        return AdaFusePipeline.load(export, backend, threads)
+    return Pipeline.load(export, backend=backend, threads=threads)
+
+
 def gflops_per_bprime(m: Manifest) -> dict[tuple[int, ...], tuple[float, float]]:
     """(total, static) GFLOPs per B' tuple from the manifest's table (empty when not counted)."""
     out: dict[tuple[int, ...], tuple[float, float]] = {}
@@ -56,9 +80,12 @@ def gflops_per_bprime(m: Manifest) -> dict[tuple[int, ...], tuple[float, float]]
 class ClipService:
     """Validates requests, pre-processes frames, runs the pipeline, shapes the responses."""
 
-    def __init__(self, pipeline: Pipeline, topk: int = 5, limits: ServeLimits | None = None):
+    def __init__(self, pipeline: Pipeline | AdaFusePipeline, topk: int = 5, limits: ServeLimits | None = None):
+        """pipeline: a ``Pipeline`` or anything with its ``manifest``, ``check_inputs`` and ``infer``
+        (``AdaFusePipeline``)."""
         self.pipeline = pipeline
         self.m = pipeline.manifest
+        self.adafuse = is_adafuse_manifest(self.m)
         self.pre = Preprocessor(self.m.input)
         self.topk = max(1, min(int(topk), self.m.num_classes))
         self.limits = limits or ServeLimits()
@@ -119,13 +146,15 @@ class ClipService:
         k = self.topk
         idx = np.asarray([r.top(k) for r in results], np.int32).reshape(len(results), k)
         labels = np.asarray([[self.m.label(int(i)).encode() for i in row] for row in idx], dtype=object)
-        return {
-            "probs": np.stack([r.probs for r in results]).astype(np.float32),
-            "logits": np.stack([r.logits for r in results]).astype(np.float32),
-            "bprime": np.asarray([list(r.bprime) for r in results], np.int32).reshape(len(results), -1),
-            "topk_index": idx,
-            "topk_label": labels.reshape(len(results), k),
-        }
+        out = {"probs": np.stack([r.probs for r in results]).astype(np.float32),
+               "logits": np.stack([r.logits for r in results]).astype(np.float32)}
+        if not self.adafuse:
+            out["bprime"] = np.asarray([list(r.bprime) for r in results], np.int32).reshape(len(results), -1)
+        out["topk_index"] = idx
+        out["topk_label"] = labels.reshape(len(results), k)
+        if self.adafuse:  # AdaFuse: skip/reuse/keep fractions and GFLOPs (official, Eq. 5) per clip
+            out.update(adafuse_outputs(results))
+        return out
 
     def gflops_saved(self, bprime: Sequence[int]) -> float:
         """GFLOPs this clip did not spend against the static (no-SGS) model; 0 without a table."""

@@ -6,7 +6,9 @@ exists only there).
 * ``OrtGraphModel``: the front or back graph on ONNX Runtime (``--flavor python``; the other
   flavors use Triton's onnxruntime/tensorrt backends for these two);
 * ``SGSModel``: SGS per clip, clips grouped by B' across the whole dynamic batch, one BLS call to
-  the back model per group, softmax/top-k, and the ATFR metrics (B' distribution, GFLOPs saved).
+  the back model per group, softmax/top-k, and the ATFR metrics (B' distribution, GFLOPs saved);
+* ``AdaFuseReportModel``: an AdaFuse clip graph's logits and policies -> softmax/top-k, policy
+  fractions and GFLOPs per clip (``clip_report``, as ``atfr infer --json``), and its metrics.
 
 Errors are per request (``pb_utils.TritonError`` with one line): a bad request never fails the
 requests it was batched with.
@@ -207,4 +209,50 @@ class SGSModel:
             for res in mine:
                 self._count(res.bprime)
             out.append(pb_utils.InferenceResponse([_tensor(k, v) for k, v in self.service.outputs(mine).items()]))
+        return out
+
+
+class AdaFuseReportModel:
+    """AdaFuse: the clip graph's ``logits`` and ``policy{i}`` -> the responses and the metrics."""
+
+    def initialize(self, args: dict[str, Any]) -> None:
+        from atfr.runtime.adafuse_clip import AdaFuseClipRunner
+        from atfr.runtime.serving.adafuse_pipeline import AdaFusePipeline
+        from atfr.runtime.serving.service import ClipService
+
+        cfg, m = _load(args)
+        self.runner = AdaFuseClipRunner(m, None)  # its report half: the graph runs in the model before
+        self.service = ClipService(AdaFusePipeline(self.runner), int(_param(cfg, "atfr_topk", "5")))
+        self.names = ["logits"] + [f"policy{i}" for i in range(len(self.runner.blocks))]
+        self.frames = m.input.num_frames
+        self.static = float((m.gflops or {}).get("static_official") or 0.0)
+        model = args.get("model_name", "report")
+        fam = pb_utils.MetricFamily
+        # The families must outlive their metrics (the stub refuses to update an orphaned metric).
+        self._families = {
+            "saved": fam(name="atfr_gflops_saved_total",
+                         description="GFLOPs not spent against the static TSN (Eq. 5 of each clip's policy)",
+                         kind=fam.COUNTER),
+            "spent": fam(name="atfr_gflops_total", description="GFLOPs spent (Eq. 5 of each clip's policy)",
+                         kind=fam.COUNTER),
+            "clips": fam(name="atfr_clips_total", description="Clips classified", kind=fam.COUNTER),
+        }
+        self._metrics = {k: f.Metric(labels={"model": model}) for k, f in self._families.items()}
+
+    def execute(self, requests: list[Any]) -> list[Any]:
+        out = []
+        for r in requests:
+            try:
+                results = self.runner.results(
+                    {n: pb_utils.get_input_tensor_by_name(r, n).as_numpy() for n in self.names}, self.frames)
+                resp = self.service.outputs(results)
+            except Exception as e:  # noqa: BLE001 - one error response per request
+                out.append(_error(e))
+                continue
+            for res in results:
+                g = float(res.report["gflops"]["eq5"])
+                self._metrics["spent"].increment(g)
+                self._metrics["saved"].increment(max(0.0, self.static - g))
+            self._metrics["clips"].increment(len(results))
+            out.append(pb_utils.InferenceResponse([_tensor(k, v) for k, v in resp.items()]))
         return out
