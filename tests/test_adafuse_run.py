@@ -21,7 +21,7 @@ from atfr.runtime.streaming.runner import RunOptions, StreamRunner
 from atfr.runtime.video.preprocess import Preprocessor
 from atfr.runtime.video.sources import FrameStream, SimulatedSource, open_reader, read_frames
 from cli_helpers import one_line_error, run_cli
-from footage import real_video
+from footage import real_video, real_video_prefix
 from tolerances import NetShape, magnitude
 
 cv2 = pytest.importorskip("cv2")
@@ -181,13 +181,8 @@ def test_short_source_gives_one_padded_result(tiny_adafuse_export, tmp_path):
     """3 frames < T = 4: the last frame is repeated up to T (the official clamp), one result."""
     from atfr.runtime.adafuse_stream import AdaFuseStream
 
-    frames = read_frames(real_video("carphone"))[0][:3]
     path = tmp_path / "short.avi"
-    wr = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), 30.0, (176, 144))
-    for f in frames:
-        wr.write(cv2.cvtColor(f, cv2.COLOR_RGB2BGR))
-    wr.release()
-    decoded = read_frames(path)[0]
+    decoded = real_video_prefix("carphone", 3, path)
     model = AdaFuseStream.load(tiny_adafuse_export)
     calls = _counting(model)
     seen: list = []

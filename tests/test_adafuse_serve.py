@@ -9,14 +9,14 @@ from __future__ import annotations
 import signal
 import subprocess
 import sys
-import time
 import urllib.request
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import pytest
 
-from test_serve import ROOT, free_ports, infer, one_line_body, raw_infer, start_serve, stop_serve
+from test_serve import (ROOT, infer, one_line_body, raw_infer, start_ready_bundled_server, start_serve,
+                        stop_serve)
 from test_adafuse_serving import assert_matches, refs  # noqa: F401 - a fixture
 
 http = pytest.importorskip("tritonclient.http")
@@ -90,30 +90,13 @@ def test_atfr_serve_adafuse_batch_matches_atfr_infer(tiny_adafuse_export, stub_e
 
 @pytest.mark.slow  # a server start, ~10 s
 def test_bundled_server_on_adafuse_repo_matches_atfr_infer(tiny_adafuse_export, stub_env, refs, tmp_path):
-    from atfr.runtime.serving.triton_env import start_bundled_server
-
     frames, ref, atol = refs
     r = subprocess.run([sys.executable, "-m", "atfr.cli", "triton-repo", str(tiny_adafuse_export), "-o",
                         str(tmp_path / "repo"), "--flavor", "python"], capture_output=True, text=True, cwd=ROOT)
     assert r.returncode == 0, r.stderr
-    ports = free_ports(3)
-    with open(tmp_path / "server.log", "wb") as log:
-        proc = start_bundled_server(tmp_path / "repo", tmp_path / "work", "127.0.0.1", *ports, python_env=stub_env, log=log)
+    proc, ports = start_ready_bundled_server(tmp_path / "repo", tmp_path / "work", stub_env, tmp_path / "server.log")
     url = f"127.0.0.1:{ports[0]}"
     try:
-        t0 = time.monotonic()
-        while True:
-            c = http.InferenceServerClient(url)
-            try:
-                if c.is_server_ready():
-                    break
-            except Exception:  # noqa: BLE001 - not listening yet
-                pass
-            finally:
-                c.close()
-            if proc.poll() is not None or time.monotonic() - t0 > 120:
-                pytest.fail(f"tritonserver did not get ready: {(tmp_path / 'server.log').read_text(errors='replace')[-3000:]}")
-            time.sleep(0.3)
         c = http.InferenceServerClient(url)
         try:
             assert_matches(answers(c, "tiny_adafuse_frames", "frames", frames), ref, atol)

@@ -472,34 +472,39 @@ def test_serve_sigterm_under_load_finishes_in_flight_refuses_new(tiny_export, st
 
 # -- the bundled tritonserver on an atfr triton-repo --flavor python repository ------------------
 
-@pytest.fixture(scope="module")
-def repo_server(tiny_export, stub_env, tmp_path_factory):
+def start_ready_bundled_server(repo: Path, work: Path, stub_env, log_path: Path):
+    """The bundled tritonserver on ``repo`` (free loopback ports: http, grpc, metrics), once it
+    answers ready; a server that exits or is not ready in 120 s fails the test with its log's tail."""
     from atfr.runtime.serving.triton_env import start_bundled_server
 
-    d = tmp_path_factory.mktemp("triton_repo")
-    r = subprocess.run([sys.executable, "-m", "atfr.cli", "triton-repo", str(tiny_export), "-o", str(d / "repo"),
-                        "--flavor", "python", "--queue-delay-us", "20000", "--json"],
-                       capture_output=True, text=True, cwd=ROOT)
-    assert r.returncode == 0, r.stderr
     ports = free_ports(3)
-    log = open(d / "server.log", "wb")
-    proc = start_bundled_server(d / "repo", d / "work", "127.0.0.1", *ports, python_env=stub_env, log=log)
-    url = f"127.0.0.1:{ports[0]}"
+    with open(log_path, "wb") as log:
+        proc = start_bundled_server(repo, work, "127.0.0.1", *ports, python_env=stub_env, log=log)
     t0 = time.monotonic()
     while True:
-        c = http.InferenceServerClient(url)
+        c = http.InferenceServerClient(f"127.0.0.1:{ports[0]}")
         try:
             if c.is_server_ready():
-                break
+                return proc, ports
         except Exception:  # noqa: BLE001 - not listening yet
             pass
         finally:
             c.close()
         if proc.poll() is not None or time.monotonic() - t0 > 120:
             proc.kill()
-            pytest.fail(f"tritonserver did not get ready: {(d / 'server.log').read_text(errors='replace')[-3000:]}")
+            pytest.fail(f"tritonserver did not get ready: {log_path.read_text(errors='replace')[-3000:]}")
         time.sleep(0.3)
-    yield {"proc": proc, "http": url, "port": ports[0], "metrics": ports[2]}
+
+
+@pytest.fixture(scope="module")
+def repo_server(tiny_export, stub_env, tmp_path_factory):
+    d = tmp_path_factory.mktemp("triton_repo")
+    r = subprocess.run([sys.executable, "-m", "atfr.cli", "triton-repo", str(tiny_export), "-o", str(d / "repo"),
+                        "--flavor", "python", "--queue-delay-us", "20000", "--json"],
+                       capture_output=True, text=True, cwd=ROOT)
+    assert r.returncode == 0, r.stderr
+    proc, ports = start_ready_bundled_server(d / "repo", d / "work", stub_env, d / "server.log")
+    yield {"proc": proc, "http": f"127.0.0.1:{ports[0]}", "port": ports[0], "metrics": ports[2]}
     if proc.poll() is None:
         os.killpg(proc.pid, signal.SIGKILL)
 

@@ -24,7 +24,7 @@ from atfr.fileio import atomic_path, check_writable, sha256_file, write_json_ato
 from ..manifest import load_manifest
 from .adafuse_plan import describe, engine_name, graphs_to_build, policy_head_layers, precision_plan, profile_shapes
 from .api import import_tensorrt, make_logger
-from .builder import _build_one
+from .builder import _build_one, save_timing_cache
 from .cuda import gpu_info
 from .compat import BuildOptions, check_supported, parse_version, sm_name
 
@@ -104,11 +104,5 @@ def build_adafuse_engines(outdir: str | os.PathLike, opts: BuildOptions, progres
         written += [eng, edir / (eng.name + ".json")]
         if report:
             report(f"[{g}] wrote {eng} ({len(built.plan) / 2**20:.1f} MiB) in {side['build_seconds']} s")
-    if opts.timing_cache and cache_bytes and cache_rejected and not opts.force:
-        print(f"WARNING ⚠️ not replacing the rejected timing cache {opts.timing_cache} (pass --force to replace it "
-              "with this build's)", file=sys.stderr)
-    elif opts.timing_cache and cache_bytes:
-        with atomic_path(opts.timing_cache) as tmp:
-            tmp.write_bytes(cache_bytes)
-        written.append(Path(opts.timing_cache))
+    written += save_timing_cache(opts, cache_bytes, cache_rejected)
     return written

@@ -400,12 +400,20 @@ def build_engines(outdir: str | os.PathLike, precision: str = "fp32", sgs: str =
         written += [eng, edir / f"{role}.engine.json"]
         if report:
             report(f"[{role}] wrote {eng} ({len(data) / 2**20:.1f} MiB) in {side['build_seconds']} s")
-    if opts.timing_cache and cache_bytes and cache_rejected and not opts.force:
+    written += save_timing_cache(opts, cache_bytes, cache_rejected)
+    return written
+
+
+def save_timing_cache(opts: Any, cache_bytes: bytes | None, rejected: bool) -> list[Path]:
+    """Write the build's timing cache to ``--timing-cache`` (atomically); a cache TensorRT rejected
+    (another version or GPU) is replaced only with --force. Returns what was written."""
+    if not (opts.timing_cache and cache_bytes):
+        return []
+    if rejected and not opts.force:
         print(f"WARNING ⚠️ not replacing the rejected timing cache {opts.timing_cache} (pass --force to replace it "
               "with this build's)", file=sys.stderr)
-    elif opts.timing_cache and cache_bytes:
-        with atomic_path(opts.timing_cache) as tmp:
-            tmp.write_bytes(cache_bytes)
-        written.append(Path(opts.timing_cache))
-    return written
+        return []
+    with atomic_path(opts.timing_cache) as tmp:
+        tmp.write_bytes(cache_bytes)
+    return [Path(opts.timing_cache)]
 
