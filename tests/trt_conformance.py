@@ -39,6 +39,7 @@ FILES = ("runtime/tensorrt/*.py", "runtime/doctor.py", "scripts/device_check.py"
 _MENTIONS = re.compile(r"import tensorrt|tensorrt as trt|cuda\.bindings|cudart|import_tensorrt|import_cuda_runtime")
 # Parameters whose name says which TensorRT object they hold (only where the file uses tensorrt).
 PARAM_TYPES = {"builder": "Builder", "network": "INetworkDefinition", "config": "IBuilderConfig",
+               "cuda_engine": "ICudaEngine", "exec_context": "IExecutionContext",
                "runtime": "Runtime", "parser": "OnnxParser"}
 # Project functions that return a binding module.
 MODULE_FACTORIES = {"import_tensorrt": "trt", "import_cuda_runtime": "rt"}

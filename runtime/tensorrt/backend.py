@@ -26,6 +26,7 @@ import json
 import os
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -95,6 +96,145 @@ def make_output_allocator(trt: Any, cuda: Cuda):
 
 # -- one engine -------------------------------------------------------------------------------------
 
+Profiles = list  # per optimization profile: input name -> (min, opt, max) shapes
+
+
+@dataclass
+class EngineIO:
+    """What an engine's IO tensors are: names, dtypes, where they live, the profiles' shapes."""
+
+    input_names: list[str]
+    output_names: list[str]
+    dtype: dict[str, np.dtype]
+    on_host: dict[str, bool]
+    profiles: Profiles
+    max_batch: int  # the first input's largest first dimension every profile allows
+    max_in: dict[str, tuple[int, ...]]  # per input the largest shape any profile allows
+
+
+def describe_engine(trt: Any, cuda_engine: Any) -> EngineIO:
+    names = [cuda_engine.get_tensor_name(i) for i in range(cuda_engine.num_io_tensors)]
+    inputs = [n for n in names if cuda_engine.get_tensor_mode(n) == trt.TensorIOMode.INPUT]
+    profiles = [{n: tuple(tuple(int(d) for d in s) for s in cuda_engine.get_tensor_profile_shape(n, k)) for n in inputs}
+                for k in range(int(cuda_engine.num_optimization_profiles))]
+    max_in = {n: tuple(max(p[n][2][i] for p in profiles) for i in range(len(profiles[0][n][2]))) for n in inputs}
+    return EngineIO(inputs, [n for n in names if cuda_engine.get_tensor_mode(n) == trt.TensorIOMode.OUTPUT],
+                    {n: np.dtype(trt.nptype(cuda_engine.get_tensor_dtype(n))) for n in names},
+                    {n: cuda_engine.get_tensor_location(n) == trt.TensorLocation.HOST for n in names},
+                    profiles, min(p[inputs[0]][2][0] for p in profiles), max_in)
+
+
+def pick_profile(profiles: Profiles, shapes: dict[str, tuple[int, ...]], what: str) -> int:
+    """The tightest profile whose (min, max) range holds every dimension of every input."""
+    names = sorted(shapes)
+    values = [v for n in names for v in shapes[n]]
+    ranges = [[(lo, hi) for n in names for lo, hi in zip(prof[n][0], prof[n][2])] for prof in profiles]
+    best = tightest_profile(ranges, values)
+    if best < 0:
+        raise ATFRError(f"{what}: input shapes {shapes} are outside every optimization profile; "
+                        "rebuild with 'atfr build --profiles/--max-batch' covering them")
+    return best
+
+
+def output_bound(exec_context: Any, name: str, shape: list[int], upper: dict[int, int], itemsize: int, what: str) -> list[int]:
+    """A data-dependent output's shape with each unknown dimension at its bound: the manifest's
+    (``upper``: dimension -> size) or else TensorRT's own upper bound in bytes."""
+    shp = list(shape)
+    for i, d in enumerate(shp):
+        if d >= 0:
+            continue
+        if i in upper:
+            shp[i] = int(upper[i])
+            continue
+        try:
+            size = int(exec_context.get_max_output_size(name))
+        except AttributeError:
+            raise ATFRError(f"{what}: no upper bound for the data-dependent output {name!r}", exit_code=4) from None
+        rest = int(np.prod([x for x in shp if x >= 0], dtype=np.int64)) * itemsize
+        shp[i] = max(1, -(-size // max(rest, 1)))
+    return shp
+
+
+class EngineBuffers:
+    """One engine's buffers, allocated once at the largest shapes any profile allows: per tensor a
+    pinned host buffer and its device side (a buffer, the output allocator's reservation for
+    data-dependent outputs, or none for host tensors). No allocation per run."""
+
+    def __init__(self, trt: Any, cuda: Cuda, exec_context: Any, io: EngineIO, dds: list[str],
+                 shapes: dict[str, tuple[int, ...]], what: str):
+        self.cuda, self.dtype, self.on_host, self.dds, self.what = cuda, io.dtype, io.on_host, dds, what
+        self.context = exec_context
+        self.dev: dict[str, int] = {}
+        self.host: dict[str, np.ndarray] = {}
+        self._host_ptrs: list[int] = []
+        self.allocator = make_output_allocator(trt, cuda) if dds else None
+        for n, shp in shapes.items():
+            self._allocate(n, shp)
+
+    def _allocate(self, n: str, shp: tuple[int, ...]) -> None:
+        cuda = self.cuda
+        nbytes = int(np.prod(shp, dtype=np.int64)) * self.dtype[n].itemsize if shp else self.dtype[n].itemsize
+        hp = cuda.malloc_host(nbytes)
+        self._host_ptrs.append(hp)
+        self.host[n] = host_view(hp, nbytes, self.dtype[n])
+        if self.on_host[n]:
+            ok = self.context.set_tensor_address(n, hp)
+        elif n in self.dds:
+            assert self.allocator is not None
+            self.allocator.reserve(n, nbytes)
+            ok = self.context.set_output_allocator(n, self.allocator)
+        else:
+            self.dev[n] = cuda.malloc(nbytes)
+            ok = self.context.set_tensor_address(n, self.dev[n])
+        if ok is False:
+            raise ATFRError(f"{self.what}: TensorRT refused the buffer for tensor {n!r}", exit_code=4)
+
+    def upload(self, names: list[str], feeds: dict[str, np.ndarray], stream: Any) -> None:
+        """Queue the host-to-device copies of the staged inputs."""
+        for n in names:
+            if not self.on_host[n]:
+                self.cuda.memcpy_async(self.dev[n], self.host[n].ctypes.data, feeds[n].size * self.dtype[n].itemsize,
+                                       self.cuda.H2D, stream)
+
+    def download(self, names: list[str], stream: Any) -> dict[str, tuple[int, ...]]:
+        """Queue each output's device-to-host copy at this run's shape; returns the shapes."""
+        cuda, alloc = self.cuda, self.allocator
+        if self.dds:
+            cuda.sync(stream)  # the data-dependent shapes are known once the front engine has run
+            assert alloc is not None
+            if alloc.error:
+                raise ATFRError(f"{self.what}: output allocation failed ({alloc.error})", exit_code=4)
+        out: dict[str, tuple[int, ...]] = {}
+        for n in names:
+            if n in self.dds:
+                assert alloc is not None
+                shp = alloc.shapes.get(n)
+                if shp is None:
+                    raise ATFRError(f"{self.what}: TensorRT did not report the shape of the data-dependent output "
+                                    f"{n!r} for this run (IOutputAllocator.notify_shape was not called)", exit_code=4)
+                src = alloc.buffers[n][0]
+            else:
+                shp = tuple(int(d) for d in self.context.get_tensor_shape(n))
+                src = self.dev.get(n, 0)
+            out[n] = shp
+            nbytes = int(np.prod(shp, dtype=np.int64)) * self.dtype[n].itemsize
+            if nbytes > self.host[n].nbytes:
+                raise ATFRError(f"{self.what}: output {n!r} {shp} exceeds its reserved size", exit_code=4)
+            if not self.on_host[n]:
+                cuda.memcpy_async(self.host[n].ctypes.data, src, nbytes, cuda.D2H, stream)
+        return out
+
+    def close(self) -> None:
+        for p in self.dev.values():
+            self.cuda.free(p)
+        if self.allocator is not None:
+            for p, _ in self.allocator.buffers.values():
+                self.cuda.free(p)
+        for p in self._host_ptrs:
+            self.cuda.free_host(p)
+        self.dev, self._host_ptrs = {}, []
+
+
 class TrtEngineRunner:
     """GraphRunner over one deserialized engine: run(feeds) -> outputs (host numpy)."""
 
@@ -112,46 +252,17 @@ class TrtEngineRunner:
         self.context = self.engine.create_execution_context()
         if self.context is None:
             raise ATFRError(f"{path}: cannot create an execution context (out of GPU memory?)", exit_code=4)
-        e = self.engine
-        names = [e.get_tensor_name(i) for i in range(e.num_io_tensors)]
-        self.input_names = [n for n in names if e.get_tensor_mode(n) == trt.TensorIOMode.INPUT]
-        self.output_names = [n for n in names if e.get_tensor_mode(n) == trt.TensorIOMode.OUTPUT]
-        self.dtype = {n: np.dtype(trt.nptype(e.get_tensor_dtype(n))) for n in names}
-        self.on_host = {n: e.get_tensor_location(n) == trt.TensorLocation.HOST for n in names}
+        io = describe_engine(trt, self.engine)
+        self.input_names, self.output_names, self.dtype, self.on_host = io.input_names, io.output_names, io.dtype, io.on_host
+        self.profiles, self.num_profiles, self.max_batch = io.profiles, len(io.profiles), io.max_batch
         self.dds: list[str] = []  # outputs whose shape stays unknown with all input shapes set (found below)
-        self.num_profiles = int(e.num_optimization_profiles)
-        self.profiles: list[dict[str, tuple[tuple[int, ...], tuple[int, ...], tuple[int, ...]]]] = []
-        for k in range(self.num_profiles):
-            self.profiles.append({n: tuple(tuple(int(d) for d in s) for s in e.get_tensor_profile_shape(n, k))
-                                  for n in self.input_names})  # type: ignore[misc]
-        self.max_batch = min(p[self.input_names[0]][2][0] for p in self.profiles)
-        max_in = {n: tuple(max(p[n][2][i] for p in self.profiles) for i in range(len(self.profiles[0][n][2])))
-                  for n in self.input_names}
         self.active_profile = -1
         self.current: dict[str, tuple[int, ...]] = {}
         max_out = self._max_output_shapes(upper_bounds or {})
         self._set_profile(0)
         self.current = {}  # shapes set while sizing buffers are not a clip's: set them again on first run
-        self.dev: dict[str, int] = {}
-        self.host: dict[str, np.ndarray] = {}
-        self._host_ptrs: list[int] = []
-        self.allocator = make_output_allocator(trt, cuda) if self.dds else None
-        for n, shp in list(max_in.items()) + list(max_out.items()):
-            nbytes = int(np.prod(shp, dtype=np.int64)) * self.dtype[n].itemsize if shp else self.dtype[n].itemsize
-            hp = cuda.malloc_host(nbytes)
-            self._host_ptrs.append(hp)
-            self.host[n] = host_view(hp, nbytes, self.dtype[n])
-            if self.on_host[n]:
-                ok = self.context.set_tensor_address(n, hp)
-            elif n in self.dds:
-                assert self.allocator is not None
-                self.allocator.reserve(n, nbytes)
-                ok = self.context.set_output_allocator(n, self.allocator)
-            else:
-                self.dev[n] = cuda.malloc(nbytes)
-                ok = self.context.set_tensor_address(n, self.dev[n])
-            if ok is False:
-                raise ATFRError(f"{path.name}: TensorRT refused the buffer for tensor {n!r}", exit_code=4)
+        self.buffers = EngineBuffers(trt, cuda, self.context, io, self.dds, {**io.max_in, **max_out}, path.name)
+        self.host, self.allocator = self.buffers.host, self.buffers.allocator  # the same objects, read per run
         self.cuda_graphs = bool(cuda_graphs) and not self.dds
         self.graphs: dict[tuple, Any] = {}
         self.events = [cuda.event() for _ in range(4)]
@@ -177,32 +288,10 @@ class TrtEngineRunner:
                 shp = [int(d) for d in self.context.get_tensor_shape(n)]
                 if any(d < 0 for d in shp) and n not in self.dds:
                     self.dds.append(n)  # data-dependent (e.g. sgs{p} with B' bins): IOutputAllocator
-                for i, d in enumerate(shp):
-                    if d < 0:
-                        if i in upper.get(n, {}):
-                            shp[i] = int(upper[n][i])
-                        else:  # no manifest bound: TensorRT's own upper bound in bytes
-                            try:
-                                size = int(self.context.get_max_output_size(n))
-                            except AttributeError:
-                                raise ATFRError(f"{self.path.name}: no upper bound for the data-dependent "
-                                                f"output {n!r}", exit_code=4) from None
-                            rest = int(np.prod([x for x in shp if x >= 0], dtype=np.int64)) * self.dtype[n].itemsize
-                            shp[i] = max(1, -(-size // max(rest, 1)))
+                shp = output_bound(self.context, n, shp, upper.get(n, {}), self.dtype[n].itemsize, self.path.name)
                 prev = out.get(n)
                 out[n] = tuple(shp) if prev is None else tuple(max(a, b) for a, b in zip(prev, shp))
         return out
-
-    def _pick_profile(self, shapes: dict[str, tuple[int, ...]]) -> int:
-        # every dimension of every input is one (min, max) range of the profile
-        names = sorted(shapes)
-        values = [v for n in names for v in shapes[n]]
-        ranges = [[(lo, hi) for n in names for lo, hi in zip(prof[n][0], prof[n][2])] for prof in self.profiles]
-        best = tightest_profile(ranges, values)
-        if best < 0:
-            raise ATFRError(f"{self.path.name}: input shapes {shapes} are outside every optimization profile; "
-                            "rebuild with 'atfr build --profiles/--max-batch' covering them")
-        return best
 
     # running -----------------------------------------------------------------------------------
     def run(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
@@ -213,11 +302,10 @@ class TrtEngineRunner:
                  for i in range(0, n, self.max_batch)]
         return {k: np.concatenate([p[k] for p in parts], 0) for k in self.output_names}
 
-    def _run_once(self, feeds: dict[str, np.ndarray], copy: bool | None = None) -> dict[str, np.ndarray]:
-        cuda, ctx, st = self.cuda, self.context, self.stream
-        t0 = time.perf_counter()
+    def _stage_inputs(self, feeds: dict[str, np.ndarray]) -> dict[str, tuple[int, ...]]:
+        """The tightest profile for these shapes; inputs copied into their pinned buffers; shapes set."""
         shapes = {n: tuple(int(d) for d in feeds[n].shape) for n in self.input_names}
-        self._set_profile(self._pick_profile(shapes))
+        self._set_profile(pick_profile(self.profiles, shapes, self.path.name))
         for n in self.input_names:
             arr = feeds[n]
             if arr.dtype != self.dtype[n]:
@@ -225,59 +313,29 @@ class TrtEngineRunner:
             view = self.host[n][: arr.size].reshape(arr.shape)
             np.copyto(view, arr, casting="no")
             if self.current.get(n) != shapes[n]:
-                if not ctx.set_input_shape(n, shapes[n]):
+                if not self.context.set_input_shape(n, shapes[n]):
                     raise ATFRError(f"{self.path.name}: TensorRT rejected shape {shapes[n]} for {n!r}")
                 self.current[n] = shapes[n]
-        ev = self.events
+        return shapes
+
+    def _run_once(self, feeds: dict[str, np.ndarray], copy: bool | None = None) -> dict[str, np.ndarray]:
+        cuda, st, ev = self.cuda, self.stream, self.events
+        t0 = time.perf_counter()
+        shapes = self._stage_inputs(feeds)
         cuda.record(ev[0], st)
-        for n in self.input_names:
-            if not self.on_host[n]:
-                cuda.memcpy_async(self.dev[n], self.host[n].ctypes.data, feeds[n].size * self.dtype[n].itemsize,
-                                  cuda.H2D, st)
+        self.buffers.upload(self.input_names, feeds, st)
         cuda.record(ev[1], st)
         te = time.perf_counter()
-        key = (self.active_profile,) + tuple(shapes[n] for n in self.input_names)
-        if self.allocator is not None:
-            self.allocator.reset()
-        if self.cuda_graphs and key in self.graphs:
-            cuda.launch(self.graphs[key], st)
-        else:
-            if not ctx.execute_async_v3(self.stream_handle):
-                raise ATFRError(f"{self.path.name}: execute_async_v3 failed (see the TensorRT log)", exit_code=4)
-            if self.cuda_graphs:
-                self._capture(key)
+        self._enqueue((self.active_profile,) + tuple(shapes[n] for n in self.input_names))
         enqueue_ms = (time.perf_counter() - te) * 1e3
         cuda.record(ev[2], st)
-        if self.dds:
-            cuda.sync(st)  # the data-dependent shapes are known once the front engine has run
-            assert self.allocator is not None
-            if self.allocator.error:
-                raise ATFRError(f"{self.path.name}: output allocation failed ({self.allocator.error})", exit_code=4)
-        out_shapes: dict[str, tuple[int, ...]] = {}
-        for n in self.output_names:
-            if n in self.dds:
-                assert self.allocator is not None
-                shp = self.allocator.shapes.get(n)
-                if shp is None:
-                    raise ATFRError(f"{self.path.name}: TensorRT did not report the shape of the data-dependent output "
-                                    f"{n!r} for this run (IOutputAllocator.notify_shape was not called)", exit_code=4)
-                src = self.allocator.buffers[n][0]
-            else:
-                shp = tuple(int(d) for d in ctx.get_tensor_shape(n))
-                src = self.dev.get(n, 0)
-            out_shapes[n] = shp
-            nbytes = int(np.prod(shp, dtype=np.int64)) * self.dtype[n].itemsize
-            if nbytes > self.host[n].nbytes:
-                raise ATFRError(f"{self.path.name}: output {n!r} {shp} exceeds its reserved size", exit_code=4)
-            if not self.on_host[n]:
-                cuda.memcpy_async(self.host[n].ctypes.data, src, nbytes, cuda.D2H, st)
+        out_shapes = self.buffers.download(self.output_names, st)
         cuda.record(ev[3], st)
         cuda.sync(st)
         copy = self.copy_outputs if copy is None else copy
         outs = {}
         for n in self.output_names:
-            cnt = int(np.prod(out_shapes[n], dtype=np.int64))
-            v = self.host[n][:cnt].reshape(out_shapes[n])
+            v = self.host[n][:int(np.prod(out_shapes[n], dtype=np.int64))].reshape(out_shapes[n])
             outs[n] = v.copy() if copy else v
         self.runs += 1
         self.last_timings = {
@@ -288,6 +346,18 @@ class TrtEngineRunner:
         if self.allocator is not None:
             self.last_timings["reallocations"] = float(self.allocator.reallocations)
         return outs
+
+    def _enqueue(self, key: tuple) -> None:
+        """execute_async_v3, or the CUDA graph captured for this (profile, shapes)."""
+        if self.allocator is not None:
+            self.allocator.reset()
+        if self.cuda_graphs and key in self.graphs:
+            self.cuda.launch(self.graphs[key], self.stream)
+            return
+        if not self.context.execute_async_v3(self.stream_handle):
+            raise ATFRError(f"{self.path.name}: execute_async_v3 failed (see the TensorRT log)", exit_code=4)
+        if self.cuda_graphs:
+            self._capture(key)
 
     def _capture(self, key: tuple) -> None:
         """Capture the enqueue just made valid for these shapes (TensorRT needs one plain enqueue after a
@@ -308,14 +378,7 @@ class TrtEngineRunner:
                   file=sys.stderr)
 
     def close(self) -> None:
-        for p in self.dev.values():
-            self.cuda.free(p)
-        if self.allocator is not None:
-            for p, _ in self.allocator.buffers.values():
-                self.cuda.free(p)
-        for p in self._host_ptrs:
-            self.cuda.free_host(p)
-        self.dev, self._host_ptrs = {}, []
+        self.buffers.close()
 
 
 class SampledFrontRunner:
