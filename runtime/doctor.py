@@ -531,10 +531,18 @@ def _cuda_python_checks(f: _Facts) -> tuple[list[Check], str | None]:
                       ("tensorrt",)))
         else:
             pv, dv = _ver(cu.version)[:2], (drv // 1000, (drv % 1000) // 10)
-            if pv and pv[0] != dv[0]:
+            if pv and pv[0] > dv[0]:  # a runtime newer than the driver: cudaErrorInsufficientDriver
                 add(Check("cuda-python", "fail", f"cuda-python {cu.version} is for CUDA {pv[0]}, the driver "
                           f"supports CUDA {_cuda_int(drv)}", f"pip install 'cuda-python>={dv[0]}.0,<{dv[0] + 1}'",
                           ("tensorrt",)))
+            elif pv and pv[0] < dv[0]:
+                # Drivers run the CUDA runtimes older than themselves (NVIDIA's backward compatibility):
+                # these bindings work; the gpu row shows their first call. A TensorRT built for the
+                # driver's CUDA major pairs best with bindings of that major, hence a warning only.
+                add(Check("cuda-python", "warn", f"cuda-python {cu.version} is for CUDA {pv[0]}; the driver "
+                          f"supports CUDA {_cuda_int(drv)} and runs it (drivers run older CUDA runtimes)",
+                          f"pip install 'cuda-python>={dv[0]}.0,<{dv[0] + 1}' to match a TensorRT built for "
+                          f"CUDA {dv[0]}"))
             elif pv > dv:
                 add(Check("cuda-python", "warn", f"cuda-python {cu.version} is newer than the driver's CUDA "
                           f"{_cuda_int(drv)}", f"pip install 'cuda-python>={dv[0]}.{dv[1]},<{dv[0]}.{dv[1] + 1}'"))

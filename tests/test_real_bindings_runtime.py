@@ -113,12 +113,14 @@ DRIVER_CASES = [
     ("driver-older-major", "cuda-13.0", 12060),  # cuda-python 13 on a CUDA 12 driver
     ("bindings-newer-minor", "cuda-12.6", 12020),  # cuda-python 12.6 on a 12.2 driver
     ("no-driver-13", "cuda-13.0", None),
+    ("driver-newer-major", "cuda-12.6", 13000),  # cuda-python 12.6 on a CUDA 13 driver: runs (older runtime)
 ]
 
 
 # The doctor probes every module in subprocesses (torch included: ~4 s a case), so it runs the three
 # cases whose rows differ; every stub-driver case has no device.
-DOCTOR_CASES = [c for c in DRIVER_CASES if c[0] in ("no-driver", "driver-older-major", "bindings-newer-minor")]
+DOCTOR_CASES = [c for c in DRIVER_CASES
+                if c[0] in ("no-driver", "driver-older-major", "bindings-newer-minor", "driver-newer-major")]
 
 
 @pytest.mark.parametrize("case,cuda,driver", DOCTOR_CASES, ids=[c[0] for c in DOCTOR_CASES])
@@ -142,6 +144,9 @@ def test_doctor_with_real_bindings_and_stub_driver(binding_stubs, case: str, cud
         assert "cuda-python>=12.0,<13" in cp["fix"], cp
     elif case == "bindings-newer-minor":
         assert cp["status"] == "warn" and "newer than the driver's CUDA 12.2" in cp["detail"], cp
+    elif case == "driver-newer-major":  # a warning, not a failure: the 12.6 bindings reach the driver
+        assert cp["status"] == "warn" and "supports CUDA 13.0 and runs it" in cp["detail"], cp
+        assert "cuda-python>=13.0,<14" in cp["fix"] and not cp.get("blocks"), cp
     if driver is not None:  # a driver but no device: the gpu row says what CUDA answered, and blocks tensorrt
         want = "cudaErrorInsufficientDriver" if case == "driver-older-major" else "cudaErrorNoDevice"
         assert rows["gpu"]["status"] == "fail" and "tensorrt" in rows["gpu"]["blocks"], rows["gpu"]
