@@ -1,7 +1,7 @@
 """The few CUDA runtime calls the TensorRT backend and builder need, over cuda-python.
 
-cuda-python is versioned with CUDA: its major version must match the CUDA major version of the
-driver (and of the TensorRT build). A plain ``pip install cuda-python`` gives 13.x, while JetPack 6
+cuda-python is versioned with CUDA: its major version must not be newer than the driver's CUDA
+(drivers run older runtimes), and best matches the TensorRT build's. A plain ``pip install cuda-python`` gives 13.x, while JetPack 6
 is CUDA 12.6; with a 13.x binding on a 12.x driver the first runtime call (``cudaGetDevice``) fails
 with cudaErrorInsufficientDriver, which says nothing about the cause. :meth:`Cuda.device_info`
 turns any such failure into one line naming both versions and the install that fixes it
