@@ -11,7 +11,6 @@ from __future__ import annotations
 import csv
 import functools
 import json
-import math
 
 import numpy as np
 import pytest
@@ -20,6 +19,7 @@ import torch
 from adafuse_helpers import tiny_adafuse_model as _build_tiny
 from atfr.display import format_prob
 from cli_helpers import one_line_error, run_cli
+from official_views import view_indices, view_transform
 from tolerances import NetShape, magnitude, prob_atol
 
 cv2 = pytest.importorskip("cv2")
@@ -42,31 +42,6 @@ def videos(tmp_path_factory):
             "short": write_video(d / "short.avi", 3, (40, 52), 30.0, 3)}  # shorter than a clip (4)
 
 
-def _indices(n: int, k: int, views: int, fps: float, spec) -> np.ndarray:
-    """PySlowFast: start = max(n - clip, 0) * k / views, T frames linspace'd over the clip, clamped."""
-    clip = spec.num_frames * spec.sampling_rate * fps / spec.target_fps
-    first = math.ceil(max(n - clip, 0) * k / views)
-    idx = torch.clamp(torch.linspace(0, clip - 1, spec.num_frames), 0, n - first - 1).long()
-    return (first + idx).numpy()
-
-
-def _transform(frames: np.ndarray, s: int, spec) -> torch.Tensor:
-    x = (torch.from_numpy(frames).float() / 255.0 - torch.tensor(spec.mean)) / torch.tensor(spec.std)
-    x = x.permute(3, 0, 1, 2)
-    h, w = x.shape[2], x.shape[3]
-    size, crop = spec.short_side, spec.crop_size
-    if min(h, w) != size:
-        nh, nw = (int(math.floor(h / w * size)), size) if w < h else (size, int(math.floor(w / h * size)))
-        x = F.interpolate(x, size=(nh, nw), mode="bilinear", align_corners=False)
-    h, w = x.shape[2], x.shape[3]
-    y0, x0 = int(math.ceil((h - crop) / 2)), int(math.ceil((w - crop) / 2))
-    if h > w:
-        y0 = {0: 0, 1: y0, 2: h - crop}[s]
-    else:
-        x0 = {0: 0, 1: x0, 2: w - crop}[s]
-    return x[:, :, y0:y0 + crop, x0:x0 + crop]
-
-
 @functools.lru_cache(maxsize=1)
 def _counter():
     """The torch model's own FLOP counts (models/adafuse_flops.py; the export's manifest carries its copy)."""
@@ -87,10 +62,10 @@ def torch_views(video, temporal: int, spatial: int):
     frames, fps = decode_rgb(video)
     out = []
     for k in range(temporal):
-        clip = frames[_indices(len(frames), k, temporal, fps, spec)]
+        clip = frames[view_indices(len(frames), k, temporal, fps, spec)]
         for s in ((1,) if spatial == 1 else (0, 1, 2)):
             with torch.no_grad():
-                res = model.run(_transform(clip, s, spec)[None].contiguous())
+                res = model.run(view_transform(clip, s, spec)[None].contiguous())
             policy = [p[0].numpy().astype(np.int64) for p in res.policy]
             out.append((res.logits[0].numpy(),
                         clip_report(policy, counter.base_per_frame, counter.convs, spec.num_frames)))

@@ -7,6 +7,7 @@ import json
 import math
 import re
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -19,6 +20,7 @@ from atfr.runtime.video.preprocess import Preprocessor
 
 torch = pytest.importorskip("torch")
 cv2 = pytest.importorskip("cv2")
+from official_views import view_indices, view_transform  # noqa: E402 - needs torch
 F = torch.nn.functional
 
 # A model whose transform really resizes (short side 40 > crop 32) and samples every 2nd frame.
@@ -89,31 +91,10 @@ def decode_rgb(path: Path) -> tuple[np.ndarray, float]:
     return np.stack(frames), fps
 
 
-def ref_indices(n: int, k: int, num_clips: int, fps: float) -> torch.Tensor:
-    """decoder.get_start_end_idx + PyAV's pts filter + temporal_sampling(0, clip-1) on the segment."""
-    clip = CFG["num_frames"] * CFG["sampling_rate"] * fps / 30.0
-    start = max(n - clip, 0) * k / num_clips
-    first = math.ceil(start)
-    seg = n - first
-    idx = torch.clamp(torch.linspace(0, clip - 1, CFG["num_frames"]), 0, seg - 1).long()
-    return first + idx
-
-
-def ref_transform(frames: np.ndarray, spatial_idx: int) -> torch.Tensor:
-    x = (torch.from_numpy(frames).float() / 255.0 - torch.tensor([0.45] * 3)) / torch.tensor([0.225] * 3)
-    x = x.permute(3, 0, 1, 2)
-    size, crop = CFG["short_side"], CFG["crop_size"]
-    h, w = x.shape[2], x.shape[3]
-    if not ((w <= h and w == size) or (h <= w and h == size)):
-        nh, nw = (int(math.floor(h / w * size)), size) if w < h else (size, int(math.floor(w / h * size)))
-        x = F.interpolate(x, size=(nh, nw), mode="bilinear", align_corners=False)
-    h, w = x.shape[2], x.shape[3]
-    y0, x0 = int(math.ceil((h - crop) / 2)), int(math.ceil((w - crop) / 2))
-    if h > w:
-        y0 = {0: 0, 1: y0, 2: h - crop}[spatial_idx]
-    else:
-        x0 = {0: 0, 1: x0, 2: w - crop}[spatial_idx]
-    return x[:, :, y0:y0 + crop, x0:x0 + crop]
+# PySlowFast's multi-view sampling (tests/official_views.py) with this model's config and the
+# Kinetics normalisation (mean 0.45, std 0.225) at the official 30 fps clip rate.
+REF_SPEC = SimpleNamespace(num_frames=CFG["num_frames"], sampling_rate=CFG["sampling_rate"], target_fps=30.0,
+                           short_side=CFG["short_side"], crop_size=CFG["crop_size"], mean=[0.45] * 3, std=[0.225] * 3)
 
 
 def torch_multiview(ckpt: Path, video: Path, temporal: int, spatial: int) -> tuple[np.ndarray, list[int]]:
@@ -127,7 +108,7 @@ def torch_multiview(ckpt: Path, video: Path, temporal: int, spatial: int) -> tup
         for v in range(temporal * spatial):  # official view order: temporal v // S, spatial v % S
             k, s = divmod(v, spatial)
             s = 1 if spatial == 1 else s
-            clip = ref_transform(frames[ref_indices(len(frames), k, temporal, fps).numpy()], s)[None]
+            clip = view_transform(frames[view_indices(len(frames), k, temporal, fps, REF_SPEC)], s, REF_SPEC)[None]
             logits, bp = model.forward_with_bprime([clip])  # one view = batch of one (per-clip B')
             total += torch.softmax(logits[0], 0).double()
             bps.append(int(bp[0, 0]))
